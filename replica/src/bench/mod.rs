@@ -1,0 +1,1 @@
+//! Benchmarks: closed-loop load generators and result files.

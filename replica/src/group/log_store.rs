@@ -1,0 +1,269 @@
+//! The Raft log and vote of one replica (openraft `RaftLogStorage`).
+//!
+//! Entries are always held in memory for reads. With a data directory they are also written
+//! through to an embedded redb database before openraft is told they are flushed ("persist
+//! before ack"): one write transaction, hence one fsync, per `append` call, and openraft hands
+//! over every entry that accumulated since the previous call, so fsyncs are grouped under load.
+//! On start the database is read back, so a killed replica recovers its vote and log.
+
+use crate::group::types::{Entry, LogId, StorageError, TypeConfig};
+use crate::ids::NodeId;
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{AnyError, RaftLogId, RaftLogReader, StorageIOError, Vote};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const VOTE: &str = "vote";
+const COMMITTED: &str = "committed";
+const PURGED: &str = "last_purged";
+
+#[derive(Default)]
+struct Inner {
+    entries: BTreeMap<u64, Entry>,
+    vote: Option<Vote<NodeId>>,
+    committed: Option<LogId>,
+    last_purged: Option<LogId>,
+}
+
+/// The log store of one replica; clones share the same log (a clone is the log reader).
+#[derive(Clone)]
+pub struct LogStore {
+    inner: Arc<Mutex<Inner>>,
+    disk: Option<Arc<Database>>,
+}
+
+fn io_err(e: impl Into<redb::Error>) -> AnyError {
+    AnyError::new(&e.into())
+}
+
+fn codec_err(e: postcard::Error) -> AnyError {
+    AnyError::new(&e)
+}
+
+impl LogStore {
+    /// A log kept in memory only (lost when the process stops).
+    pub fn in_memory() -> Self {
+        LogStore {
+            inner: Arc::new(Mutex::new(Inner::default())),
+            disk: None,
+        }
+    }
+
+    /// A log persisted in `dir/raft-log.redb`, loading what an earlier run left there.
+    pub fn open(dir: &Path) -> Result<Self, StorageError> {
+        let read = |e: AnyError| StorageError::from(StorageIOError::read_logs(e));
+        std::fs::create_dir_all(dir).map_err(|e| read(AnyError::new(&e)))?;
+        let db = Database::create(dir.join("raft-log.redb")).map_err(|e| read(io_err(e)))?;
+        // Make sure both tables exist so that reads never fail on a fresh database.
+        let txn = db.begin_write().map_err(|e| read(io_err(e)))?;
+        txn.open_table(LOG).map_err(|e| read(io_err(e)))?;
+        txn.open_table(META).map_err(|e| read(io_err(e)))?;
+        txn.commit().map_err(|e| read(io_err(e)))?;
+
+        let mut inner = Inner::default();
+        let txn = db.begin_read().map_err(|e| read(io_err(e)))?;
+        let log = txn.open_table(LOG).map_err(|e| read(io_err(e)))?;
+        for row in log.iter().map_err(|e| read(io_err(e)))? {
+            let (k, v) = row.map_err(|e| read(io_err(e)))?;
+            let entry: Entry = postcard::from_bytes(v.value()).map_err(|e| read(codec_err(e)))?;
+            inner.entries.insert(k.value(), entry);
+        }
+        let meta = txn.open_table(META).map_err(|e| read(io_err(e)))?;
+        let get = |key: &str| -> Result<Option<Vec<u8>>, StorageError> {
+            Ok(meta
+                .get(key)
+                .map_err(|e| read(io_err(e)))?
+                .map(|v| v.value().to_vec()))
+        };
+        if let Some(b) = get(VOTE)? {
+            inner.vote = Some(postcard::from_bytes(&b).map_err(|e| read(codec_err(e)))?);
+        }
+        if let Some(b) = get(COMMITTED)? {
+            inner.committed = postcard::from_bytes(&b).map_err(|e| read(codec_err(e)))?;
+        }
+        if let Some(b) = get(PURGED)? {
+            inner.last_purged = postcard::from_bytes(&b).map_err(|e| read(codec_err(e)))?;
+        }
+        Ok(LogStore {
+            inner: Arc::new(Mutex::new(inner)),
+            disk: Some(Arc::new(db)),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `meta` keys and log changes in one durable transaction, off the async runtime.
+    async fn persist(
+        &self,
+        meta: Vec<(&'static str, Vec<u8>)>,
+        puts: Vec<(u64, Vec<u8>)>,
+        delete: Option<(u64, u64)>,
+    ) -> Result<(), AnyError> {
+        let Some(db) = self.disk.clone() else {
+            return Ok(());
+        };
+        tokio::task::spawn_blocking(move || -> Result<(), AnyError> {
+            let txn = db.begin_write().map_err(io_err)?;
+            {
+                let mut log = txn.open_table(LOG).map_err(io_err)?;
+                if let Some((from, to)) = delete {
+                    log.retain_in(from..=to, |_, _| false).map_err(io_err)?;
+                }
+                for (k, v) in &puts {
+                    log.insert(*k, v.as_slice()).map_err(io_err)?;
+                }
+                let mut m = txn.open_table(META).map_err(io_err)?;
+                for (k, v) in &meta {
+                    m.insert(*k, v.as_slice()).map_err(io_err)?;
+                }
+            }
+            txn.commit().map_err(io_err)?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| AnyError::new(&e))?
+    }
+
+    /// Number of entries currently held (after purges).
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// True when no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_allocvec(v).expect("openraft log types always serialise")
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        Ok(self.lock().entries.range(range).map(|(_, e)| e.clone()).collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let inner = self.lock();
+        let last = inner
+            .entries
+            .last_key_value()
+            .map(|(_, e)| *e.get_log_id())
+            .or(inner.last_purged);
+        Ok(LogState {
+            last_purged_log_id: inner.last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        self.persist(vec![(VOTE, encode(vote))], vec![], None)
+            .await
+            .map_err(|e| StorageError::from(StorageIOError::write_vote(e)))?;
+        self.lock().vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        Ok(self.lock().vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        // Not fsynced on its own account: the committed index only shortens replay after a
+        // restart, and the next append or vote makes it durable.
+        self.lock().committed = committed;
+        if let Some(db) = &self.disk {
+            let db = db.clone();
+            let bytes = encode(&committed);
+            tokio::task::spawn_blocking(move || -> Result<(), AnyError> {
+                let mut txn = db.begin_write().map_err(io_err)?;
+                txn.set_durability(redb::Durability::None).map_err(|e| AnyError::new(&e))?;
+                txn.open_table(META)
+                    .map_err(io_err)?
+                    .insert(COMMITTED, bytes.as_slice())
+                    .map_err(io_err)?;
+                txn.commit().map_err(io_err)?;
+                Ok(())
+            })
+            .await
+            .map_err(|e| StorageError::from(StorageIOError::write(AnyError::new(&e))))?
+            .map_err(|e| StorageError::from(StorageIOError::write(e)))?;
+        }
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.lock().committed)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if self.disk.is_some() {
+            let puts = entries.iter().map(|e| (e.log_id.index, encode(e))).collect();
+            let res = self.persist(vec![], puts, None).await;
+            if let Err(e) = res {
+                let err = StorageError::from(StorageIOError::write_logs(e));
+                callback.log_io_completed(Err(std::io::Error::other(err.to_string())));
+                return Err(err);
+            }
+        }
+        {
+            let mut inner = self.lock();
+            for e in entries {
+                inner.entries.insert(e.log_id.index, e);
+            }
+        }
+        callback.log_io_completed(Ok(()));
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let last = self.lock().entries.last_key_value().map(|(k, _)| *k);
+        if let Some(last) = last.filter(|l| *l >= log_id.index) {
+            self.persist(vec![], vec![], Some((log_id.index, last)))
+                .await
+                .map_err(|e| StorageError::from(StorageIOError::write_logs(e)))?;
+        }
+        self.lock().entries.split_off(&log_id.index);
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.persist(
+            vec![(PURGED, encode(&Some(log_id)))],
+            vec![],
+            Some((0, log_id.index)),
+        )
+        .await
+        .map_err(|e| StorageError::from(StorageIOError::write_logs(e)))?;
+        let mut inner = self.lock();
+        inner.last_purged = Some(log_id);
+        let keep = inner.entries.split_off(&(log_id.index + 1));
+        inner.entries = keep;
+        Ok(())
+    }
+}

@@ -1,0 +1,293 @@
+//! One running replica of one group: Raft, storage, state machine, gRPC server, coordinator.
+//!
+//! [`GroupNode::start`] assembles the pieces the way every other module expects them and
+//! bootstraps the group (the replica with ordinal 0 initialises an empty group with all
+//! members). [`GroupNode::crash`] stops everything abruptly, as a killed process: with disk
+//! storage a new `start` on the same directory recovers vote, log and state.
+
+use crate::app::Application;
+use crate::client::Topology;
+use crate::group::faults::Faults;
+use crate::group::log_store::LogStore;
+use crate::group::network::Network;
+use crate::group::proposer::{ProposeError, Proposer};
+use crate::group::service::{GroupService, RaftService};
+use crate::group::state::GroupState;
+use crate::group::state_machine::{Shared, StateMachineStore};
+use crate::group::types::{Op, Raft, StorageError};
+use crate::ids::{node_id_of_ordinal, GroupId, NodeId};
+use crate::multicast::coordinator::Coordinator;
+use crate::proto::{group_server::GroupServer, raft_server::RaftServer};
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// Where a replica keeps its log and snapshots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// In memory: fast, lost when the replica stops.
+    Memory,
+    /// On disk in this directory: log in redb, snapshots in files; survives crashes.
+    Disk(PathBuf),
+}
+
+/// Raft timing and log compaction settings of a group.
+#[derive(Clone, Debug)]
+pub struct RaftTuning {
+    /// Leader heartbeat period.
+    pub heartbeat_ms: u64,
+    /// Lower bound of the election timeout.
+    pub election_min_ms: u64,
+    /// Upper bound of the election timeout.
+    pub election_max_ms: u64,
+    /// Take a snapshot after this many log entries.
+    pub snapshot_every: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning {
+            heartbeat_ms: 100,
+            election_min_ms: 500,
+            election_max_ms: 1000,
+            snapshot_every: 5000,
+        }
+    }
+}
+
+/// Everything a replica needs to start.
+pub struct ReplicaSpec {
+    /// Its group.
+    pub group: GroupId,
+    /// Its ordinal in the group (0-based; Raft node id is ordinal + 1).
+    pub ordinal: usize,
+    /// Addresses of every group's members (this group's included).
+    pub topology: Topology,
+    /// Where it keeps its state.
+    pub storage: Storage,
+    /// Raft settings.
+    pub tuning: RaftTuning,
+    /// The application it replicates.
+    pub app: Box<dyn Application>,
+    /// Link faults (tests); `Faults::default()` in production.
+    pub faults: Arc<Faults>,
+    /// A listener already bound to its address, or `None` to bind it here.
+    pub listener: Option<TcpListener>,
+}
+
+/// Why a replica could not start.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// The group or ordinal is not in the topology.
+    #[error("group {group} has no member with ordinal {ordinal}")]
+    NotAMember {
+        /// The group.
+        group: GroupId,
+        /// The ordinal.
+        ordinal: usize,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Log or snapshot storage failed.
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// Raft refused the configuration or failed to start.
+    #[error("raft: {0}")]
+    Raft(String),
+    /// A peer address is invalid.
+    #[error(transparent)]
+    Client(#[from] crate::client::ClientError),
+}
+
+/// A running replica.
+pub struct GroupNode {
+    group: GroupId,
+    node_id: NodeId,
+    addr: String,
+    raft: Raft,
+    shared: Arc<Shared>,
+    proposer: Proposer,
+    coordinator: Arc<Coordinator>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl GroupNode {
+    /// Starts a replica and, for ordinal 0 of a fresh group, initialises the group.
+    pub async fn start(spec: ReplicaSpec) -> Result<GroupNode, NodeError> {
+        let members = spec
+            .topology
+            .groups
+            .get(&spec.group)
+            .cloned()
+            .unwrap_or_default();
+        let addr = members
+            .get(spec.ordinal)
+            .cloned()
+            .ok_or(NodeError::NotAMember {
+                group: spec.group,
+                ordinal: spec.ordinal,
+            })?;
+        let node_id = node_id_of_ordinal(spec.ordinal);
+        let listener = match spec.listener {
+            Some(l) => l,
+            None => TcpListener::bind(&addr)
+                .await
+                .map_err(|source| NodeError::Bind {
+                    addr: addr.clone(),
+                    source,
+                })?,
+        };
+
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let shared = Shared::new(GroupState::new(spec.group, spec.app), events_tx);
+        let (log, dir) = match &spec.storage {
+            Storage::Memory => (LogStore::in_memory(), None),
+            Storage::Disk(dir) => (LogStore::open(dir)?, Some(dir.clone())),
+        };
+        let sm = StateMachineStore::open(shared.clone(), dir)?;
+        let config = Config {
+            cluster_name: format!("dssmr-{}", spec.group),
+            heartbeat_interval: spec.tuning.heartbeat_ms,
+            election_timeout_min: spec.tuning.election_min_ms,
+            election_timeout_max: spec.tuning.election_max_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(spec.tuning.snapshot_every),
+            max_in_snapshot_log_to_keep: 1000,
+            max_payload_entries: 256,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let network = Network::new(addr.clone(), spec.faults.clone());
+        let raft = Raft::new(node_id, Arc::new(config), network, log, sm)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+        let proposer = Proposer::spawn(raft.clone());
+        let coordinator = Coordinator::new(
+            spec.group,
+            node_id,
+            members.clone(),
+            spec.topology.clone(),
+            raft.clone(),
+            shared.clone(),
+            proposer.clone(),
+            spec.faults.clone(),
+        )?;
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(coordinator.clone().run(events_rx)));
+
+        let server = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(RaftServer::new(RaftService::new(raft.clone())).max_decoding_message_size(256 << 20))
+            .add_service(GroupServer::new(GroupService::new(coordinator.clone())))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        let group = spec.group;
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!(%group, error = %e, "gRPC server stopped");
+            }
+        }));
+
+        if spec.ordinal == 0 {
+            let initialized = raft
+                .is_initialized()
+                .await
+                .map_err(|e| NodeError::Raft(e.to_string()))?;
+            if !initialized {
+                let nodes: BTreeMap<NodeId, BasicNode> = members
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| (node_id_of_ordinal(i), BasicNode::new(a)))
+                    .collect();
+                raft.initialize(nodes)
+                    .await
+                    .map_err(|e| NodeError::Raft(e.to_string()))?;
+            }
+        }
+        tracing::info!(%group, node_id, %addr, "replica started");
+        Ok(GroupNode {
+            group: spec.group,
+            node_id,
+            addr,
+            raft,
+            shared,
+            proposer,
+            coordinator,
+            tasks,
+        })
+    }
+
+    /// Stops the replica abruptly: server, coordinator and Raft, as if the process died.
+    pub async fn crash(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let _ = self.raft.shutdown().await;
+    }
+
+    /// The group of this replica.
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    /// The Raft node id of this replica.
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// The address it serves on.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Its Raft handle.
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// True when it leads its group.
+    pub fn is_leader(&self) -> bool {
+        self.coordinator.is_leader()
+    }
+
+    /// Reads the application state.
+    pub fn with_app<R>(&self, f: impl FnOnce(&dyn Application) -> R) -> R {
+        f(self.shared.state().app.as_ref())
+    }
+
+    /// Reads the whole replicated state.
+    pub fn with_state<R>(&self, f: impl FnOnce(&GroupState) -> R) -> R {
+        f(&self.shared.state())
+    }
+
+    /// Has the group send `payload` to `dst` over the reliable channel (must be the leader).
+    pub async fn channel_send(&self, dst: GroupId, payload: Vec<u8>) -> Result<(), ProposeError> {
+        self.proposer.propose(Op::ChannelSend { dst, payload }).await
+    }
+}
+
+/// Binds `n` listeners on 127.0.0.1 with OS-assigned ports (for tests, benches and the demo).
+pub async fn bind_local(n: usize) -> std::io::Result<Vec<(TcpListener, SocketAddr)>> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let l = TcpListener::bind("127.0.0.1:0").await?;
+        let a = l.local_addr()?;
+        out.push((l, a));
+    }
+    Ok(out)
+}

@@ -1,0 +1,114 @@
+//! Batches operations into log entries and proposes them to the group's Raft leader.
+//!
+//! Callers hand in single [`Op`]s; a task drains whatever queued up (up to [`MAX_BATCH`]) into
+//! one entry and enqueues it with `client_write_ff`, which keeps entries in submission order and
+//! lets many entries be in flight at once, so throughput grows with load.
+
+use crate::group::types::{Op, Raft, Request};
+use crate::ids::NodeId;
+use openraft::error::{ClientWriteError, RaftError};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most operations in one log entry.
+pub const MAX_BATCH: usize = 2048;
+
+/// Why a proposal did not commit.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ProposeError {
+    /// This replica is not the leader (the leader's node id, when known).
+    #[error("not the leader (leader: {0:?})")]
+    NotLeader(Option<NodeId>),
+    /// The replica is shutting down.
+    #[error("replica is shutting down")]
+    Stopped,
+    /// Raft refused the entry for another reason.
+    #[error("raft refused the proposal: {0}")]
+    Raft(String),
+}
+
+struct Proposal {
+    op: Op,
+    done: Option<oneshot::Sender<Result<(), ProposeError>>>,
+}
+
+/// Handle to the batching proposer of one replica.
+#[derive(Clone)]
+pub struct Proposer {
+    tx: mpsc::Sender<Proposal>,
+}
+
+impl Proposer {
+    /// Starts the batching task for `raft`.
+    pub fn spawn(raft: Raft) -> Self {
+        let (tx, rx) = mpsc::channel(64 * 1024);
+        tokio::spawn(run(raft, rx));
+        Proposer { tx }
+    }
+
+    /// Proposes `op` and waits until it is committed and applied here.
+    pub async fn propose(&self, op: Op) -> Result<(), ProposeError> {
+        let (done, rx) = oneshot::channel();
+        self.tx
+            .send(Proposal {
+                op,
+                done: Some(done),
+            })
+            .await
+            .map_err(|_| ProposeError::Stopped)?;
+        rx.await.map_err(|_| ProposeError::Stopped)?
+    }
+
+    /// Proposes `op` without waiting for the outcome (the caller retries on its own schedule).
+    pub async fn submit(&self, op: Op) {
+        let _ = self.tx.send(Proposal { op, done: None }).await;
+    }
+}
+
+async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
+    while let Some(first) = rx.recv().await {
+        let mut ops = vec![first.op];
+        let mut dones = vec![first.done];
+        while ops.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => {
+                    ops.push(p.op);
+                    dones.push(p.done);
+                }
+                Err(_) => break,
+            }
+        }
+        let outcome = raft.client_write_ff(Request { ops }).await;
+        let dones: Vec<_> = dones.into_iter().flatten().collect();
+        match outcome {
+            Err(_) => {
+                for d in dones {
+                    let _ = d.send(Err(ProposeError::Stopped));
+                }
+            }
+            Ok(responder) => {
+                if dones.is_empty() {
+                    continue;
+                }
+                tokio::spawn(async move {
+                    let res = match responder.await {
+                        Err(_) => Err(ProposeError::Stopped),
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
+                            Err(ProposeError::NotLeader(f.leader_id))
+                        }
+                        Ok(Err(e)) => Err(ProposeError::Raft(e.to_string())),
+                    };
+                    for d in dones {
+                        let _ = d.send(res.clone());
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Maps a Raft error to a proposal error (used by callers of other Raft APIs).
+pub fn from_raft_error<E: std::fmt::Display>(e: RaftError<NodeId, E>) -> ProposeError {
+    ProposeError::Raft(e.to_string())
+}

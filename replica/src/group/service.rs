@@ -1,0 +1,127 @@
+//! The gRPC services of a replica: Raft traffic inside the group, and the `Group` service that
+//! clients and other groups' leaders call.
+//!
+//! This layer only decodes, delegates and encodes. Undecodable or malformed input is answered
+//! with `INVALID_ARGUMENT` and a message saying what is wrong; nothing here panics on input.
+
+use crate::group::types::{Raft, TypeConfig};
+use crate::multicast::coordinator::{Coordinator, RequestError};
+use crate::proto;
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// Serves openraft RPCs from the other replicas of the group.
+pub struct RaftService {
+    raft: Raft,
+}
+
+impl RaftService {
+    /// Serves `raft`.
+    pub fn new(raft: Raft) -> Self {
+        RaftService { raft }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(req: Request<proto::RaftBytes>) -> Result<T, Status> {
+    postcard::from_bytes(&req.into_inner().data)
+        .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<Response<proto::RaftBytes>, Status> {
+    postcard::to_allocvec(v)
+        .map(|data| Response::new(proto::RaftBytes { data }))
+        .map_err(|e| Status::internal(format!("cannot encode raft reply: {e}")))
+}
+
+#[tonic::async_trait]
+impl proto::raft_server::Raft for RaftService {
+    async fn append_entries(
+        &self,
+        req: Request<proto::RaftBytes>,
+    ) -> Result<Response<proto::RaftBytes>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(req)?;
+        encode(&self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(
+        &self,
+        req: Request<proto::RaftBytes>,
+    ) -> Result<Response<proto::RaftBytes>, Status> {
+        let rpc: VoteRequest<u64> = decode(req)?;
+        encode(&self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        req: Request<proto::RaftBytes>,
+    ) -> Result<Response<proto::RaftBytes>, Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(req)?;
+        encode(&self.raft.install_snapshot(rpc).await)
+    }
+}
+
+/// Serves multicast submissions, timestamp announces and channel transmissions.
+pub struct GroupService {
+    coordinator: Arc<Coordinator>,
+}
+
+impl GroupService {
+    /// Serves through `coordinator`.
+    pub fn new(coordinator: Arc<Coordinator>) -> Self {
+        GroupService { coordinator }
+    }
+}
+
+fn status(e: RequestError) -> Status {
+    match e {
+        RequestError::Invalid(e) => Status::invalid_argument(e.to_string()),
+        RequestError::Timeout(_) => Status::unavailable(e.to_string()),
+        RequestError::Stopped => Status::unavailable(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl proto::group_server::Group for GroupService {
+    async fn multicast(
+        &self,
+        req: Request<proto::MulticastRequest>,
+    ) -> Result<Response<proto::MulticastReply>, Status> {
+        let outcome = self
+            .coordinator
+            .multicast(req.into_inner())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::MulticastReply {
+            outcome: Some(outcome),
+        }))
+    }
+
+    async fn announce(
+        &self,
+        req: Request<proto::TimestampAnnounce>,
+    ) -> Result<Response<proto::TimestampAnnounceReply>, Status> {
+        let outcome = self
+            .coordinator
+            .announce(req.into_inner())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::TimestampAnnounceReply {
+            outcome: Some(outcome),
+        }))
+    }
+
+    async fn channel(
+        &self,
+        req: Request<proto::ChannelBatch>,
+    ) -> Result<Response<proto::ChannelAck>, Status> {
+        let outcome = self
+            .coordinator
+            .channel(req.into_inner())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::ChannelAck {
+            outcome: Some(outcome),
+        }))
+    }
+}

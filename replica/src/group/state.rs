@@ -1,0 +1,141 @@
+//! The replicated state of a group: Skeen multicast, reliable channel and the application.
+//!
+//! [`GroupState::apply`] is the only way the state changes. It is deterministic and does no
+//! I/O; what the runtime must do afterwards is returned in [`Effects`].
+
+use crate::app::{Application, RestoreError, Sends};
+use crate::group::types::Op;
+use crate::ids::{GroupId, MsgId};
+use crate::multicast::channel::ChannelState;
+use crate::multicast::skeen::{Output, SkeenState};
+use serde::{Deserialize, Serialize};
+
+/// What applying entries asks of the runtime.
+#[derive(Debug, Default)]
+pub struct Effects {
+    /// Messages delivered, with their final timestamps (wake waiting clients).
+    pub delivered: Vec<(MsgId, u64)>,
+    /// Multi-group messages that got a local timestamp (the leader announces them).
+    pub assigned: Vec<(MsgId, u64)>,
+    /// Destinations with new channel messages to transmit.
+    pub channel_dirty: Vec<GroupId>,
+}
+
+/// The replicated state of a group.
+pub struct GroupState {
+    /// Skeen atomic multicast.
+    pub skeen: SkeenState,
+    /// Reliable channel outboxes and duplicate filters.
+    pub channel: ChannelState,
+    /// The application fed by deliveries and channel messages.
+    pub app: Box<dyn Application>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SnapshotBody {
+    skeen: SkeenState,
+    channel: ChannelState,
+    app: Vec<u8>,
+}
+
+/// Why a snapshot could not be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The snapshot bytes do not decode.
+    #[error("snapshot does not decode: {0}")]
+    Decode(#[from] postcard::Error),
+    /// The application rejected its part.
+    #[error(transparent)]
+    App(#[from] RestoreError),
+    /// The snapshot belongs to another group.
+    #[error("snapshot of group {found} offered to group {expected}")]
+    WrongGroup {
+        /// The group of this state.
+        expected: GroupId,
+        /// The group the snapshot was taken from.
+        found: GroupId,
+    },
+}
+
+impl GroupState {
+    /// Fresh state of `group` running `app`.
+    pub fn new(group: GroupId, app: Box<dyn Application>) -> Self {
+        GroupState {
+            skeen: SkeenState::new(group),
+            channel: ChannelState::default(),
+            app,
+        }
+    }
+
+    /// The group this state belongs to.
+    pub fn group(&self) -> GroupId {
+        self.skeen.group()
+    }
+
+    /// Applies one logged operation.
+    pub fn apply(&mut self, op: Op, fx: &mut Effects) {
+        let mut sends = Sends::default();
+        match op {
+            Op::Start(msg) => {
+                let mut out = Vec::new();
+                self.skeen.start(msg, &mut out);
+                self.handle_outputs(out, &mut sends, fx);
+            }
+            Op::Final { id, ts } => {
+                let mut out = Vec::new();
+                self.skeen.finalize(id, ts, &mut out);
+                self.handle_outputs(out, &mut sends, fx);
+            }
+            Op::ChannelSend { dst, payload } => sends.send(dst, payload),
+            Op::ChannelReceive { from, seq, payload } => {
+                if self.channel.accept(from, seq) {
+                    self.app.receive(from, &payload, &mut sends);
+                }
+            }
+            Op::ChannelTrim { dst, upto } => self.channel.trim(dst, upto),
+        }
+        for (dst, payload) in sends.drain() {
+            self.channel.push(dst, payload);
+            if !fx.channel_dirty.contains(&dst) {
+                fx.channel_dirty.push(dst);
+            }
+        }
+    }
+
+    fn handle_outputs(&mut self, out: Vec<Output>, sends: &mut Sends, fx: &mut Effects) {
+        for o in out {
+            match o {
+                Output::Deliver { msg, ts } => {
+                    self.app.deliver(&msg, ts, sends);
+                    fx.delivered.push((msg.id, ts));
+                }
+                Output::Assigned { id, local_ts } => fx.assigned.push((id, local_ts)),
+            }
+        }
+    }
+
+    /// Serialises the whole state for a Raft snapshot.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let body = SnapshotBody {
+            skeen: self.skeen.clone(),
+            channel: self.channel.clone(),
+            app: self.app.snapshot(),
+        };
+        postcard::to_allocvec(&body).expect("group state of plain collections always serialises")
+    }
+
+    /// Replaces the state with a snapshot taken by [`GroupState::snapshot`].
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), SnapshotError> {
+        let body: SnapshotBody = postcard::from_bytes(bytes)?;
+        if body.skeen.group() != self.group() {
+            return Err(SnapshotError::WrongGroup {
+                expected: self.group(),
+                found: body.skeen.group(),
+            });
+        }
+        self.app.restore(&body.app)?;
+        self.skeen = body.skeen;
+        self.channel = body.channel;
+        Ok(())
+    }
+}

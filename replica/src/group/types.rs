@@ -1,0 +1,75 @@
+//! The openraft type configuration of a group and the entries of its log.
+
+use crate::ids::{GroupId, MsgId, NodeId};
+use crate::multicast::McastMessage;
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+
+/// One operation in a group's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Skeen `start(m)`: order `m` in this group (local timestamp, or final for one group).
+    Start(McastMessage),
+    /// Skeen `finalize(m, ts)`: the final timestamp, max of all destinations' local ones.
+    Final {
+        /// The message.
+        id: MsgId,
+        /// Its final timestamp.
+        ts: u64,
+    },
+    /// The group sends `payload` to group `dst` over the reliable channel.
+    ChannelSend {
+        /// Destination group.
+        dst: GroupId,
+        /// Opaque payload.
+        payload: Vec<u8>,
+    },
+    /// A channel message from group `from` enters this group's log.
+    ChannelReceive {
+        /// Source group.
+        from: GroupId,
+        /// Its FIFO sequence number at the source.
+        seq: u64,
+        /// Opaque payload.
+        payload: Vec<u8>,
+    },
+    /// Group `dst` acknowledged every channel message below `upto`.
+    ChannelTrim {
+        /// Destination group.
+        dst: GroupId,
+        /// First unacknowledged sequence number.
+        upto: u64,
+    },
+}
+
+/// A log entry: a batch of operations proposed together.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The operations, applied in order.
+    pub ops: Vec<Op>,
+}
+
+/// What applying an entry returns to the proposer (nothing: results flow through events).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response;
+
+openraft::declare_raft_types!(
+    /// openraft types of a dssmr group.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = NodeId,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// The Raft handle of a group replica.
+pub type Raft = openraft::Raft<TypeConfig>;
+/// A log entry of a group.
+pub type Entry = openraft::Entry<TypeConfig>;
+/// A log id.
+pub type LogId = openraft::LogId<NodeId>;
+/// Storage error of a group.
+pub type StorageError = openraft::StorageError<NodeId>;

@@ -1,0 +1,50 @@
+//! Identifiers shared by every layer: groups, Raft nodes inside a group, and multicast messages.
+//!
+//! They are newtypes so a group id is never mistaken for a node id or a sequence number.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A replicated group: a partition or the oracle. Each group runs its own Raft log.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
+#[serde(transparent)]
+pub struct GroupId(pub u32);
+
+impl fmt::Display for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "g{}", self.0)
+    }
+}
+
+/// The Raft node id of a replica inside its group (1-based: ordinal + 1).
+pub type NodeId = u64;
+
+/// Turns a StatefulSet-style ordinal (0, 1, 2, ...) into the Raft node id of that replica.
+pub fn node_id_of_ordinal(ordinal: usize) -> NodeId {
+    ordinal as NodeId + 1
+}
+
+/// Identifies one multicast message: the sending process and its per-sender sequence number.
+///
+/// Senders number their messages 0, 1, 2, ... and keep at most [`MAX_IN_FLIGHT_PER_SENDER`]
+/// messages outstanding; groups rely on that to bound their duplicate filters.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
+pub struct MsgId {
+    /// A random 64-bit id chosen by the sending process.
+    pub sender: u64,
+    /// Sequence number of the message at its sender.
+    pub seq: u64,
+}
+
+impl fmt::Display for MsgId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:x}:{}", self.sender, self.seq)
+    }
+}
+
+/// How many messages one sender may have outstanding (sent, not yet delivered everywhere).
+pub const MAX_IN_FLIGHT_PER_SENDER: u64 = 1024;

@@ -1,0 +1,19 @@
+//! dssmr: Dynamic Scalable State Machine Replication.
+//!
+//! The engine is layered bottom-up: [`group`] (Raft groups over gRPC), [`multicast`] (genuine
+//! atomic multicast and the reliable inter-group channel on top of the group logs), [`app`]
+//! (what a group replicates), [`client`] (talking to groups) and [`bench`] (measurements).
+
+pub mod app;
+pub mod bench;
+pub mod client;
+pub mod group;
+pub mod ids;
+pub mod multicast;
+pub mod telemetry;
+
+/// Generated gRPC types and services (`proto/dssmr.proto`).
+#[allow(missing_docs, clippy::all)]
+pub mod proto {
+    tonic::include_proto!("dssmr.v1");
+}

@@ -1,0 +1,521 @@
+//! The leader-side runtime of a group's multicast and channel: what the log cannot do alone.
+//!
+//! Only the current leader of a group acts; followers keep the same replicated state and take
+//! over when elected. The coordinator
+//! * accepts client multicasts: logs `start(m)` and answers once `m` is delivered here;
+//! * exchanges local timestamps of multi-group messages with the other destination leaders
+//!   (`Announce`), forwarding the whole message so a destination that never got it from the
+//!   client still orders it, and logs `finalize(m, max)` once every destination's local
+//!   timestamp is known;
+//! * transmits channel outboxes and logs the trims once the destination acknowledged, and
+//!   logs channel messages that other groups transmit to it.
+//!
+//! What it learns is volatile and safe to lose: a group's local timestamp for a message is
+//! fixed once logged, so facts collected from other groups never go stale; anything lost in a
+//! leader change is re-announced or retransmitted by the periodic tick.
+
+use crate::client::group_client::Answer;
+use crate::client::{GroupClient, Topology};
+use crate::group::faults::Faults;
+use crate::group::proposer::Proposer;
+use crate::group::state_machine::{GroupEvent, Shared};
+use crate::group::types::{Op, Raft};
+use crate::ids::{GroupId, MsgId, NodeId};
+use crate::multicast::skeen::Status;
+use crate::multicast::{McastMessage, MessageError};
+use crate::proto::{self, LeaderHint};
+use openraft::ServerState;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// How often the leader re-examines pending work.
+const TICK: Duration = Duration::from_millis(20);
+/// After how long an unanswered announce, proposal or transmission is repeated.
+const RETRY_AFTER: Duration = Duration::from_millis(250);
+/// Deadline of one leader-to-leader RPC.
+const PEER_DEADLINE: Duration = Duration::from_millis(1000);
+/// Most channel messages in one transmission.
+const CHANNEL_BATCH: usize = 512;
+/// How long a client multicast waits for delivery before the client is told to retry.
+const DELIVERY_WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Default)]
+struct Volatile {
+    /// Local timestamps of messages, per destination group, as learned so far.
+    collected: HashMap<MsgId, BTreeMap<GroupId, u64>>,
+    /// When each message was last announced to the other destinations.
+    announced: HashMap<MsgId, Instant>,
+    /// When `start` / `finalize` were last proposed for a message.
+    started: HashMap<MsgId, Instant>,
+    finalized: HashMap<MsgId, Instant>,
+    /// Destinations with a transmission in flight, and since when.
+    transmitting: HashMap<GroupId, Instant>,
+}
+
+/// The multicast and channel runtime of one replica.
+pub struct Coordinator {
+    group: GroupId,
+    node_id: NodeId,
+    members: Vec<String>,
+    topology: Topology,
+    raft: Raft,
+    shared: Arc<Shared>,
+    proposer: Proposer,
+    peers: HashMap<GroupId, Arc<GroupClient>>,
+    volatile: Mutex<Volatile>,
+}
+
+/// A request that cannot be served, mapped to a gRPC status by the service.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// The request is malformed.
+    #[error(transparent)]
+    Invalid(#[from] MessageError),
+    /// The message was not delivered in time; the client should retry.
+    #[error("message not delivered within {0:?}; retry")]
+    Timeout(Duration),
+    /// The replica is shutting down.
+    #[error("replica is shutting down")]
+    Stopped,
+}
+
+impl Coordinator {
+    /// The coordinator of replica `node_id` of `group`, whose members listen on `members`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        group: GroupId,
+        node_id: NodeId,
+        members: Vec<String>,
+        topology: Topology,
+        raft: Raft,
+        shared: Arc<Shared>,
+        proposer: Proposer,
+        faults: Arc<Faults>,
+    ) -> Result<Arc<Self>, crate::client::ClientError> {
+        let self_addr = members
+            .get((node_id - 1) as usize)
+            .cloned()
+            .unwrap_or_default();
+        let mut peers = HashMap::new();
+        for (g, addrs) in &topology.groups {
+            if *g != group {
+                let c = GroupClient::new(*g, addrs)?.with_faults(faults.clone(), self_addr.clone());
+                peers.insert(*g, Arc::new(c));
+            }
+        }
+        Ok(Arc::new(Coordinator {
+            group,
+            node_id,
+            members,
+            topology,
+            raft,
+            shared,
+            proposer,
+            peers,
+            volatile: Mutex::new(Volatile::default()),
+        }))
+    }
+
+    fn vol(&self) -> MutexGuard<'_, Volatile> {
+        self.volatile.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// True when this replica currently leads its group.
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.node_id)
+    }
+
+    /// Where the leader is, as far as this replica knows.
+    pub fn leader_hint(&self) -> LeaderHint {
+        let leader = self.raft.metrics().borrow().current_leader;
+        LeaderHint {
+            leader_id: leader.unwrap_or(0),
+            leader_addr: leader
+                .and_then(|id| self.members.get((id as usize).wrapping_sub(1)))
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+
+    fn known_group(&self) -> impl Fn(GroupId) -> bool + '_ {
+        |g| self.topology.contains(g)
+    }
+
+    /// Serves a client multicast addressed to this group.
+    pub async fn multicast(
+        &self,
+        req: proto::MulticastRequest,
+    ) -> Result<proto::multicast_reply::Outcome, RequestError> {
+        use proto::multicast_reply::Outcome;
+        let msg = McastMessage::from_proto(req.message, self.known_group())?;
+        if req.group != self.group.0 || !msg.dests.contains(&self.group) {
+            return Err(MessageError::NotADestination(req.group).into());
+        }
+        if !self.is_leader() {
+            return Ok(Outcome::NotLeader(self.leader_hint()));
+        }
+        let (status, waiter) = {
+            let state = self.shared.state();
+            let status = state.skeen.status(msg.id);
+            match status {
+                Status::Delivered(ts) => return Ok(Outcome::DeliveredTs(ts)),
+                _ => (status, self.shared.waiters.register(msg.id)),
+            }
+        };
+        if status == Status::Unknown {
+            self.vol().started.insert(msg.id, Instant::now());
+            self.proposer.submit(Op::Start(msg)).await;
+        }
+        match tokio::time::timeout(DELIVERY_WAIT, waiter).await {
+            Ok(Ok(ts)) => Ok(Outcome::DeliveredTs(ts)),
+            Ok(Err(_)) => Err(RequestError::Stopped),
+            Err(_) => Err(RequestError::Timeout(DELIVERY_WAIT)),
+        }
+    }
+
+    /// Serves a local-timestamp announce from another destination leader.
+    pub async fn announce(
+        &self,
+        ann: proto::TimestampAnnounce,
+    ) -> Result<proto::timestamp_announce_reply::Outcome, RequestError> {
+        use proto::timestamp_announce_reply::Outcome;
+        let msg = McastMessage::from_proto(ann.message, self.known_group())?;
+        let from = GroupId(ann.from_group);
+        if ann.to_group != self.group.0 || !msg.dests.contains(&self.group) {
+            return Err(MessageError::NotADestination(ann.to_group).into());
+        }
+        if !msg.dests.contains(&from) {
+            return Err(MessageError::NotADestination(ann.from_group).into());
+        }
+        if !self.is_leader() {
+            return Ok(Outcome::NotLeader(self.leader_hint()));
+        }
+        self.vol()
+            .collected
+            .entry(msg.id)
+            .or_default()
+            .insert(from, ann.local_ts);
+        let status = self.shared.state().skeen.status(msg.id);
+        Ok(match status {
+            Status::Unknown => {
+                let propose = {
+                    let mut v = self.vol();
+                    let due = v.started.get(&msg.id).is_none_or(|t| t.elapsed() > RETRY_AFTER);
+                    if due {
+                        v.started.insert(msg.id, Instant::now());
+                    }
+                    due
+                };
+                if propose {
+                    self.proposer.submit(Op::Start(msg)).await;
+                }
+                Outcome::Pending(true)
+            }
+            Status::Tentative(ts) => {
+                self.try_finalize(&msg, ts).await;
+                Outcome::LocalTs(ts)
+            }
+            Status::Final(ts) => Outcome::FinalTs(ts),
+            Status::Delivered(0) => Outcome::Pending(true),
+            Status::Delivered(ts) => Outcome::FinalTs(ts),
+        })
+    }
+
+    /// Serves a channel transmission from another group's leader.
+    pub async fn channel(
+        &self,
+        batch: proto::ChannelBatch,
+    ) -> Result<proto::channel_ack::Outcome, RequestError> {
+        use proto::channel_ack::Outcome;
+        let Some(first) = batch.messages.first() else {
+            return Err(MessageError::MissingMessage.into());
+        };
+        let from = GroupId(first.from_group);
+        if !self.topology.contains(from) || from == self.group {
+            return Err(MessageError::UnknownGroup(first.from_group).into());
+        }
+        if batch
+            .messages
+            .iter()
+            .any(|m| m.from_group != from.0 || m.to_group != self.group.0)
+        {
+            return Err(MessageError::NotADestination(self.group.0).into());
+        }
+        if !self.is_leader() {
+            return Ok(Outcome::NotLeader(self.leader_hint()));
+        }
+        let next = self.shared.state().channel.next_expected(from);
+        let mut ops: Vec<Op> = batch
+            .messages
+            .into_iter()
+            .filter(|m| m.seq >= next)
+            .map(|m| Op::ChannelReceive {
+                from,
+                seq: m.seq,
+                payload: m.payload,
+            })
+            .collect();
+        // The proposer keeps submission order: waiting for the last one waits for all of them.
+        if let Some(last) = ops.pop() {
+            for op in ops {
+                self.proposer.submit(op).await;
+            }
+            if let Err(e) = self.proposer.propose(last).await {
+                tracing::debug!(group = %self.group, error = %e, "channel receive not committed");
+            }
+        }
+        Ok(Outcome::NextExpected(
+            self.shared.state().channel.next_expected(from),
+        ))
+    }
+
+    /// Runs the event loop until `events` closes.
+    pub async fn run(self: Arc<Self>, mut events: mpsc::UnboundedReceiver<GroupEvent>) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u64 = 0;
+        loop {
+            tokio::select! {
+                ev = events.recv() => match ev {
+                    None => return,
+                    Some(ev) => self.on_event(ev).await,
+                },
+                _ = tick.tick() => {
+                    ticks += 1;
+                    self.on_tick(ticks).await;
+                }
+            }
+        }
+    }
+
+    async fn on_event(self: &Arc<Self>, ev: GroupEvent) {
+        match ev {
+            GroupEvent::Delivered(id) => {
+                let mut v = self.vol();
+                v.collected.remove(&id);
+                v.announced.remove(&id);
+                v.started.remove(&id);
+                v.finalized.remove(&id);
+            }
+            GroupEvent::Assigned(id) => {
+                if !self.is_leader() {
+                    return;
+                }
+                let found = self
+                    .shared
+                    .state()
+                    .skeen
+                    .pending_message(id)
+                    .map(|(m, ts)| (m.clone(), ts));
+                if let Some((msg, ts)) = found {
+                    self.announce_to_others(&msg, ts);
+                    self.try_finalize(&msg, ts).await;
+                }
+            }
+            GroupEvent::ChannelDirty(dst) => {
+                if self.is_leader() {
+                    self.transmit(dst);
+                }
+            }
+        }
+    }
+
+    async fn on_tick(self: &Arc<Self>, ticks: u64) {
+        if ticks % 100 == 0 {
+            self.shared.waiters.prune();
+        }
+        if !self.is_leader() {
+            return;
+        }
+        let tentative: Vec<(McastMessage, u64)> = self
+            .shared
+            .state()
+            .skeen
+            .tentative()
+            .map(|(m, ts)| (m.clone(), ts))
+            .collect();
+        for (msg, ts) in &tentative {
+            let stale = self
+                .vol()
+                .announced
+                .get(&msg.id)
+                .is_none_or(|t| t.elapsed() > RETRY_AFTER);
+            if stale {
+                self.announce_to_others(msg, *ts);
+            }
+            self.try_finalize(msg, *ts).await;
+        }
+        let dirty: Vec<GroupId> = self
+            .shared
+            .state()
+            .channel
+            .outboxes()
+            .map(|(g, _)| g)
+            .collect();
+        for dst in dirty {
+            self.transmit(dst);
+        }
+    }
+
+    /// Logs `finalize(m, max)` when every destination's local timestamp is known.
+    async fn try_finalize(&self, msg: &McastMessage, own_ts: u64) {
+        let final_ts = {
+            let mut v = self.vol();
+            let c = v.collected.entry(msg.id).or_default();
+            c.insert(self.group, own_ts);
+            if !msg.dests.iter().all(|g| c.contains_key(g)) {
+                return;
+            }
+            let max = c.values().copied().max().unwrap_or(own_ts);
+            let due = v
+                .finalized
+                .get(&msg.id)
+                .is_none_or(|t| t.elapsed() > RETRY_AFTER);
+            if !due {
+                return;
+            }
+            v.finalized.insert(msg.id, Instant::now());
+            max
+        };
+        self.proposer
+            .submit(Op::Final {
+                id: msg.id,
+                ts: final_ts,
+            })
+            .await;
+    }
+
+    fn announce_to_others(self: &Arc<Self>, msg: &McastMessage, local_ts: u64) {
+        self.vol().announced.insert(msg.id, Instant::now());
+        for dst in msg.dests.iter().copied().filter(|g| *g != self.group) {
+            let Some(peer) = self.peers.get(&dst).cloned() else {
+                continue;
+            };
+            let me = self.clone();
+            let msg = msg.clone();
+            tokio::spawn(async move {
+                let ann = proto::TimestampAnnounce {
+                    from_group: me.group.0,
+                    to_group: dst.0,
+                    local_ts,
+                    message: Some(msg.to_proto()),
+                };
+                let reply = peer
+                    .call(Instant::now() + PEER_DEADLINE, |mut rpc| {
+                        let ann = ann.clone();
+                        async move {
+                            use proto::timestamp_announce_reply::Outcome;
+                            match rpc.announce(ann).await?.into_inner().outcome {
+                                Some(Outcome::NotLeader(h)) => Ok(Answer::NotLeader(Some(h))),
+                                Some(o) => Ok(Answer::Done(o)),
+                                None => Err(tonic::Status::internal("empty announce reply")),
+                            }
+                        }
+                    })
+                    .await;
+                me.on_announce_reply(&msg, dst, local_ts, reply).await;
+            });
+        }
+    }
+
+    async fn on_announce_reply(
+        &self,
+        msg: &McastMessage,
+        dst: GroupId,
+        local_ts: u64,
+        reply: Result<proto::timestamp_announce_reply::Outcome, crate::client::ClientError>,
+    ) {
+        use proto::timestamp_announce_reply::Outcome;
+        match reply {
+            Ok(Outcome::LocalTs(ts)) => {
+                self.vol()
+                    .collected
+                    .entry(msg.id)
+                    .or_default()
+                    .insert(dst, ts);
+                self.try_finalize(msg, local_ts).await;
+            }
+            Ok(Outcome::FinalTs(ts)) => {
+                // The destination knows the final timestamp: it is the max of all local ones.
+                self.proposer.submit(Op::Final { id: msg.id, ts }).await;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(group = %self.group, %dst, error = %e, "announce failed"),
+        }
+    }
+
+    /// Transmits the outbox for `dst` unless a transmission is already in flight.
+    fn transmit(self: &Arc<Self>, dst: GroupId) {
+        let Some(peer) = self.peers.get(&dst).cloned() else {
+            return;
+        };
+        {
+            let mut v = self.vol();
+            if v
+                .transmitting
+                .get(&dst)
+                .is_some_and(|t| t.elapsed() < RETRY_AFTER * 4)
+            {
+                return;
+            }
+            v.transmitting.insert(dst, Instant::now());
+        }
+        let messages: Vec<proto::ChannelMessage> = {
+            let state = self.shared.state();
+            let messages = state
+                .channel
+                .outboxes()
+                .find(|(g, _)| *g == dst)
+                .map(|(_, ob)| {
+                    ob.unacknowledged()
+                        .take(CHANNEL_BATCH)
+                        .map(|(seq, p)| proto::ChannelMessage {
+                            from_group: self.group.0,
+                            to_group: dst.0,
+                            seq,
+                            payload: p.to_vec(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            messages
+        };
+        if messages.is_empty() {
+            self.vol().transmitting.remove(&dst);
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let batch = proto::ChannelBatch { messages };
+            let reply = peer
+                .call(Instant::now() + PEER_DEADLINE * 2, |mut rpc| {
+                    let batch = batch.clone();
+                    async move {
+                        use proto::channel_ack::Outcome;
+                        match rpc.channel(batch).await?.into_inner().outcome {
+                            Some(Outcome::NotLeader(h)) => Ok(Answer::NotLeader(Some(h))),
+                            Some(Outcome::NextExpected(n)) => Ok(Answer::Done(n)),
+                            None => Err(tonic::Status::internal("empty channel ack")),
+                        }
+                    }
+                })
+                .await;
+            match reply {
+                Ok(upto) => {
+                    let _ = me.proposer.propose(Op::ChannelTrim { dst, upto }).await;
+                }
+                Err(e) => tracing::debug!(group = %me.group, %dst, error = %e, "channel send failed"),
+            }
+            me.vol().transmitting.remove(&dst);
+        });
+    }
+
+    /// Ids of the groups this replica talks to.
+    pub fn peer_groups(&self) -> HashSet<GroupId> {
+        self.peers.keys().copied().collect()
+    }
+}
