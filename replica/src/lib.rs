@@ -7,6 +7,7 @@
 pub mod app;
 pub mod bench;
 pub mod client;
+pub mod cluster;
 pub mod group;
 pub mod ids;
 pub mod multicast;

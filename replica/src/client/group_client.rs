@@ -153,9 +153,9 @@ impl GroupClient {
                 Ok(Answer::Done(v)) => return Ok(v),
                 Ok(Answer::NotLeader(hint)) => {
                     last = format!("{} is not the leader", member.addr);
-                    if let Some(j) = hint.and_then(|h| {
-                        self.members.iter().position(|m| m.addr == h.leader_addr)
-                    }) {
+                    if let Some(j) =
+                        hint.and_then(|h| self.members.iter().position(|m| m.addr == h.leader_addr))
+                    {
                         if j != i {
                             self.leader.store(j, Ordering::Relaxed);
                             rotate = false;
@@ -197,7 +197,11 @@ impl GroupClient {
 
     /// Submits `msg` to this group (one of its destinations) and waits for its delivery here;
     /// returns the final timestamp.
-    pub async fn multicast(&self, msg: &McastMessage, deadline: Instant) -> Result<u64, ClientError> {
+    pub async fn multicast(
+        &self,
+        msg: &McastMessage,
+        deadline: Instant,
+    ) -> Result<u64, ClientError> {
         let req = proto::MulticastRequest {
             group: self.group.0,
             message: Some(msg.to_proto()),

@@ -152,7 +152,12 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
-        Ok(self.lock().entries.range(range).map(|(_, e)| e.clone()).collect())
+        Ok(self
+            .lock()
+            .entries
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
     }
 }
 
@@ -197,7 +202,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let bytes = encode(&committed);
             tokio::task::spawn_blocking(move || -> Result<(), AnyError> {
                 let mut txn = db.begin_write().map_err(io_err)?;
-                txn.set_durability(redb::Durability::None).map_err(|e| AnyError::new(&e))?;
+                txn.set_durability(redb::Durability::None)
+                    .map_err(|e| AnyError::new(&e))?;
                 txn.open_table(META)
                     .map_err(io_err)?
                     .insert(COMMITTED, bytes.as_slice())
@@ -216,14 +222,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.lock().committed)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         if self.disk.is_some() {
-            let puts = entries.iter().map(|e| (e.log_id.index, encode(e))).collect();
+            let puts = entries
+                .iter()
+                .map(|e| (e.log_id.index, encode(e)))
+                .collect();
             let res = self.persist(vec![], puts, None).await;
             if let Err(e) = res {
                 let err = StorageError::from(StorageIOError::write_logs(e));

@@ -110,8 +110,8 @@ impl Connection {
                 ))))
             }
         };
-        let data = postcard::to_allocvec(req)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let data =
+            postcard::to_allocvec(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = tonic::Request::new(RaftBytes { data });
         request.set_timeout(option.hard_ttl());
         let reply = match rpc {

@@ -17,6 +17,7 @@ use crate::group::state_machine::{Shared, StateMachineStore};
 use crate::group::types::{Op, Raft, StorageError};
 use crate::ids::{node_id_of_ordinal, GroupId, NodeId};
 use crate::multicast::coordinator::Coordinator;
+use crate::multicast::skeen::DeliveryRule;
 use crate::proto::{group_server::GroupServer, raft_server::RaftServer};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use std::collections::BTreeMap;
@@ -77,7 +78,9 @@ pub struct ReplicaSpec {
     /// Link faults (tests); `Faults::default()` in production.
     pub faults: Arc<Faults>,
     /// A listener already bound to its address, or `None` to bind it here.
-    pub listener: Option<TcpListener>,
+    pub listener: Option<std::net::TcpListener>,
+    /// The delivery rule (always `Skeen` outside mutation tests).
+    pub delivery_rule: DeliveryRule,
 }
 
 /// Why a replica could not start.
@@ -141,7 +144,16 @@ impl GroupNode {
             })?;
         let node_id = node_id_of_ordinal(spec.ordinal);
         let listener = match spec.listener {
-            Some(l) => l,
+            Some(l) => {
+                l.set_nonblocking(true).map_err(|source| NodeError::Bind {
+                    addr: addr.clone(),
+                    source,
+                })?;
+                TcpListener::from_std(l).map_err(|source| NodeError::Bind {
+                    addr: addr.clone(),
+                    source,
+                })?
+            }
             None => TcpListener::bind(&addr)
                 .await
                 .map_err(|source| NodeError::Bind {
@@ -151,7 +163,9 @@ impl GroupNode {
         };
 
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
-        let shared = Shared::new(GroupState::new(spec.group, spec.app), events_tx);
+        let mut state = GroupState::new(spec.group, spec.app);
+        state.skeen.set_rule(spec.delivery_rule);
+        let shared = Shared::new(state, events_tx);
         let (log, dir) = match &spec.storage {
             Storage::Memory => (LogStore::in_memory(), None),
             Storage::Disk(dir) => (LogStore::open(dir)?, Some(dir.clone())),
@@ -190,7 +204,10 @@ impl GroupNode {
 
         let server = tonic::transport::Server::builder()
             .tcp_nodelay(true)
-            .add_service(RaftServer::new(RaftService::new(raft.clone())).max_decoding_message_size(256 << 20))
+            .add_service(
+                RaftServer::new(RaftService::new(raft.clone()))
+                    .max_decoding_message_size(256 << 20),
+            )
             .add_service(GroupServer::new(GroupService::new(coordinator.clone())))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
         let group = spec.group;
@@ -277,15 +294,17 @@ impl GroupNode {
 
     /// Has the group send `payload` to `dst` over the reliable channel (must be the leader).
     pub async fn channel_send(&self, dst: GroupId, payload: Vec<u8>) -> Result<(), ProposeError> {
-        self.proposer.propose(Op::ChannelSend { dst, payload }).await
+        self.proposer
+            .propose(Op::ChannelSend { dst, payload })
+            .await
     }
 }
 
 /// Binds `n` listeners on 127.0.0.1 with OS-assigned ports (for tests, benches and the demo).
-pub async fn bind_local(n: usize) -> std::io::Result<Vec<(TcpListener, SocketAddr)>> {
+pub fn bind_local(n: usize) -> std::io::Result<Vec<(std::net::TcpListener, SocketAddr)>> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        let l = TcpListener::bind("127.0.0.1:0").await?;
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
         let a = l.local_addr()?;
         out.push((l, a));
     }

@@ -134,7 +134,9 @@ impl GroupState {
             });
         }
         self.app.restore(&body.app)?;
+        let rule = self.skeen.rule();
         self.skeen = body.skeen;
+        self.skeen.set_rule(rule);
         self.channel = body.channel;
         Ok(())
     }

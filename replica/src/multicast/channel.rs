@@ -105,7 +105,10 @@ mod tests {
         assert!(dst.accept(a, 1));
         assert_eq!(dst.next_expected(a), 2);
         src.trim(b, 1);
-        let left: Vec<u64> = src.outboxes().flat_map(|(_, ob)| ob.unacknowledged().map(|(s, _)| s)).collect();
+        let left: Vec<u64> = src
+            .outboxes()
+            .flat_map(|(_, ob)| ob.unacknowledged().map(|(s, _)| s))
+            .collect();
         assert_eq!(left, vec![1]);
         src.trim(b, 2);
         assert_eq!(src.outboxes().count(), 0);

@@ -200,11 +200,15 @@ impl Coordinator {
             .or_default()
             .insert(from, ann.local_ts);
         let status = self.shared.state().skeen.status(msg.id);
+        tracing::debug!(group = %self.group, id = %msg.id, %from, ts = ann.local_ts, ?status, "announce received");
         Ok(match status {
             Status::Unknown => {
                 let propose = {
                     let mut v = self.vol();
-                    let due = v.started.get(&msg.id).is_none_or(|t| t.elapsed() > RETRY_AFTER);
+                    let due = v
+                        .started
+                        .get(&msg.id)
+                        .is_none_or(|t| t.elapsed() > RETRY_AFTER);
                     if due {
                         v.started.insert(msg.id, Instant::now());
                     }
@@ -379,6 +383,7 @@ impl Coordinator {
                 return;
             }
             v.finalized.insert(msg.id, Instant::now());
+            tracing::debug!(group = %self.group, id = %msg.id, max, "finalize");
             max
         };
         self.proposer
@@ -430,6 +435,7 @@ impl Coordinator {
         reply: Result<proto::timestamp_announce_reply::Outcome, crate::client::ClientError>,
     ) {
         use proto::timestamp_announce_reply::Outcome;
+        tracing::debug!(group = %self.group, id = %msg.id, %dst, ?reply, "announce reply");
         match reply {
             Ok(Outcome::LocalTs(ts)) => {
                 self.vol()
@@ -455,8 +461,7 @@ impl Coordinator {
         };
         {
             let mut v = self.vol();
-            if v
-                .transmitting
+            if v.transmitting
                 .get(&dst)
                 .is_some_and(|t| t.elapsed() < RETRY_AFTER * 4)
             {
@@ -508,7 +513,9 @@ impl Coordinator {
                 Ok(upto) => {
                     let _ = me.proposer.propose(Op::ChannelTrim { dst, upto }).await;
                 }
-                Err(e) => tracing::debug!(group = %me.group, %dst, error = %e, "channel send failed"),
+                Err(e) => {
+                    tracing::debug!(group = %me.group, %dst, error = %e, "channel send failed")
+                }
             }
             me.vol().transmitting.remove(&dst);
         });

@@ -118,7 +118,11 @@ mod tests {
 
     #[test]
     fn normalises_destinations() {
-        let m = McastMessage::new(MsgId::default(), vec![GroupId(3), GroupId(1), GroupId(3)], vec![]);
+        let m = McastMessage::new(
+            MsgId::default(),
+            vec![GroupId(3), GroupId(1), GroupId(3)],
+            vec![],
+        );
         assert_eq!(m.dests, vec![GroupId(1), GroupId(3)]);
         let back = McastMessage::from_proto(Some(m.to_proto()), |_| true).unwrap();
         assert_eq!(back, m);

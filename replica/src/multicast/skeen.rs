@@ -106,10 +106,22 @@ impl DeliveredSet {
     }
 }
 
+/// Which delivery rule a group follows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeliveryRule {
+    /// Skeen: deliver in (final timestamp, id) order once final.
+    #[default]
+    Skeen,
+    /// BROKEN on purpose, for mutation tests of the checker: a multi-group message is
+    /// delivered as soon as it has its local timestamp, before the final one is known.
+    EagerLocal,
+}
+
 /// The Skeen state of one group, replicated by applying the group's log.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SkeenState {
     group: GroupId,
+    rule: DeliveryRule,
     clock: u64,
     pending: HashMap<MsgId, Pending>,
     queue: BTreeSet<(u64, MsgId)>,
@@ -122,6 +134,7 @@ impl SkeenState {
     pub fn new(group: GroupId) -> Self {
         SkeenState {
             group,
+            rule: DeliveryRule::Skeen,
             clock: 0,
             pending: HashMap::new(),
             queue: BTreeSet::new(),
@@ -133,6 +146,16 @@ impl SkeenState {
     /// The group this state belongs to.
     pub fn group(&self) -> GroupId {
         self.group
+    }
+
+    /// The delivery rule in force.
+    pub fn rule(&self) -> DeliveryRule {
+        self.rule
+    }
+
+    /// Switches the delivery rule (only mutation tests use anything but the default).
+    pub fn set_rule(&mut self, rule: DeliveryRule) {
+        self.rule = rule;
     }
 
     /// Number of messages delivered so far.
@@ -183,7 +206,7 @@ impl SkeenState {
         self.clock += 1;
         let ts = self.clock;
         let id = msg.id;
-        let stage = if msg.is_multi_group() {
+        let stage = if msg.is_multi_group() && self.rule == DeliveryRule::Skeen {
             out.push(Output::Assigned { id, local_ts: ts });
             Stage::Tentative
         } else {

@@ -1,0 +1,233 @@
+//! A whole cluster of groups running in this process, every replica on its own 127.0.0.1 port
+//! with real gRPC between them: used by tests, `dssmr bench` and `dssmr demo`.
+//!
+//! Each replica runs on a tokio runtime of its own, like a process: crashing it shuts that
+//! runtime down, which ends every task of the replica at once (Raft, coordinator, server and
+//! every open connection), so peers see it vanish as they would a killed process. With disk
+//! storage a restarted replica recovers from its data directory. Links are cut through the
+//! shared [`Faults`] table.
+
+use crate::app::recorder::{Recorder, Recording};
+use crate::app::Application;
+use crate::client::{GroupClient, Topology};
+use crate::group::{bind_local, Faults, GroupNode, RaftTuning, ReplicaSpec, Storage};
+use crate::ids::GroupId;
+use crate::multicast::skeen::DeliveryRule;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How to build a local cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// Number of groups (ids 1..=groups).
+    pub groups: usize,
+    /// Replicas per group (2f+1).
+    pub replicas: usize,
+    /// `None`: memory storage; `Some(root)`: each replica persists under `root/g<G>-r<R>`.
+    pub data_root: Option<PathBuf>,
+    /// Raft settings.
+    pub tuning: RaftTuning,
+    /// Whether replicas record full delivery sequences.
+    pub recording: Recording,
+    /// Delivery rule (mutation tests only change it).
+    pub delivery_rule: DeliveryRule,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            groups: 2,
+            replicas: 3,
+            data_root: None,
+            tuning: RaftTuning::default(),
+            recording: Recording::Full,
+            delivery_rule: DeliveryRule::Skeen,
+        }
+    }
+}
+
+/// A running local cluster.
+pub struct LocalCluster {
+    options: ClusterOptions,
+    topology: Topology,
+    faults: Arc<Faults>,
+    nodes: BTreeMap<(GroupId, usize), Option<Replica>>,
+}
+
+/// A replica and the runtime it runs on.
+struct Replica {
+    node: GroupNode,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl LocalCluster {
+    /// Starts every replica of every group and waits until each group has a leader.
+    pub async fn start(options: ClusterOptions) -> anyhow::Result<Self> {
+        let mut topology = Topology::default();
+        let mut listeners = BTreeMap::new();
+        for g in 1..=options.groups as u32 {
+            let bound = bind_local(options.replicas)?;
+            let mut addrs = Vec::new();
+            for (r, (l, a)) in bound.into_iter().enumerate() {
+                addrs.push(a.to_string());
+                listeners.insert((GroupId(g), r), l);
+            }
+            topology.groups.insert(GroupId(g), addrs);
+        }
+        let mut cluster = LocalCluster {
+            options,
+            topology,
+            faults: Arc::new(Faults::default()),
+            nodes: BTreeMap::new(),
+        };
+        for ((g, r), l) in listeners {
+            let node = cluster.spawn(g, r, Some(l)).await?;
+            cluster.nodes.insert((g, r), Some(node));
+        }
+        cluster.wait_for_leaders(Duration::from_secs(30)).await?;
+        Ok(cluster)
+    }
+
+    async fn spawn(
+        &self,
+        group: GroupId,
+        ordinal: usize,
+        listener: Option<std::net::TcpListener>,
+    ) -> anyhow::Result<Replica> {
+        let storage = match &self.options.data_root {
+            None => Storage::Memory,
+            Some(root) => Storage::Disk(root.join(format!("g{}-r{}", group.0, ordinal))),
+        };
+        let app: Box<dyn Application> = Box::new(Recorder::new(self.options.recording));
+        let spec = ReplicaSpec {
+            group,
+            ordinal,
+            topology: self.topology.clone(),
+            storage,
+            tuning: self.options.tuning.clone(),
+            app,
+            faults: self.faults.clone(),
+            listener,
+            delivery_rule: self.options.delivery_rule,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("g{}-r{}", group.0, ordinal))
+            .enable_all()
+            .build()?;
+        let node = runtime.spawn(GroupNode::start(spec)).await??;
+        Ok(Replica { node, runtime })
+    }
+
+    /// The member addresses of every group.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The link-fault table shared by every replica.
+    pub fn faults(&self) -> &Arc<Faults> {
+        &self.faults
+    }
+
+    /// Group ids, in order.
+    pub fn groups(&self) -> Vec<GroupId> {
+        self.topology.groups.keys().copied().collect()
+    }
+
+    /// A client of group `g`.
+    pub fn client(&self, g: GroupId) -> anyhow::Result<GroupClient> {
+        let addrs = self
+            .topology
+            .groups
+            .get(&g)
+            .ok_or_else(|| anyhow::anyhow!("no group {g}"))?;
+        Ok(GroupClient::new(g, addrs)?)
+    }
+
+    /// The running replica `ordinal` of `g`, if it is up.
+    pub fn node(&self, g: GroupId, ordinal: usize) -> Option<&GroupNode> {
+        self.nodes
+            .get(&(g, ordinal))
+            .and_then(|n| n.as_ref())
+            .map(|r| &r.node)
+    }
+
+    /// Every running replica.
+    pub fn running(&self) -> impl Iterator<Item = &GroupNode> {
+        self.nodes.values().flatten().map(|r| &r.node)
+    }
+
+    /// The ordinal of the replica of `g` that currently leads, if any is up and leading.
+    pub fn leader_of(&self, g: GroupId) -> Option<usize> {
+        (0..self.options.replicas).find(|r| self.node(g, *r).is_some_and(|n| n.is_leader()))
+    }
+
+    /// Waits until every group has a leader.
+    pub async fn wait_for_leaders(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        for g in self.groups() {
+            loop {
+                if self.leader_of(g).is_some() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    anyhow::bail!("group {g} elected no leader within {timeout:?}");
+                }
+                let mut watched = None;
+                for r in 0..self.options.replicas {
+                    if let Some(n) = self.node(g, r) {
+                        watched = Some(n.raft().metrics());
+                        break;
+                    }
+                }
+                match watched {
+                    Some(mut rx) => {
+                        let _ =
+                            tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
+                    }
+                    None => anyhow::bail!("group {g} has no running replica"),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Crashes replica `ordinal` of `g` (no-op if it is down).
+    pub async fn crash(&mut self, g: GroupId, ordinal: usize) {
+        if let Some(replica) = self.nodes.get_mut(&(g, ordinal)).and_then(|n| n.take()) {
+            let Replica { node, runtime } = replica;
+            drop(node);
+            // Waits (off the async threads) until every task of the replica has been dropped,
+            // so its files and port are free for a restart.
+            let _ = tokio::task::spawn_blocking(move || {
+                runtime.shutdown_timeout(Duration::from_secs(2))
+            })
+            .await;
+        }
+    }
+
+    /// Restarts replica `ordinal` of `g` on its old address (and data directory).
+    pub async fn restart(&mut self, g: GroupId, ordinal: usize) -> anyhow::Result<()> {
+        if self.node(g, ordinal).is_some() {
+            return Ok(());
+        }
+        let node = self.spawn(g, ordinal, None).await?;
+        self.nodes.insert((g, ordinal), Some(node));
+        Ok(())
+    }
+
+    /// Replicas per group.
+    pub fn replicas(&self) -> usize {
+        self.options.replicas
+    }
+
+    /// Crashes every replica.
+    pub async fn shutdown(mut self) {
+        let keys: Vec<_> = self.nodes.keys().copied().collect();
+        for (g, r) in keys {
+            self.crash(g, r).await;
+        }
+    }
+}
