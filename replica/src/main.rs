@@ -1,1 +1,143 @@
-fn main() {}
+//! The `dssmr` command line: benchmarks today; replica, demo and client as the engine grows.
+
+use clap::{Args, Parser, Subcommand};
+use dssmr::bench::mcast::{self, McastBench};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Dynamic Scalable State Machine Replication.
+#[derive(Parser)]
+#[command(name = "dssmr", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure the system on a local cluster (every replica on 127.0.0.1).
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Atomic multicast throughput and latency per number of destination groups.
+    Mcast(McastArgs),
+}
+
+#[derive(Args)]
+struct McastArgs {
+    /// Destination group counts to measure, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    groups: Vec<usize>,
+    /// Groups in the cluster (default: as many as the destination count of each point).
+    #[arg(long)]
+    total_groups: Option<usize>,
+    /// Replicas per group (2f+1).
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
+    /// Closed-loop senders, each with one message in flight.
+    #[arg(long, default_value_t = 256)]
+    clients: usize,
+    /// Measured time per destination count (e.g. 10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unmeasured warm-up before each measurement.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Persist replicas under this directory (default: in memory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Write the records as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Random seed for destination choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl McastArgs {
+    fn validate(&self) -> Result<McastBench, String> {
+        if self.groups.is_empty() || self.groups.contains(&0) {
+            return Err("--groups: every destination count must be at least 1".into());
+        }
+        if self.replicas == 0 || self.replicas % 2 == 0 {
+            return Err(format!(
+                "--replicas: must be odd (2f+1), got {}",
+                self.replicas
+            ));
+        }
+        if self.clients == 0 {
+            return Err("--clients: must be at least 1".into());
+        }
+        if let Some(t) = self.total_groups {
+            if let Some(k) = self.groups.iter().find(|k| **k > t) {
+                return Err(format!(
+                    "--total-groups: {t} is fewer than destination count {k}"
+                ));
+            }
+        }
+        if self.duration.is_zero() {
+            return Err("--duration: must be positive".into());
+        }
+        Ok(McastBench {
+            dest_groups: self.groups.clone(),
+            total_groups: self.total_groups,
+            replicas: self.replicas,
+            clients: self.clients,
+            duration: self.duration,
+            warmup: self.warmup,
+            payload: self.payload,
+            data_root: self.data_dir.clone(),
+            progress: !self.quiet,
+            seed: self.seed,
+        })
+    }
+}
+
+async fn bench_mcast(args: McastArgs) -> anyhow::Result<()> {
+    let cfg = args.validate().map_err(anyhow::Error::msg)?;
+    let records = mcast::run(&cfg).await?;
+    print!("{}", mcast::table(&records));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&records)?)
+            .map_err(|e| anyhow::anyhow!("--json: cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    dssmr::telemetry::init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Bench {
+                which: BenchCommand::Mcast(args),
+            } => bench_mcast(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -87,9 +87,7 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
                 }
             }
             Ok(responder) => {
-                if dones.is_empty() {
-                    continue;
-                }
+                // Awaited even when nobody waits, so openraft can always hand over the result.
                 tokio::spawn(async move {
                     let res = match responder.await {
                         Err(_) => Err(ProposeError::Stopped),

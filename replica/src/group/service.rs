@@ -99,14 +99,14 @@ impl proto::group_server::Group for GroupService {
 
     async fn announce(
         &self,
-        req: Request<proto::TimestampAnnounce>,
-    ) -> Result<Response<proto::TimestampAnnounceReply>, Status> {
+        req: Request<proto::AnnounceBatch>,
+    ) -> Result<Response<proto::AnnounceBatchReply>, Status> {
         let outcome = self
             .coordinator
             .announce(req.into_inner())
             .await
             .map_err(status)?;
-        Ok(Response::new(proto::TimestampAnnounceReply {
+        Ok(Response::new(proto::AnnounceBatchReply {
             outcome: Some(outcome),
         }))
     }

@@ -31,9 +31,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// How often the leader re-examines pending work.
-const TICK: Duration = Duration::from_millis(20);
+const TICK: Duration = Duration::from_millis(50);
 /// After how long an unanswered announce, proposal or transmission is repeated.
-const RETRY_AFTER: Duration = Duration::from_millis(250);
+const RETRY_AFTER: Duration = Duration::from_millis(1000);
+/// Most announces in one batch.
+const ANNOUNCE_BATCH: usize = 4096;
 /// Deadline of one leader-to-leader RPC.
 const PEER_DEADLINE: Duration = Duration::from_millis(1000);
 /// Most channel messages in one transmission.
@@ -52,6 +54,10 @@ struct Volatile {
     finalized: HashMap<MsgId, Instant>,
     /// Destinations with a transmission in flight, and since when.
     transmitting: HashMap<GroupId, Instant>,
+    /// Announces waiting for the next batch to each destination.
+    announce_queue: HashMap<GroupId, Vec<(McastMessage, u64)>>,
+    /// Destinations with an announce batch in flight.
+    announcing: HashSet<GroupId>,
 }
 
 /// The multicast and channel runtime of one replica.
@@ -177,56 +183,77 @@ impl Coordinator {
         }
     }
 
-    /// Serves a local-timestamp announce from another destination leader.
+    /// Serves a batch of local-timestamp announces from another destination leader.
     pub async fn announce(
         &self,
-        ann: proto::TimestampAnnounce,
-    ) -> Result<proto::timestamp_announce_reply::Outcome, RequestError> {
-        use proto::timestamp_announce_reply::Outcome;
-        let msg = McastMessage::from_proto(ann.message, self.known_group())?;
-        let from = GroupId(ann.from_group);
-        if ann.to_group != self.group.0 || !msg.dests.contains(&self.group) {
-            return Err(MessageError::NotADestination(ann.to_group).into());
+        batch: proto::AnnounceBatch,
+    ) -> Result<proto::announce_batch_reply::Outcome, RequestError> {
+        use proto::announce_batch_reply::Outcome as Reply;
+        use proto::announce_outcome::Outcome;
+        let from = GroupId(batch.from_group);
+        if batch.to_group != self.group.0 {
+            return Err(MessageError::NotADestination(batch.to_group).into());
         }
-        if !msg.dests.contains(&from) {
-            return Err(MessageError::NotADestination(ann.from_group).into());
+        if !self.topology.contains(from) || from == self.group {
+            return Err(MessageError::UnknownGroup(batch.from_group).into());
+        }
+        let mut items = Vec::with_capacity(batch.announces.len());
+        for ann in batch.announces {
+            let msg = McastMessage::from_proto(ann.message, self.known_group())?;
+            if !msg.dests.contains(&self.group) {
+                return Err(MessageError::NotADestination(self.group.0).into());
+            }
+            if !msg.dests.contains(&from) {
+                return Err(MessageError::NotADestination(from.0).into());
+            }
+            items.push((msg, ann.local_ts));
         }
         if !self.is_leader() {
-            return Ok(Outcome::NotLeader(self.leader_hint()));
+            return Ok(Reply::NotLeader(self.leader_hint()));
         }
-        self.vol()
-            .collected
-            .entry(msg.id)
-            .or_default()
-            .insert(from, ann.local_ts);
-        let status = self.shared.state().skeen.status(msg.id);
-        tracing::debug!(group = %self.group, id = %msg.id, %from, ts = ann.local_ts, ?status, "announce received");
-        Ok(match status {
-            Status::Unknown => {
-                let propose = {
-                    let mut v = self.vol();
-                    let due = v
-                        .started
-                        .get(&msg.id)
-                        .is_none_or(|t| t.elapsed() > RETRY_AFTER);
-                    if due {
-                        v.started.insert(msg.id, Instant::now());
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut to_start = Vec::new();
+        let mut to_finalize = Vec::new();
+        {
+            let state = self.shared.state();
+            let mut v = self.vol();
+            for (msg, local_ts) in items {
+                v.collected
+                    .entry(msg.id)
+                    .or_default()
+                    .insert(from, local_ts);
+                let outcome = match state.skeen.status(msg.id) {
+                    Status::Unknown => {
+                        let due = v
+                            .started
+                            .get(&msg.id)
+                            .is_none_or(|t| t.elapsed() > RETRY_AFTER);
+                        if due {
+                            v.started.insert(msg.id, Instant::now());
+                            to_start.push(msg);
+                        }
+                        Outcome::Pending(true)
                     }
-                    due
+                    Status::Tentative(ts) => {
+                        to_finalize.push((msg, ts));
+                        Outcome::LocalTs(ts)
+                    }
+                    Status::Final(ts) => Outcome::FinalTs(ts),
+                    Status::Delivered(0) => Outcome::Pending(true),
+                    Status::Delivered(ts) => Outcome::FinalTs(ts),
                 };
-                if propose {
-                    self.proposer.submit(Op::Start(msg)).await;
-                }
-                Outcome::Pending(true)
+                outcomes.push(proto::AnnounceOutcome {
+                    outcome: Some(outcome),
+                });
             }
-            Status::Tentative(ts) => {
-                self.try_finalize(&msg, ts).await;
-                Outcome::LocalTs(ts)
-            }
-            Status::Final(ts) => Outcome::FinalTs(ts),
-            Status::Delivered(0) => Outcome::Pending(true),
-            Status::Delivered(ts) => Outcome::FinalTs(ts),
-        })
+        }
+        for msg in to_start {
+            self.proposer.submit(Op::Start(msg)).await;
+        }
+        for (msg, ts) in to_finalize {
+            self.try_finalize(&msg, ts).await;
+        }
+        Ok(Reply::Outcomes(proto::AnnounceOutcomes { outcomes }))
     }
 
     /// Serves a channel transmission from another group's leader.
@@ -349,9 +376,11 @@ impl Coordinator {
                 .get(&msg.id)
                 .is_none_or(|t| t.elapsed() > RETRY_AFTER);
             if stale {
+                // Announced long ago (or by a previous leader): ask again, and let the
+                // answers drive finalisation.
                 self.announce_to_others(msg, *ts);
+                self.try_finalize(msg, *ts).await;
             }
-            self.try_finalize(msg, *ts).await;
         }
         let dirty: Vec<GroupId> = self
             .shared
@@ -394,63 +423,113 @@ impl Coordinator {
             .await;
     }
 
+    /// Queues the announce of `msg` to every other destination and flushes the queues.
     fn announce_to_others(self: &Arc<Self>, msg: &McastMessage, local_ts: u64) {
-        self.vol().announced.insert(msg.id, Instant::now());
-        for dst in msg.dests.iter().copied().filter(|g| *g != self.group) {
-            let Some(peer) = self.peers.get(&dst).cloned() else {
-                continue;
-            };
-            let me = self.clone();
-            let msg = msg.clone();
-            tokio::spawn(async move {
-                let ann = proto::TimestampAnnounce {
-                    from_group: me.group.0,
-                    to_group: dst.0,
-                    local_ts,
-                    message: Some(msg.to_proto()),
-                };
-                let reply = peer
-                    .call(Instant::now() + PEER_DEADLINE, |mut rpc| {
-                        let ann = ann.clone();
-                        async move {
-                            use proto::timestamp_announce_reply::Outcome;
-                            match rpc.announce(ann).await?.into_inner().outcome {
-                                Some(Outcome::NotLeader(h)) => Ok(Answer::NotLeader(Some(h))),
-                                Some(o) => Ok(Answer::Done(o)),
-                                None => Err(tonic::Status::internal("empty announce reply")),
-                            }
-                        }
-                    })
-                    .await;
-                me.on_announce_reply(&msg, dst, local_ts, reply).await;
-            });
+        let dsts: Vec<GroupId> = {
+            let mut v = self.vol();
+            v.announced.insert(msg.id, Instant::now());
+            // Every other destination, even one whose timestamp we know: it may not know ours.
+            let dsts: Vec<GroupId> = msg
+                .dests
+                .iter()
+                .copied()
+                .filter(|g| *g != self.group)
+                .collect();
+            for d in &dsts {
+                v.announce_queue
+                    .entry(*d)
+                    .or_default()
+                    .push((msg.clone(), local_ts));
+            }
+            dsts
+        };
+        for d in dsts {
+            self.flush_announces(d);
         }
     }
 
-    async fn on_announce_reply(
+    /// Sends the queued announces for `dst` as one batch, unless a batch is in flight; the
+    /// next batch leaves when this one is answered, so batches grow with load.
+    fn flush_announces(self: &Arc<Self>, dst: GroupId) {
+        let Some(peer) = self.peers.get(&dst).cloned() else {
+            return;
+        };
+        let batch = {
+            let mut v = self.vol();
+            if v.announcing.contains(&dst) {
+                return;
+            }
+            let Some(q) = v.announce_queue.get_mut(&dst) else {
+                return;
+            };
+            if q.is_empty() {
+                return;
+            }
+            let n = q.len().min(ANNOUNCE_BATCH);
+            let batch: Vec<(McastMessage, u64)> = q.drain(..n).collect();
+            v.announcing.insert(dst);
+            batch
+        };
+        let me = self.clone();
+        tokio::spawn(async move {
+            let req = proto::AnnounceBatch {
+                from_group: me.group.0,
+                to_group: dst.0,
+                announces: batch
+                    .iter()
+                    .map(|(m, ts)| proto::TimestampAnnounce {
+                        local_ts: *ts,
+                        message: Some(m.to_proto()),
+                    })
+                    .collect(),
+            };
+            let reply = peer
+                .call(Instant::now() + PEER_DEADLINE, |mut rpc| {
+                    let req = req.clone();
+                    async move {
+                        use proto::announce_batch_reply::Outcome;
+                        match rpc.announce(req).await?.into_inner().outcome {
+                            Some(Outcome::NotLeader(h)) => Ok(Answer::NotLeader(Some(h))),
+                            Some(Outcome::Outcomes(o)) => Ok(Answer::Done(o.outcomes)),
+                            None => Err(tonic::Status::internal("empty announce reply")),
+                        }
+                    }
+                })
+                .await;
+            match reply {
+                Ok(outcomes) => me.on_announce_outcomes(dst, &batch, outcomes).await,
+                Err(e) => {
+                    tracing::debug!(group = %me.group, %dst, error = %e, "announce failed");
+                }
+            }
+            me.vol().announcing.remove(&dst);
+            me.flush_announces(dst);
+        });
+    }
+
+    async fn on_announce_outcomes(
         &self,
-        msg: &McastMessage,
         dst: GroupId,
-        local_ts: u64,
-        reply: Result<proto::timestamp_announce_reply::Outcome, crate::client::ClientError>,
+        batch: &[(McastMessage, u64)],
+        outcomes: Vec<proto::AnnounceOutcome>,
     ) {
-        use proto::timestamp_announce_reply::Outcome;
-        tracing::debug!(group = %self.group, id = %msg.id, %dst, ?reply, "announce reply");
-        match reply {
-            Ok(Outcome::LocalTs(ts)) => {
-                self.vol()
-                    .collected
-                    .entry(msg.id)
-                    .or_default()
-                    .insert(dst, ts);
-                self.try_finalize(msg, local_ts).await;
+        use proto::announce_outcome::Outcome;
+        for ((msg, local_ts), o) in batch.iter().zip(outcomes) {
+            match o.outcome {
+                Some(Outcome::LocalTs(ts)) => {
+                    self.vol()
+                        .collected
+                        .entry(msg.id)
+                        .or_default()
+                        .insert(dst, ts);
+                    self.try_finalize(msg, *local_ts).await;
+                }
+                Some(Outcome::FinalTs(ts)) => {
+                    // The destination knows the final timestamp: the max of all local ones.
+                    self.proposer.submit(Op::Final { id: msg.id, ts }).await;
+                }
+                _ => {}
             }
-            Ok(Outcome::FinalTs(ts)) => {
-                // The destination knows the final timestamp: it is the max of all local ones.
-                self.proposer.submit(Op::Final { id: msg.id, ts }).await;
-            }
-            Ok(_) => {}
-            Err(e) => tracing::debug!(group = %self.group, %dst, error = %e, "announce failed"),
         }
     }
 
