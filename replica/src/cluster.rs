@@ -33,6 +33,8 @@ pub struct ClusterOptions {
     pub recording: Recording,
     /// Delivery rule (mutation tests only change it).
     pub delivery_rule: DeliveryRule,
+    /// Worker threads of each replica's runtime.
+    pub threads_per_replica: usize,
 }
 
 impl Default for ClusterOptions {
@@ -44,6 +46,7 @@ impl Default for ClusterOptions {
             tuning: RaftTuning::default(),
             recording: Recording::Full,
             delivery_rule: DeliveryRule::Skeen,
+            threads_per_replica: 1,
         }
     }
 }
@@ -113,7 +116,7 @@ impl LocalCluster {
             delivery_rule: self.options.delivery_rule,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(self.options.threads_per_replica.max(1))
             .thread_name(format!("g{}-r{}", group.0, ordinal))
             .enable_all()
             .build()?;

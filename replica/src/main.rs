@@ -64,6 +64,9 @@ struct McastArgs {
     /// Hide the progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Worker threads of each replica's async runtime (every replica runs on its own).
+    #[arg(long, default_value_t = 2)]
+    threads_per_replica: usize,
 }
 
 impl McastArgs {
@@ -71,7 +74,7 @@ impl McastArgs {
         if self.groups.is_empty() || self.groups.contains(&0) {
             return Err("--groups: every destination count must be at least 1".into());
         }
-        if self.replicas == 0 || self.replicas % 2 == 0 {
+        if self.replicas == 0 || self.replicas.is_multiple_of(2) {
             return Err(format!(
                 "--replicas: must be odd (2f+1), got {}",
                 self.replicas
@@ -101,6 +104,7 @@ impl McastArgs {
             data_root: self.data_dir.clone(),
             progress: !self.quiet,
             seed: self.seed,
+            threads_per_replica: self.threads_per_replica,
         })
     }
 }

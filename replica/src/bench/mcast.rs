@@ -47,6 +47,8 @@ pub struct McastBench {
     pub progress: bool,
     /// Random seed for destination choice.
     pub seed: u64,
+    /// Worker threads of each replica's runtime.
+    pub threads_per_replica: usize,
 }
 
 /// One measured point.
@@ -140,16 +142,17 @@ async fn sender(
 /// Measures one destination count on a fresh cluster.
 pub async fn measure(cfg: &McastBench, k: usize, bar: &ProgressBar) -> anyhow::Result<McastRecord> {
     let total = cfg.total_groups.unwrap_or(k).max(k);
-    let dir = match &cfg.data_root {
-        Some(root) => Some(root.join(format!("k{k}"))),
-        None => None,
-    };
+    let dir = cfg
+        .data_root
+        .as_ref()
+        .map(|root| root.join(format!("k{k}")));
     let cluster = LocalCluster::start(ClusterOptions {
         groups: total,
         replicas: cfg.replicas,
         data_root: dir,
         tuning: RaftTuning::default(),
         recording: Recording::CountOnly,
+        threads_per_replica: cfg.threads_per_replica,
         ..Default::default()
     })
     .await?;

@@ -8,6 +8,10 @@
 //! temporary file, fsync, rename) before it is reported built or installed; on start the state
 //! is restored from it and openraft replays the log after it.
 
+// openraft's `StorageError` (large) is the error type of its storage traits; constructors
+// return it too so errors reach openraft unchanged.
+#![allow(clippy::result_large_err)]
+
 use crate::group::state::{Effects, GroupState};
 use crate::group::types::{Entry, LogId, StorageError, TypeConfig};
 use crate::ids::{GroupId, MsgId, NodeId};

@@ -356,7 +356,7 @@ impl Coordinator {
     }
 
     async fn on_tick(self: &Arc<Self>, ticks: u64) {
-        if ticks % 100 == 0 {
+        if ticks.is_multiple_of(100) {
             self.shared.waiters.prune();
         }
         if !self.is_leader() {
