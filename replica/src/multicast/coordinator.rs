@@ -158,8 +158,15 @@ impl Coordinator {
     ) -> Result<proto::multicast_reply::Outcome, RequestError> {
         use proto::multicast_reply::Outcome;
         let msg = McastMessage::from_proto(req.message, self.known_group())?;
-        if req.group != self.group.0 || !msg.dests.contains(&self.group) {
-            return Err(MessageError::NotADestination(req.group).into());
+        if req.group != self.group.0 {
+            return Err(MessageError::WrongReceiver {
+                addressed: req.group,
+                receiver: self.group.0,
+            }
+            .into());
+        }
+        if !msg.dests.contains(&self.group) {
+            return Err(MessageError::NotADestination(self.group.0).into());
         }
         if !self.is_leader() {
             return Ok(Outcome::NotLeader(self.leader_hint()));
@@ -192,10 +199,17 @@ impl Coordinator {
         use proto::announce_outcome::Outcome;
         let from = GroupId(batch.from_group);
         if batch.to_group != self.group.0 {
-            return Err(MessageError::NotADestination(batch.to_group).into());
+            return Err(MessageError::WrongReceiver {
+                addressed: batch.to_group,
+                receiver: self.group.0,
+            }
+            .into());
         }
         if !self.topology.contains(from) || from == self.group {
-            return Err(MessageError::UnknownGroup(batch.from_group).into());
+            return Err(MessageError::BadSource(batch.from_group).into());
+        }
+        if batch.announces.is_empty() {
+            return Err(MessageError::MissingMessage.into());
         }
         let mut items = Vec::with_capacity(batch.announces.len());
         for ann in batch.announces {
@@ -267,14 +281,17 @@ impl Coordinator {
         };
         let from = GroupId(first.from_group);
         if !self.topology.contains(from) || from == self.group {
-            return Err(MessageError::UnknownGroup(first.from_group).into());
+            return Err(MessageError::BadSource(first.from_group).into());
         }
-        if batch
-            .messages
-            .iter()
-            .any(|m| m.from_group != from.0 || m.to_group != self.group.0)
-        {
-            return Err(MessageError::NotADestination(self.group.0).into());
+        if let Some(m) = batch.messages.iter().find(|m| m.from_group != from.0) {
+            return Err(MessageError::MixedSources(from.0, m.from_group).into());
+        }
+        if let Some(m) = batch.messages.iter().find(|m| m.to_group != self.group.0) {
+            return Err(MessageError::WrongReceiver {
+                addressed: m.to_group,
+                receiver: self.group.0,
+            }
+            .into());
         }
         if !self.is_leader() {
             return Ok(Outcome::NotLeader(self.leader_hint()));

@@ -34,6 +34,20 @@ pub enum MessageError {
     /// The message field is missing from the request.
     #[error("request carries no message")]
     MissingMessage,
+    /// The request is addressed to another group than the one of the receiving replica.
+    #[error("request addressed to group {addressed} reached a replica of group {receiver}")]
+    WrongReceiver {
+        /// The group named in the request.
+        addressed: u32,
+        /// The group of the replica that received it.
+        receiver: u32,
+    },
+    /// The sending group is unknown, or is the receiving group itself.
+    #[error("group {0} cannot send to this group (unknown, or the group itself)")]
+    BadSource(u32),
+    /// A batch mixes messages from several source groups.
+    #[error("batch mixes source groups {0} and {1}")]
+    MixedSources(u32, u32),
 }
 
 impl McastMessage {
