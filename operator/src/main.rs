@@ -16,3 +16,14 @@ fn main() -> ExitCode {
     eprintln!("dssmr-operator: the controller is not implemented yet (skeleton crate)");
     ExitCode::FAILURE
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

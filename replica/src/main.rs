@@ -67,6 +67,9 @@ struct McastArgs {
     /// Worker threads of each replica's async runtime (every replica runs on its own).
     #[arg(long, default_value_t = 2)]
     threads_per_replica: usize,
+    /// Client connections per replica, shared by the senders (HTTP/2 multiplexing).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
 }
 
 impl McastArgs {
@@ -105,6 +108,7 @@ impl McastArgs {
             progress: !self.quiet,
             seed: self.seed,
             threads_per_replica: self.threads_per_replica,
+            connections: self.connections,
         })
     }
 }
@@ -143,5 +147,44 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    fn mcast_args(extra: &[&str]) -> McastArgs {
+        let mut argv = vec!["dssmr", "bench", "mcast"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Command::Bench {
+                which: BenchCommand::Mcast(a),
+            } => a,
+        }
+    }
+
+    #[test]
+    fn bench_arguments_are_validated_with_the_field_named() {
+        let cfg = mcast_args(&["--groups", "1,2", "--duration", "3s"])
+            .validate()
+            .expect("valid");
+        assert_eq!(cfg.dest_groups, vec![1, 2]);
+        assert_eq!(cfg.duration, Duration::from_secs(3));
+        let err = mcast_args(&["--replicas", "4"]).validate().unwrap_err();
+        assert!(err.starts_with("--replicas"), "{err}");
+        let err = mcast_args(&["--groups", "0"]).validate().unwrap_err();
+        assert!(err.starts_with("--groups"), "{err}");
+        let err = mcast_args(&["--groups", "4", "--total-groups", "2"])
+            .validate()
+            .unwrap_err();
+        assert!(err.starts_with("--total-groups"), "{err}");
+        assert!(Cli::try_parse_from(["dssmr", "bench", "mcast", "--duration", "soon"]).is_err());
     }
 }

@@ -233,7 +233,7 @@ fn proto_msg(dests: Vec<u32>) -> proto::McastMessage {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_invalid_argument() {
-    dssmr::telemetry::init();
+    dssmr::telemetry::init_for_tests();
     tokio::time::timeout(TEST_LIMIT, async {
         let cluster = start_cluster().await;
         multicast_both_groups(&cluster, 0).await;
@@ -476,7 +476,7 @@ fn random_bytes(rng: &mut StdRng, valid: &[u8]) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_bytes_to_raft_rpcs_only_get_errors() {
     const ITERATIONS: usize = 300;
-    dssmr::telemetry::init();
+    dssmr::telemetry::init_for_tests();
     tokio::time::timeout(TEST_LIMIT, async {
         let cluster = start_cluster().await;
         let addrs = replica_addrs(&cluster);

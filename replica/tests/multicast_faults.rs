@@ -87,7 +87,7 @@ async fn inject_faults(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multicast_survives_leader_crashes_and_cut_links() {
-    dssmr::telemetry::init();
+    dssmr::telemetry::init_for_tests();
     let dir = tempfile::tempdir().expect("tempdir");
     tokio::time::timeout(TEST_LIMIT, async {
         let mut cluster = LocalCluster::start(ClusterOptions {
@@ -144,7 +144,7 @@ async fn multicast_survives_leader_crashes_and_cut_links() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checker_rejects_delivery_before_final_timestamp() {
-    dssmr::telemetry::init();
+    dssmr::telemetry::init_for_tests();
     tokio::time::timeout(TEST_LIMIT, async {
         let cluster = LocalCluster::start(ClusterOptions {
             groups: 4,

@@ -219,7 +219,7 @@ fn started(entries: &[Entry]) -> Vec<MsgId> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn persistent_replicas_recover_their_log_after_crashes() {
-    dssmr::telemetry::init();
+    dssmr::telemetry::init_for_tests();
     let dir = tempfile::tempdir().expect("tempdir");
     let began = Instant::now();
     tokio::time::timeout(TEST_LIMIT, async {

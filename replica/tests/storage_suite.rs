@@ -85,7 +85,7 @@ fn bounded(name: &str, suite: impl FnOnce() -> Result<(), String> + Send + 'stat
 
 #[test]
 fn openraft_suite_memory_storage() {
-    dssmr::telemetry::init();
+    dssmr::telemetry::init_for_tests();
     bounded("memory", || {
         Suite::test_all(MemoryBuilder).map_err(|e| format!("storage error: {e}"))
     });
@@ -93,7 +93,7 @@ fn openraft_suite_memory_storage() {
 
 #[test]
 fn openraft_suite_disk_storage() {
-    dssmr::telemetry::init();
+    dssmr::telemetry::init_for_tests();
     bounded("disk", || {
         Suite::test_all(DiskBuilder).map_err(|e| format!("storage error: {e}"))
     });
@@ -112,7 +112,7 @@ fn normal(term: u64, index: u64) -> Entry {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_storage_survives_reopen() {
-    dssmr::telemetry::init();
+    dssmr::telemetry::init_for_tests();
     tokio::time::timeout(Duration::from_secs(60), async {
         let dir = tempfile::tempdir().expect("tempdir");
         let membership = {

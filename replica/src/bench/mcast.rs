@@ -49,6 +49,8 @@ pub struct McastBench {
     pub seed: u64,
     /// Worker threads of each replica's runtime.
     pub threads_per_replica: usize,
+    /// Connections per replica shared by the senders.
+    pub connections: usize,
 }
 
 /// One measured point.
@@ -87,20 +89,31 @@ struct Shared {
     errors: AtomicU64,
 }
 
+type Clients = HashMap<GroupId, Arc<GroupClient>>;
+
+/// `n` sets of group clients; each set holds one HTTP/2 connection per replica, shared by the
+/// senders that use it (requests are multiplexed, so frames coalesce into fewer syscalls).
+fn client_pool(topology: &Topology, n: usize) -> anyhow::Result<Vec<Clients>> {
+    (0..n.max(1))
+        .map(|_| {
+            topology
+                .groups
+                .iter()
+                .map(|(g, a)| Ok((*g, Arc::new(GroupClient::new(*g, a)?))))
+                .collect()
+        })
+        .collect()
+}
+
 async fn sender(
     id: usize,
-    topology: Topology,
+    clients: Clients,
     k: usize,
     payload: usize,
     seed: u64,
     shared: Arc<Shared>,
 ) -> Latencies {
-    let clients: HashMap<GroupId, Arc<GroupClient>> = topology
-        .groups
-        .iter()
-        .filter_map(|(g, a)| GroupClient::new(*g, a).ok().map(|c| (*g, Arc::new(c))))
-        .collect();
-    let groups: Vec<GroupId> = topology.groups.keys().copied().collect();
+    let groups: Vec<GroupId> = clients.keys().copied().collect();
     let mut rng = StdRng::seed_from_u64(seed ^ (id as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let sender_id: u64 = rng.random();
     let mut lat = Latencies::default();
@@ -162,11 +175,12 @@ pub async fn measure(cfg: &McastBench, k: usize, bar: &ProgressBar) -> anyhow::R
         completed: AtomicU64::new(0),
         errors: AtomicU64::new(0),
     });
+    let pool = client_pool(cluster.topology(), cfg.connections)?;
     let tasks: Vec<_> = (0..cfg.clients)
         .map(|i| {
             tokio::spawn(sender(
                 i,
-                cluster.topology().clone(),
+                pool[i % pool.len()].clone(),
                 k,
                 cfg.payload,
                 cfg.seed,
