@@ -65,7 +65,7 @@ struct McastArgs {
     #[arg(long)]
     quiet: bool,
     /// Worker threads of each replica's async runtime (every replica runs on its own).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     threads_per_replica: usize,
     /// Client connections per replica, shared by the senders (HTTP/2 multiplexing).
     #[arg(long, default_value_t = 4)]

@@ -36,6 +36,8 @@ const TICK: Duration = Duration::from_millis(50);
 const RETRY_AFTER: Duration = Duration::from_millis(1000);
 /// Most announces in one batch.
 const ANNOUNCE_BATCH: usize = 4096;
+/// Announce batches in flight to one destination; more batches wait and grow meanwhile.
+const ANNOUNCES_IN_FLIGHT: usize = 4;
 /// Deadline of one leader-to-leader RPC.
 const PEER_DEADLINE: Duration = Duration::from_millis(1000);
 /// Most channel messages in one transmission.
@@ -56,8 +58,8 @@ struct Volatile {
     transmitting: HashMap<GroupId, Instant>,
     /// Announces waiting for the next batch to each destination.
     announce_queue: HashMap<GroupId, Vec<(McastMessage, u64)>>,
-    /// Destinations with an announce batch in flight.
-    announcing: HashSet<GroupId>,
+    /// Announce batches in flight per destination.
+    announcing: HashMap<GroupId, usize>,
 }
 
 /// The multicast and channel runtime of one replica.
@@ -465,15 +467,16 @@ impl Coordinator {
         }
     }
 
-    /// Sends the queued announces for `dst` as one batch, unless a batch is in flight; the
-    /// next batch leaves when this one is answered, so batches grow with load.
+    /// Sends the queued announces for `dst` as one batch, unless [`ANNOUNCES_IN_FLIGHT`]
+    /// batches are already in flight; queued announces then wait for an answer, so batches
+    /// grow with load.
     fn flush_announces(self: &Arc<Self>, dst: GroupId) {
         let Some(peer) = self.peers.get(&dst).cloned() else {
             return;
         };
         let batch = {
             let mut v = self.vol();
-            if v.announcing.contains(&dst) {
+            if v.announcing.get(&dst).copied().unwrap_or(0) >= ANNOUNCES_IN_FLIGHT {
                 return;
             }
             let Some(q) = v.announce_queue.get_mut(&dst) else {
@@ -484,7 +487,7 @@ impl Coordinator {
             }
             let n = q.len().min(ANNOUNCE_BATCH);
             let batch: Vec<(McastMessage, u64)> = q.drain(..n).collect();
-            v.announcing.insert(dst);
+            *v.announcing.entry(dst).or_default() += 1;
             batch
         };
         let me = self.clone();
@@ -519,7 +522,9 @@ impl Coordinator {
                     tracing::debug!(group = %me.group, %dst, error = %e, "announce failed");
                 }
             }
-            me.vol().announcing.remove(&dst);
+            if let Some(n) = me.vol().announcing.get_mut(&dst) {
+                *n = n.saturating_sub(1);
+            }
             me.flush_announces(dst);
         });
     }
