@@ -1,9 +1,12 @@
 //! The Raft log and vote of one replica (openraft `RaftLogStorage`).
 //!
 //! Entries are always held in memory for reads. With a data directory they are also written
-//! through to an embedded redb database before openraft is told they are flushed ("persist
-//! before ack"): one write transaction, hence one fsync, per `append` call, and openraft hands
-//! over every entry that accumulated since the previous call, so fsyncs are grouped under load.
+//! through to an embedded redb database by a writer thread before openraft is told they are
+//! flushed ("persist before ack"). The writer takes every write queued since its last commit
+//! into one transaction, hence one fsync (group commit): `append` only queues and returns, so
+//! Raft keeps accepting and replicating entries while the disk syncs, and throughput grows
+//! with load instead of being capped at one append per fsync. Writes reach the disk in the
+//! order they were issued; votes, truncations and purges wait until they are durable.
 //! On start the database is read back, so a killed replica recovers its vote and log.
 
 // openraft's `StorageError` (large) is the error type of its storage traits; constructors
@@ -39,7 +42,102 @@ struct Inner {
 #[derive(Clone)]
 pub struct LogStore {
     inner: Arc<Mutex<Inner>>,
-    disk: Option<Arc<Database>>,
+    disk: Option<Arc<Writer>>,
+}
+
+/// Who to tell once a write is durable.
+enum Done {
+    /// openraft's append callback.
+    Flushed(LogFlushed<TypeConfig>),
+    /// A caller awaiting the write.
+    Notify(tokio::sync::oneshot::Sender<Result<(), String>>),
+    /// Nobody (best-effort metadata).
+    Nothing,
+}
+
+struct WriteReq {
+    meta: Vec<(&'static str, Vec<u8>)>,
+    puts: Vec<(u64, Vec<u8>)>,
+    delete: Option<(u64, u64)>,
+    done: Done,
+}
+
+/// The writer thread of a persistent log; dropping the last handle stops and joins it, so the
+/// database file is closed when the store is gone.
+struct Writer {
+    tx: Option<std::sync::mpsc::Sender<WriteReq>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Writer {
+    fn spawn(db: Database) -> std::io::Result<Self> {
+        let (tx, rx) = std::sync::mpsc::channel::<WriteReq>();
+        let thread = std::thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while let Ok(more) = rx.try_recv() {
+                        batch.push(more);
+                    }
+                    let result = write_batch(&db, &batch).map_err(|e| e.to_string());
+                    for req in batch {
+                        match req.done {
+                            Done::Flushed(cb) => {
+                                cb.log_io_completed(result.clone().map_err(std::io::Error::other))
+                            }
+                            Done::Notify(tx) => {
+                                let _ = tx.send(result.clone());
+                            }
+                            Done::Nothing => {}
+                        }
+                    }
+                }
+            })?;
+        Ok(Writer {
+            tx: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    fn queue(&self, req: WriteReq) -> Result<(), AnyError> {
+        self.tx
+            .as_ref()
+            .ok_or_else(|| AnyError::error("log writer stopped"))?
+            .send(req)
+            .map_err(|_| AnyError::error("log writer stopped"))
+    }
+}
+
+/// Applies queued writes in order in one durable transaction.
+fn write_batch(db: &Database, batch: &[WriteReq]) -> Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut log = txn.open_table(LOG)?;
+        let mut m = txn.open_table(META)?;
+        for req in batch {
+            if let Some((from, to)) = req.delete {
+                log.retain_in(from..=to, |_, _| false)?;
+            }
+            for (k, v) in &req.puts {
+                log.insert(*k, v.as_slice())?;
+            }
+            for (k, v) in &req.meta {
+                m.insert(*k, v.as_slice())?;
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
 }
 
 fn io_err(e: impl Into<redb::Error>) -> AnyError {
@@ -94,9 +192,12 @@ impl LogStore {
         if let Some(b) = get(PURGED)? {
             inner.last_purged = postcard::from_bytes(&b).map_err(|e| read(codec_err(e)))?;
         }
+        drop(meta);
+        drop(txn);
+        let writer = Writer::spawn(db).map_err(|e| read(AnyError::new(&e)))?;
         Ok(LogStore {
             inner: Arc::new(Mutex::new(inner)),
-            disk: Some(Arc::new(db)),
+            disk: Some(Arc::new(writer)),
         })
     }
 
@@ -104,36 +205,27 @@ impl LogStore {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Writes `meta` keys and log changes in one durable transaction, off the async runtime.
+    /// Writes `meta` keys and log changes durably, in order after every earlier write, and
+    /// waits until they are on disk.
     async fn persist(
         &self,
         meta: Vec<(&'static str, Vec<u8>)>,
         puts: Vec<(u64, Vec<u8>)>,
         delete: Option<(u64, u64)>,
     ) -> Result<(), AnyError> {
-        let Some(db) = self.disk.clone() else {
+        let Some(writer) = &self.disk else {
             return Ok(());
         };
-        tokio::task::spawn_blocking(move || -> Result<(), AnyError> {
-            let txn = db.begin_write().map_err(io_err)?;
-            {
-                let mut log = txn.open_table(LOG).map_err(io_err)?;
-                if let Some((from, to)) = delete {
-                    log.retain_in(from..=to, |_, _| false).map_err(io_err)?;
-                }
-                for (k, v) in &puts {
-                    log.insert(*k, v.as_slice()).map_err(io_err)?;
-                }
-                let mut m = txn.open_table(META).map_err(io_err)?;
-                for (k, v) in &meta {
-                    m.insert(*k, v.as_slice()).map_err(io_err)?;
-                }
-            }
-            txn.commit().map_err(io_err)?;
-            Ok(())
-        })
-        .await
-        .map_err(|e| AnyError::new(&e))?
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        writer.queue(WriteReq {
+            meta,
+            puts,
+            delete,
+            done: Done::Notify(tx),
+        })?;
+        rx.await
+            .map_err(|_| AnyError::error("log writer stopped"))?
+            .map_err(AnyError::error)
     }
 
     /// Number of entries currently held (after purges).
@@ -198,26 +290,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // Not fsynced on its own account: the committed index only shortens replay after a
-        // restart, and the next append or vote makes it durable.
+        // Not awaited: the committed index only shortens replay after a restart; it becomes
+        // durable with the writer's next commit.
         self.lock().committed = committed;
-        if let Some(db) = &self.disk {
-            let db = db.clone();
-            let bytes = encode(&committed);
-            tokio::task::spawn_blocking(move || -> Result<(), AnyError> {
-                let mut txn = db.begin_write().map_err(io_err)?;
-                txn.set_durability(redb::Durability::None)
-                    .map_err(|e| AnyError::new(&e))?;
-                txn.open_table(META)
-                    .map_err(io_err)?
-                    .insert(COMMITTED, bytes.as_slice())
-                    .map_err(io_err)?;
-                txn.commit().map_err(io_err)?;
-                Ok(())
-            })
-            .await
-            .map_err(|e| StorageError::from(StorageIOError::write(AnyError::new(&e))))?
-            .map_err(|e| StorageError::from(StorageIOError::write(e)))?;
+        if let Some(writer) = &self.disk {
+            writer
+                .queue(WriteReq {
+                    meta: vec![(COMMITTED, encode(&committed))],
+                    puts: vec![],
+                    delete: None,
+                    done: Done::Nothing,
+                })
+                .map_err(|e| StorageError::from(StorageIOError::write(e)))?;
         }
         Ok(())
     }
@@ -236,25 +320,30 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        if self.disk.is_some() {
-            let puts = entries
+        let puts: Vec<(u64, Vec<u8>)> = match &self.disk {
+            Some(_) => entries
                 .iter()
                 .map(|e| (e.log_id.index, encode(e)))
-                .collect();
-            let res = self.persist(vec![], puts, None).await;
-            if let Err(e) = res {
-                let err = StorageError::from(StorageIOError::write_logs(e));
-                callback.log_io_completed(Err(std::io::Error::other(err.to_string())));
-                return Err(err);
-            }
-        }
+                .collect(),
+            None => Vec::new(),
+        };
         {
             let mut inner = self.lock();
             for e in entries {
                 inner.entries.insert(e.log_id.index, e);
             }
         }
-        callback.log_io_completed(Ok(()));
+        match &self.disk {
+            None => callback.log_io_completed(Ok(())),
+            Some(writer) => writer
+                .queue(WriteReq {
+                    meta: vec![],
+                    puts,
+                    delete: None,
+                    done: Done::Flushed(callback),
+                })
+                .map_err(|e| StorageError::from(StorageIOError::write_logs(e)))?,
+        }
         Ok(())
     }
 

@@ -1,17 +1,21 @@
 //! Batches operations into log entries and proposes them to the group's Raft leader.
 //!
 //! Callers hand in single [`Op`]s; a task drains whatever queued up (up to [`MAX_BATCH`]) into
-//! one entry and enqueues it with `client_write_ff`, which keeps entries in submission order and
-//! lets many entries be in flight at once, so throughput grows with load.
+//! one entry and enqueues it with `client_write_ff`, which keeps entries in submission order.
+//! At most [`MAX_ENTRIES_IN_FLIGHT`] entries are uncommitted at once; meanwhile proposals
+//! accumulate, so entries grow with load and the per-entry cost (replication, fsync) is shared.
 
 use crate::group::types::{Op, Raft, Request};
 use crate::ids::NodeId;
 use openraft::error::{ClientWriteError, RaftError};
+use std::sync::Arc;
 use thiserror::Error;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// Most operations in one log entry.
 pub const MAX_BATCH: usize = 2048;
+/// Entries proposed and not yet applied at once.
+pub const MAX_ENTRIES_IN_FLIGHT: usize = 4;
 
 /// Why a proposal did not commit.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -66,7 +70,13 @@ impl Proposer {
 }
 
 async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
+    let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
     while let Some(first) = rx.recv().await {
+        // Self-clocking batches: while the window is full, proposals keep queueing and leave
+        // together in the next entry.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
         let mut ops = vec![first.op];
         let mut dones = vec![first.done];
         while ops.len() < MAX_BATCH {
@@ -89,7 +99,9 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
             Ok(responder) => {
                 // Awaited even when nobody waits, so openraft can always hand over the result.
                 tokio::spawn(async move {
-                    let res = match responder.await {
+                    let outcome = responder.await;
+                    drop(permit);
+                    let res = match outcome {
                         Err(_) => Err(ProposeError::Stopped),
                         Ok(Ok(_)) => Ok(()),
                         Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
