@@ -16,7 +16,7 @@ use crate::group::state::GroupState;
 use crate::group::state_machine::{Shared, StateMachineStore};
 use crate::group::types::{Op, Raft, StorageError};
 use crate::ids::{node_id_of_ordinal, GroupId, NodeId};
-use crate::multicast::coordinator::Coordinator;
+use crate::multicast::coordinator::{Coordinator, CoordinatorParts};
 use crate::multicast::skeen::DeliveryRule;
 use crate::proto::{group_server::GroupServer, raft_server::RaftServer};
 use openraft::{BasicNode, Config, SnapshotPolicy};
@@ -189,16 +189,16 @@ impl GroupNode {
             .map_err(|e| NodeError::Raft(e.to_string()))?;
 
         let proposer = Proposer::spawn(raft.clone());
-        let coordinator = Coordinator::new(
-            spec.group,
+        let coordinator = Coordinator::new(CoordinatorParts {
+            group: spec.group,
             node_id,
-            members.clone(),
-            spec.topology.clone(),
-            raft.clone(),
-            shared.clone(),
-            proposer.clone(),
-            spec.faults.clone(),
-        )?;
+            members: members.clone(),
+            topology: spec.topology.clone(),
+            raft: raft.clone(),
+            shared: shared.clone(),
+            proposer: proposer.clone(),
+            faults: spec.faults.clone(),
+        })?;
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(coordinator.clone().run(events_rx)));
 

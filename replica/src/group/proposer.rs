@@ -7,7 +7,7 @@
 
 use crate::group::types::{Op, Raft, Request};
 use crate::ids::NodeId;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::ClientWriteError;
 use std::sync::Arc;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -116,9 +116,4 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
             }
         }
     }
-}
-
-/// Maps a Raft error to a proposal error (used by callers of other Raft APIs).
-pub fn from_raft_error<E: std::fmt::Display>(e: RaftError<NodeId, E>) -> ProposeError {
-    ProposeError::Raft(e.to_string())
 }

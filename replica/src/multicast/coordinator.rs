@@ -25,7 +25,7 @@ use crate::multicast::skeen::Status;
 use crate::multicast::{McastMessage, MessageError};
 use crate::proto::{self, LeaderHint};
 use openraft::ServerState;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -75,6 +75,26 @@ pub struct Coordinator {
     volatile: Mutex<Volatile>,
 }
 
+/// What a [`Coordinator`] is built from.
+pub struct CoordinatorParts {
+    /// The replica's group.
+    pub group: GroupId,
+    /// The replica's Raft node id.
+    pub node_id: NodeId,
+    /// Addresses of the group's members (index = ordinal).
+    pub members: Vec<String>,
+    /// Addresses of every group.
+    pub topology: Topology,
+    /// The replica's Raft handle.
+    pub raft: Raft,
+    /// The replicated state, waiters and events.
+    pub shared: Arc<Shared>,
+    /// The replica's batching proposer.
+    pub proposer: Proposer,
+    /// Link faults honoured by calls to other groups.
+    pub faults: Arc<Faults>,
+}
+
 /// A request that cannot be served, mapped to a gRPC status by the service.
 #[derive(Debug, thiserror::Error)]
 pub enum RequestError {
@@ -90,18 +110,18 @@ pub enum RequestError {
 }
 
 impl Coordinator {
-    /// The coordinator of replica `node_id` of `group`, whose members listen on `members`.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        group: GroupId,
-        node_id: NodeId,
-        members: Vec<String>,
-        topology: Topology,
-        raft: Raft,
-        shared: Arc<Shared>,
-        proposer: Proposer,
-        faults: Arc<Faults>,
-    ) -> Result<Arc<Self>, crate::client::ClientError> {
+    /// The coordinator of one replica, from the parts the replica assembled.
+    pub fn new(parts: CoordinatorParts) -> Result<Arc<Self>, crate::client::ClientError> {
+        let CoordinatorParts {
+            group,
+            node_id,
+            members,
+            topology,
+            raft,
+            shared,
+            proposer,
+            faults,
+        } = parts;
         let self_addr = members
             .get((node_id - 1) as usize)
             .cloned()
@@ -620,10 +640,5 @@ impl Coordinator {
             }
             me.vol().transmitting.remove(&dst);
         });
-    }
-
-    /// Ids of the groups this replica talks to.
-    pub fn peer_groups(&self) -> HashSet<GroupId> {
-        self.peers.keys().copied().collect()
     }
 }
