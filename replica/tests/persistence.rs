@@ -273,12 +273,17 @@ async fn persistent_replicas_recover_their_log_after_crashes() {
             leader_seq,
             "the restarted follower has the leader's sequence"
         );
-        let fm = metrics(node(&cluster, f));
-        assert!(
-            fm.snapshot.is_some_and(|s| s.index >= purged),
-            "r{f} caught up past the purge point ({purged}) through a snapshot: {:?}",
-            fm.snapshot
-        );
+        // The restored state can be visible a moment before openraft publishes the installed
+        // snapshot in its metrics: wait for the metric rather than reading it once.
+        wait_for(
+            &cluster,
+            &format!("r{f} caught up past the purge point ({purged}) through a snapshot"),
+            |c| {
+                c.node(G1, f)
+                    .is_some_and(|n| metrics(n).snapshot.is_some_and(|s| s.index >= purged))
+            },
+        )
+        .await;
 
         // --- (b) every replica purges its log, takes a few more messages, then all crash.
         wait_quiescent(&cluster, 300).await;
