@@ -8,21 +8,45 @@
 //! shared [`Faults`] table.
 
 use crate::app::recorder::{Recorder, Recording};
-use crate::app::Application;
+use crate::app::{Application, StateMachine};
+use crate::client::proxy::{Connections, Mode};
 use crate::client::{GroupClient, Topology};
 use crate::group::{bind_local, Faults, GroupNode, RaftTuning, ReplicaSpec, Storage};
 use crate::ids::GroupId;
+use crate::ids::ORACLE;
 use crate::multicast::skeen::DeliveryRule;
+use crate::oracle::Oracle;
+use crate::partition::Partition;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Builds the application replicated by each group.
+pub type AppFactory = Arc<dyn Fn(GroupId) -> Box<dyn Application> + Send + Sync>;
+
+/// The applications of a DS-SMR or S-SMR cluster running `app` on partitions `1..=k`: the
+/// oracle in group [`ORACLE`], a [`Partition`] in every other group.
+pub fn engine_apps<A: StateMachine>(app: Arc<A>, partitions: usize) -> AppFactory {
+    let parts: Vec<GroupId> = (1..=partitions as u32).map(GroupId).collect();
+    Arc::new(move |g| -> Box<dyn Application> {
+        if g == ORACLE {
+            Box::new(Oracle::new(app.clone(), parts.clone()))
+        } else {
+            Box::new(Partition::new(g, app.clone()))
+        }
+    })
+}
+
 /// How to build a local cluster.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClusterOptions {
-    /// Number of groups (ids 1..=groups).
+    /// Number of groups (ids 1..=groups), the partitions of an engine cluster.
     pub groups: usize,
+    /// Whether to run the oracle as group 0 as well.
+    pub oracle: bool,
+    /// The application of each group; `None`: a [`Recorder`].
+    pub apps: Option<AppFactory>,
     /// Replicas per group (2f+1).
     pub replicas: usize,
     /// `None`: memory storage; `Some(root)`: each replica persists under `root/g<G>-r<R>`.
@@ -37,10 +61,25 @@ pub struct ClusterOptions {
     pub threads_per_replica: usize,
 }
 
+impl ClusterOptions {
+    /// A cluster running `app` over `partitions` partitions in `mode` (DS-SMR adds the oracle).
+    pub fn engine<A: StateMachine>(app: Arc<A>, partitions: usize, mode: Mode) -> Self {
+        ClusterOptions {
+            groups: partitions,
+            oracle: mode == Mode::Dssmr,
+            apps: Some(engine_apps(app, partitions)),
+            recording: Recording::CountOnly,
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions {
             groups: 2,
+            oracle: false,
+            apps: None,
             replicas: 3,
             data_root: None,
             tuning: RaftTuning::default(),
@@ -70,7 +109,8 @@ impl LocalCluster {
     pub async fn start(options: ClusterOptions) -> anyhow::Result<Self> {
         let mut topology = Topology::default();
         let mut listeners = BTreeMap::new();
-        for g in 1..=options.groups as u32 {
+        let first = if options.oracle { 0 } else { 1 };
+        for g in first..=options.groups as u32 {
             let bound = bind_local(options.replicas)?;
             let mut addrs = Vec::new();
             for (r, (l, a)) in bound.into_iter().enumerate() {
@@ -103,7 +143,10 @@ impl LocalCluster {
             None => Storage::Memory,
             Some(root) => Storage::Disk(root.join(format!("g{}-r{}", group.0, ordinal))),
         };
-        let app: Box<dyn Application> = Box::new(Recorder::new(self.options.recording));
+        let app: Box<dyn Application> = match &self.options.apps {
+            Some(make) => make(group),
+            None => Box::new(Recorder::new(self.options.recording)),
+        };
         let spec = ReplicaSpec {
             group,
             ordinal,
@@ -127,6 +170,11 @@ impl LocalCluster {
     /// The member addresses of every group.
     pub fn topology(&self) -> &Topology {
         &self.topology
+    }
+
+    /// Clients of every group, for client proxies.
+    pub fn connections(&self) -> anyhow::Result<Connections> {
+        Ok(Connections::new(&self.topology)?)
     }
 
     /// The link-fault table shared by every replica.

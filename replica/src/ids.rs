@@ -1,4 +1,5 @@
-//! Identifiers shared by every layer: groups, Raft nodes inside a group, and multicast messages.
+//! Identifiers shared by every layer: groups, Raft nodes inside a group, multicast messages and
+//! state variables.
 //!
 //! They are newtypes so a group id is never mistaken for a node id or a sequence number.
 
@@ -48,3 +49,30 @@ impl fmt::Display for MsgId {
 
 /// How many messages one sender may have outstanding (sent, not yet delivered everywhere).
 pub const MAX_IN_FLIGHT_PER_SENDER: u64 = 1024;
+
+/// A state variable of the replicated service (a kv key, a Chirper user): the unit the oracle
+/// locates and DS-SMR moves between partitions.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct VarId(pub String);
+
+impl VarId {
+    /// A variable named `name`.
+    pub fn new(name: impl Into<String>) -> Self {
+        VarId(name.into())
+    }
+
+    /// The name of the variable.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for VarId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The group that runs the oracle (Algorithm 4). Partitions are groups 1..=k.
+pub const ORACLE: GroupId = GroupId(0);

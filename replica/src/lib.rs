@@ -8,9 +8,13 @@ pub mod app;
 pub mod bench;
 pub mod client;
 pub mod cluster;
+pub mod command;
 pub mod group;
+pub mod history;
 pub mod ids;
 pub mod multicast;
+pub mod oracle;
+pub mod partition;
 pub mod telemetry;
 
 /// Generated gRPC types and services (`proto/dssmr.proto`).

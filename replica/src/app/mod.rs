@@ -6,30 +6,49 @@
 //! itself so that Raft can compact the log. The DS-SMR engine plugs in here; [`Recorder`] is the
 //! application used by the multicast tests and benchmark.
 
+pub mod chirper;
+pub mod kv;
 pub mod recorder;
+pub mod state_machine;
 
 pub use recorder::Recorder;
+pub use state_machine::{StateMachine, Store};
 
-use crate::ids::GroupId;
+use crate::ids::{GroupId, MsgId};
 use crate::multicast::McastMessage;
 use std::any::Any;
 use thiserror::Error;
 
-/// Messages an application asks its group to send over the reliable channel while applying.
+/// What an application asks of its group while applying: messages to send over the reliable
+/// channel, and replies to the clients of delivered messages.
+///
+/// Both take effect only after the entry that produced them is applied, and are replicated
+/// state: every replica produces the same ones, the leader transmits and answers.
 #[derive(Debug, Default)]
-pub struct Sends {
-    pending: Vec<(GroupId, Vec<u8>)>,
+pub struct Actions {
+    sends: Vec<(GroupId, Vec<u8>)>,
+    replies: Vec<(MsgId, u64, Vec<u8>)>,
 }
 
-impl Sends {
+impl Actions {
     /// Queues `payload` for group `dst`; it is sent once the current entry is applied.
     pub fn send(&mut self, dst: GroupId, payload: Vec<u8>) {
-        self.pending.push((dst, payload));
+        self.sends.push((dst, payload));
+    }
+
+    /// Answers the client of message `id` (delivered at final timestamp `ts`) with `reply`.
+    pub fn reply(&mut self, id: MsgId, ts: u64, reply: Vec<u8>) {
+        self.replies.push((id, ts, reply));
     }
 
     /// Takes the queued messages.
-    pub fn drain(&mut self) -> impl Iterator<Item = (GroupId, Vec<u8>)> + '_ {
-        self.pending.drain(..)
+    pub fn drain_sends(&mut self) -> impl Iterator<Item = (GroupId, Vec<u8>)> + '_ {
+        self.sends.drain(..)
+    }
+
+    /// Takes the queued replies.
+    pub fn drain_replies(&mut self) -> impl Iterator<Item = (MsgId, u64, Vec<u8>)> + '_ {
+        self.replies.drain(..)
     }
 }
 
@@ -40,11 +59,13 @@ pub struct RestoreError(#[from] pub postcard::Error);
 
 /// A deterministic application replicated by one group.
 pub trait Application: Send + Sync + 'static {
-    /// Applies an atomically delivered message (final timestamp `ts`).
-    fn deliver(&mut self, msg: &McastMessage, ts: u64, sends: &mut Sends);
+    /// Applies an atomically delivered message (final timestamp `ts`). The application must
+    /// answer it exactly once with [`Actions::reply`]: now, or later while applying another
+    /// delivery or a channel message (a partition waiting for a moved variable, say).
+    fn deliver(&mut self, msg: &McastMessage, ts: u64, actions: &mut Actions);
 
     /// Applies a message received from group `from` over the reliable channel.
-    fn receive(&mut self, from: GroupId, payload: &[u8], sends: &mut Sends);
+    fn receive(&mut self, from: GroupId, payload: &[u8], actions: &mut Actions);
 
     /// Serialises the whole application state.
     fn snapshot(&self) -> Vec<u8>;

@@ -2,7 +2,7 @@
 //! messages and the messages received over the reliable channel. Tests check the recorded
 //! sequences; the multicast benchmark uses it with recording turned off.
 
-use super::{Application, RestoreError, Sends};
+use super::{Actions, Application, RestoreError};
 use crate::ids::{GroupId, MsgId};
 use crate::multicast::McastMessage;
 use serde::{Deserialize, Serialize};
@@ -61,14 +61,15 @@ impl Recorder {
 }
 
 impl Application for Recorder {
-    fn deliver(&mut self, msg: &McastMessage, ts: u64, _sends: &mut Sends) {
+    fn deliver(&mut self, msg: &McastMessage, ts: u64, actions: &mut Actions) {
+        actions.reply(msg.id, ts, Vec::new());
         self.delivered_count += 1;
         if self.recording == Recording::Full {
             self.delivered.push((msg.id, ts));
         }
     }
 
-    fn receive(&mut self, from: GroupId, payload: &[u8], _sends: &mut Sends) {
+    fn receive(&mut self, from: GroupId, payload: &[u8], _actions: &mut Actions) {
         self.received_count += 1;
         if self.recording == Recording::Full {
             self.received.push((from, payload.to_vec()));

@@ -7,6 +7,7 @@
 
 use crate::group::faults::Faults;
 use crate::group::network::lazy_channel;
+pub use crate::group::state_machine::Completion;
 use crate::ids::GroupId;
 use crate::multicast::McastMessage;
 use crate::proto::group_client::GroupClient as RpcClient;
@@ -202,6 +203,16 @@ impl GroupClient {
         msg: &McastMessage,
         deadline: Instant,
     ) -> Result<u64, ClientError> {
+        self.submit(msg, deadline).await.map(|c| c.ts)
+    }
+
+    /// Submits `msg` to this group (one of its destinations) and waits until the group's
+    /// application answered it; returns the final timestamp and the reply.
+    pub async fn submit(
+        &self,
+        msg: &McastMessage,
+        deadline: Instant,
+    ) -> Result<Completion, ClientError> {
         let req = proto::MulticastRequest {
             group: self.group.0,
             message: Some(msg.to_proto()),
@@ -211,7 +222,12 @@ impl GroupClient {
             async move {
                 let reply = rpc.multicast(req).await?.into_inner();
                 match reply.outcome {
-                    Some(proto::multicast_reply::Outcome::DeliveredTs(ts)) => Ok(Answer::Done(ts)),
+                    Some(proto::multicast_reply::Outcome::DeliveredTs(ts)) => {
+                        Ok(Answer::Done(Completion {
+                            ts,
+                            reply: reply.reply,
+                        }))
+                    }
                     Some(proto::multicast_reply::Outcome::NotLeader(h)) => {
                         Ok(Answer::NotLeader(Some(h)))
                     }

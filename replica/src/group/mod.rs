@@ -10,6 +10,7 @@ pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod proposer;
+pub mod replies;
 pub mod service;
 pub mod state;
 pub mod state_machine;

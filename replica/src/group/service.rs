@@ -78,6 +78,7 @@ fn status(e: RequestError) -> Status {
         RequestError::Invalid(e) => Status::invalid_argument(e.to_string()),
         RequestError::Timeout(_) => Status::unavailable(e.to_string()),
         RequestError::Stopped => Status::unavailable(e.to_string()),
+        RequestError::ReplyForgotten(_) => Status::failed_precondition(e.to_string()),
     }
 }
 
@@ -87,13 +88,14 @@ impl proto::group_server::Group for GroupService {
         &self,
         req: Request<proto::MulticastRequest>,
     ) -> Result<Response<proto::MulticastReply>, Status> {
-        let outcome = self
+        let (outcome, reply) = self
             .coordinator
             .multicast(req.into_inner())
             .await
             .map_err(status)?;
         Ok(Response::new(proto::MulticastReply {
             outcome: Some(outcome),
+            reply,
         }))
     }
 

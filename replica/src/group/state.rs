@@ -1,9 +1,11 @@
-//! The replicated state of a group: Skeen multicast, reliable channel and the application.
+//! The replicated state of a group: Skeen multicast, reliable channel, replies to clients and
+//! the application.
 //!
 //! [`GroupState::apply`] is the only way the state changes. It is deterministic and does no
 //! I/O; what the runtime must do afterwards is returned in [`Effects`].
 
-use crate::app::{Application, RestoreError, Sends};
+use crate::app::{Actions, Application, RestoreError};
+use crate::group::replies::ReplyCache;
 use crate::group::types::Op;
 use crate::ids::{GroupId, MsgId};
 use crate::multicast::channel::ChannelState;
@@ -13,8 +15,10 @@ use serde::{Deserialize, Serialize};
 /// What applying entries asks of the runtime.
 #[derive(Debug, Default)]
 pub struct Effects {
-    /// Messages delivered, with their final timestamps (wake waiting clients).
+    /// Messages delivered, with their final timestamps.
     pub delivered: Vec<(MsgId, u64)>,
+    /// Replies the application gave (wake waiting clients).
+    pub replied: Vec<(MsgId, u64, Vec<u8>)>,
     /// Multi-group messages that got a local timestamp (the leader announces them).
     pub assigned: Vec<(MsgId, u64)>,
     /// Destinations with new channel messages to transmit.
@@ -27,6 +31,8 @@ pub struct GroupState {
     pub skeen: SkeenState,
     /// Reliable channel outboxes and duplicate filters.
     pub channel: ChannelState,
+    /// Recent replies to clients, for resubmitted messages.
+    pub replies: ReplyCache,
     /// The application fed by deliveries and channel messages.
     pub app: Box<dyn Application>,
 }
@@ -35,6 +41,7 @@ pub struct GroupState {
 struct SnapshotBody {
     skeen: SkeenState,
     channel: ChannelState,
+    replies: ReplyCache,
     app: Vec<u8>,
 }
 
@@ -63,6 +70,7 @@ impl GroupState {
         GroupState {
             skeen: SkeenState::new(group),
             channel: ChannelState::default(),
+            replies: ReplyCache::default(),
             app,
         }
     }
@@ -74,27 +82,31 @@ impl GroupState {
 
     /// Applies one logged operation.
     pub fn apply(&mut self, op: Op, fx: &mut Effects) {
-        let mut sends = Sends::default();
+        let mut actions = Actions::default();
         match op {
             Op::Start(msg) => {
                 let mut out = Vec::new();
                 self.skeen.start(msg, &mut out);
-                self.handle_outputs(out, &mut sends, fx);
+                self.handle_outputs(out, &mut actions, fx);
             }
             Op::Final { id, ts } => {
                 let mut out = Vec::new();
                 self.skeen.finalize(id, ts, &mut out);
-                self.handle_outputs(out, &mut sends, fx);
+                self.handle_outputs(out, &mut actions, fx);
             }
-            Op::ChannelSend { dst, payload } => sends.send(dst, payload),
+            Op::ChannelSend { dst, payload } => actions.send(dst, payload),
             Op::ChannelReceive { from, seq, payload } => {
                 if self.channel.accept(from, seq) {
-                    self.app.receive(from, &payload, &mut sends);
+                    self.app.receive(from, &payload, &mut actions);
                 }
             }
             Op::ChannelTrim { dst, upto } => self.channel.trim(dst, upto),
         }
-        for (dst, payload) in sends.drain() {
+        for (id, ts, reply) in actions.drain_replies() {
+            self.replies.insert(id, ts, reply.clone());
+            fx.replied.push((id, ts, reply));
+        }
+        for (dst, payload) in actions.drain_sends() {
             self.channel.push(dst, payload);
             if !fx.channel_dirty.contains(&dst) {
                 fx.channel_dirty.push(dst);
@@ -102,11 +114,11 @@ impl GroupState {
         }
     }
 
-    fn handle_outputs(&mut self, out: Vec<Output>, sends: &mut Sends, fx: &mut Effects) {
+    fn handle_outputs(&mut self, out: Vec<Output>, actions: &mut Actions, fx: &mut Effects) {
         for o in out {
             match o {
                 Output::Deliver { msg, ts } => {
-                    self.app.deliver(&msg, ts, sends);
+                    self.app.deliver(&msg, ts, actions);
                     fx.delivered.push((msg.id, ts));
                 }
                 Output::Assigned { id, local_ts } => fx.assigned.push((id, local_ts)),
@@ -119,6 +131,7 @@ impl GroupState {
         let body = SnapshotBody {
             skeen: self.skeen.clone(),
             channel: self.channel.clone(),
+            replies: self.replies.clone(),
             app: self.app.snapshot(),
         };
         postcard::to_allocvec(&body).expect("group state of plain collections always serialises")
@@ -138,6 +151,7 @@ impl GroupState {
         self.skeen = body.skeen;
         self.skeen.set_rule(rule);
         self.channel = body.channel;
+        self.replies = body.replies;
         Ok(())
     }
 }

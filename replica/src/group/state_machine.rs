@@ -39,25 +39,39 @@ pub enum GroupEvent {
     ChannelDirty(GroupId),
 }
 
-/// Clients waiting for the delivery of a message at this replica.
+/// The answer to a delivered message: its final timestamp and the application's reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Completion {
+    /// Final timestamp of the message.
+    pub ts: u64,
+    /// The application's reply.
+    pub reply: Vec<u8>,
+}
+
+type WaiterMap = HashMap<MsgId, Vec<oneshot::Sender<Completion>>>;
+
+/// Clients waiting for the reply to a message at this replica.
 #[derive(Default)]
 pub struct Waiters {
-    map: Mutex<HashMap<MsgId, Vec<oneshot::Sender<u64>>>>,
+    map: Mutex<WaiterMap>,
 }
 
 impl Waiters {
-    /// Registers interest in the delivery of `id`; the receiver yields its final timestamp.
-    /// Register while holding the state lock, after seeing the message not yet delivered.
-    pub fn register(&self, id: MsgId) -> oneshot::Receiver<u64> {
+    /// Registers interest in the reply to `id`. Register while holding the state lock, after
+    /// seeing the message not answered yet.
+    pub fn register(&self, id: MsgId) -> oneshot::Receiver<Completion> {
         let (tx, rx) = oneshot::channel();
         self.lock().entry(id).or_default().push(tx);
         rx
     }
 
-    fn notify(&self, id: MsgId, ts: u64) {
+    fn notify(&self, id: MsgId, ts: u64, reply: Vec<u8>) {
         if let Some(txs) = self.lock().remove(&id) {
             for tx in txs {
-                let _ = tx.send(ts);
+                let _ = tx.send(Completion {
+                    ts,
+                    reply: reply.clone(),
+                });
             }
         }
     }
@@ -70,7 +84,7 @@ impl Waiters {
         });
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<MsgId, Vec<oneshot::Sender<u64>>>> {
+    fn lock(&self) -> MutexGuard<'_, WaiterMap> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -231,8 +245,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         for (id, _) in &fx.assigned {
             let _ = self.shared.events.send(GroupEvent::Assigned(*id));
         }
-        for (id, ts) in fx.delivered {
-            self.shared.waiters.notify(id, ts);
+        for (id, ts, reply) in fx.replied {
+            self.shared.waiters.notify(id, ts, reply);
+        }
+        for (id, _) in fx.delivered {
             let _ = self.shared.events.send(GroupEvent::Delivered(id));
         }
         for dst in fx.channel_dirty {

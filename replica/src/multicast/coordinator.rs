@@ -18,6 +18,7 @@ use crate::client::group_client::Answer;
 use crate::client::{GroupClient, Topology};
 use crate::group::faults::Faults;
 use crate::group::proposer::Proposer;
+use crate::group::replies::ReplyStatus;
 use crate::group::state_machine::{GroupEvent, Shared};
 use crate::group::types::{Op, Raft};
 use crate::ids::{GroupId, MsgId, NodeId};
@@ -107,6 +108,9 @@ pub enum RequestError {
     /// The replica is shutting down.
     #[error("replica is shutting down")]
     Stopped,
+    /// The message was answered so long ago that its reply is no longer kept.
+    #[error("message {0} was answered long ago; its reply is no longer kept")]
+    ReplyForgotten(MsgId),
 }
 
 impl Coordinator {
@@ -173,11 +177,12 @@ impl Coordinator {
         |g| self.topology.contains(g)
     }
 
-    /// Serves a client multicast addressed to this group.
+    /// Serves a client multicast addressed to this group: answers with the application's reply
+    /// once the message is delivered and answered here.
     pub async fn multicast(
         &self,
         req: proto::MulticastRequest,
-    ) -> Result<proto::multicast_reply::Outcome, RequestError> {
+    ) -> Result<(proto::multicast_reply::Outcome, Vec<u8>), RequestError> {
         use proto::multicast_reply::Outcome;
         let msg = McastMessage::from_proto(req.message, self.known_group())?;
         if req.group != self.group.0 {
@@ -191,22 +196,28 @@ impl Coordinator {
             return Err(MessageError::NotADestination(self.group.0).into());
         }
         if !self.is_leader() {
-            return Ok(Outcome::NotLeader(self.leader_hint()));
+            return Ok((Outcome::NotLeader(self.leader_hint()), Vec::new()));
         }
         let (status, waiter) = {
             let state = self.shared.state();
-            let status = state.skeen.status(msg.id);
-            match status {
-                Status::Delivered(ts) => return Ok(Outcome::DeliveredTs(ts)),
-                _ => (status, self.shared.waiters.register(msg.id)),
+            match state.replies.status(msg.id) {
+                ReplyStatus::Kept { ts, reply } => {
+                    return Ok((Outcome::DeliveredTs(ts), reply.to_vec()))
+                }
+                ReplyStatus::Forgotten => return Err(RequestError::ReplyForgotten(msg.id)),
+                ReplyStatus::Unanswered => {}
             }
+            (
+                state.skeen.status(msg.id),
+                self.shared.waiters.register(msg.id),
+            )
         };
         if status == Status::Unknown {
             self.vol().started.insert(msg.id, Instant::now());
             self.proposer.submit(Op::Start(msg)).await;
         }
         match tokio::time::timeout(DELIVERY_WAIT, waiter).await {
-            Ok(Ok(ts)) => Ok(Outcome::DeliveredTs(ts)),
+            Ok(Ok(c)) => Ok((Outcome::DeliveredTs(c.ts), c.reply)),
             Ok(Err(_)) => Err(RequestError::Stopped),
             Err(_) => Err(RequestError::Timeout(DELIVERY_WAIT)),
         }

@@ -1,0 +1,94 @@
+//! The replies a group gave to the clients of delivered messages, kept so that a client that
+//! resubmits a message (after a leader change, a timeout) gets the same reply and the command
+//! is never executed twice.
+//!
+//! Part of the replicated state (it is in every snapshot). Bounded: a client proxy has few
+//! messages in flight at a time, so only the [`REPLY_WINDOW`] most recent replies of each
+//! sender are kept; anything older is remembered as forgotten, never as unknown.
+
+use crate::ids::MsgId;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// Replies kept per sender.
+pub const REPLY_WINDOW: usize = 64;
+
+/// What the group knows of the reply to one message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplyStatus<'a> {
+    /// Answered at final timestamp `ts` with `reply`.
+    Kept {
+        /// Final timestamp of the message.
+        ts: u64,
+        /// The application's reply.
+        reply: &'a [u8],
+    },
+    /// Answered long ago; the reply is no longer kept.
+    Forgotten,
+    /// Not answered yet.
+    Unanswered,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct SenderReplies {
+    floor: Option<u64>,
+    recent: BTreeMap<u64, (u64, Vec<u8>)>,
+}
+
+/// Recent replies per sender.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ReplyCache {
+    senders: HashMap<u64, SenderReplies>,
+}
+
+impl ReplyCache {
+    /// Records the reply to `id`.
+    pub fn insert(&mut self, id: MsgId, ts: u64, reply: Vec<u8>) {
+        let s = self.senders.entry(id.sender).or_default();
+        s.recent.insert(id.seq, (ts, reply));
+        while s.recent.len() > REPLY_WINDOW {
+            if let Some((seq, _)) = s.recent.pop_first() {
+                s.floor = Some(s.floor.map_or(seq, |f| f.max(seq)));
+            }
+        }
+    }
+
+    /// What is known of the reply to `id`.
+    pub fn status(&self, id: MsgId) -> ReplyStatus<'_> {
+        let Some(s) = self.senders.get(&id.sender) else {
+            return ReplyStatus::Unanswered;
+        };
+        if let Some((ts, reply)) = s.recent.get(&id.seq) {
+            return ReplyStatus::Kept { ts: *ts, reply };
+        }
+        match s.floor {
+            Some(f) if id.seq <= f => ReplyStatus::Forgotten,
+            _ => ReplyStatus::Unanswered,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_a_window_per_sender() {
+        let mut c = ReplyCache::default();
+        let id = |seq| MsgId { sender: 1, seq };
+        assert_eq!(c.status(id(0)), ReplyStatus::Unanswered);
+        for seq in 0..(REPLY_WINDOW as u64 + 5) {
+            c.insert(id(seq), seq + 10, vec![seq as u8]);
+        }
+        assert_eq!(c.status(id(0)), ReplyStatus::Forgotten);
+        assert_eq!(c.status(id(4)), ReplyStatus::Forgotten);
+        assert_eq!(
+            c.status(id(5)),
+            ReplyStatus::Kept {
+                ts: 15,
+                reply: &[5]
+            }
+        );
+        assert_eq!(c.status(id(1000)), ReplyStatus::Unanswered);
+    }
+}

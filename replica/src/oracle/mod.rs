@@ -1,0 +1,338 @@
+//! The oracle (Algorithm 4): the replicated map from every variable to the partition that
+//! holds it. It answers consults with prophecies, takes part in every create, move and delete
+//! (so its map changes at the same point of the multicast order as the partitions' state), and
+//! places new variables with the application's rule.
+//!
+//! The oracle is the [`Application`] of one group; it never runs application commands and
+//! never waits for another group, so it can never block a partition that waits for it.
+
+use crate::app::{Actions, Application, RestoreError, StateMachine};
+use crate::command::{decode, encode, Command, Prophecy, Purpose, Reply, Transfer};
+use crate::ids::{GroupId, VarId, ORACLE};
+use crate::multicast::McastMessage;
+use serde::{Deserialize, Serialize};
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// Where new variables go: the application's placement rule, without its other types.
+pub trait Placement: Send + Sync + 'static {
+    /// The partition (one of `partitions`, sorted, non-empty) a new variable `var` goes to.
+    fn place(&self, var: &VarId, partitions: &[GroupId]) -> GroupId;
+}
+
+impl<A: StateMachine> Placement for A {
+    fn place(&self, var: &VarId, partitions: &[GroupId]) -> GroupId {
+        StateMachine::place(self, var, partitions)
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct OracleState {
+    partitions: Vec<GroupId>,
+    locations: HashMap<VarId, GroupId>,
+    counts: BTreeMap<GroupId, u64>,
+}
+
+/// The oracle's replicated state and logic.
+pub struct Oracle {
+    placement: Arc<dyn Placement>,
+    state: OracleState,
+}
+
+impl Oracle {
+    /// An oracle over `partitions` placing new variables with `placement`.
+    pub fn new(placement: Arc<dyn Placement>, mut partitions: Vec<GroupId>) -> Self {
+        partitions.sort_unstable();
+        partitions.dedup();
+        Oracle {
+            placement,
+            state: OracleState {
+                counts: partitions.iter().map(|p| (*p, 0)).collect(),
+                partitions,
+                locations: HashMap::new(),
+            },
+        }
+    }
+
+    /// Where `var` is, if it exists.
+    pub fn location(&self, var: &VarId) -> Option<GroupId> {
+        self.state.locations.get(var).copied()
+    }
+
+    /// Number of variables per partition.
+    pub fn counts(&self) -> &BTreeMap<GroupId, u64> {
+        &self.state.counts
+    }
+
+    /// Number of variables in existence.
+    pub fn len(&self) -> usize {
+        self.state.locations.len()
+    }
+
+    /// True when no variable exists.
+    pub fn is_empty(&self) -> bool {
+        self.state.locations.is_empty()
+    }
+
+    fn set(&mut self, var: VarId, p: GroupId) {
+        if let Some(old) = self.state.locations.insert(var, p) {
+            if let Some(c) = self.state.counts.get_mut(&old) {
+                *c = c.saturating_sub(1);
+            }
+        }
+        *self.state.counts.entry(p).or_default() += 1;
+    }
+
+    fn unset(&mut self, var: &VarId) {
+        if let Some(old) = self.state.locations.remove(var) {
+            if let Some(c) = self.state.counts.get_mut(&old) {
+                *c = c.saturating_sub(1);
+            }
+        }
+    }
+
+    fn consult(&self, vars: &[VarId], optional: &[VarId], purpose: Purpose) -> Prophecy {
+        let loc = &self.state.locations;
+        match purpose {
+            Purpose::Access => {
+                let mut missing: Vec<VarId> = vars
+                    .iter()
+                    .filter(|v| !loc.contains_key(v))
+                    .cloned()
+                    .collect();
+                if !missing.is_empty() {
+                    missing.sort();
+                    missing.dedup();
+                    return Prophecy::Nok { vars: missing };
+                }
+                Prophecy::Locations(
+                    vars.iter()
+                        .chain(optional)
+                        .filter_map(|v| loc.get(v).map(|p| (v.clone(), *p)))
+                        .collect(),
+                )
+            }
+            Purpose::Create => {
+                let existing: Vec<VarId> = vars
+                    .iter()
+                    .filter(|v| loc.contains_key(v))
+                    .cloned()
+                    .collect();
+                if !existing.is_empty() || self.state.partitions.is_empty() {
+                    return Prophecy::Nok { vars: existing };
+                }
+                Prophecy::Locations(
+                    vars.iter()
+                        .map(|v| (v.clone(), self.placement.place(v, &self.state.partitions)))
+                        .collect(),
+                )
+            }
+            Purpose::Delete => {
+                let found: Vec<(VarId, GroupId)> = vars
+                    .iter()
+                    .filter_map(|v| loc.get(v).map(|p| (v.clone(), *p)))
+                    .collect();
+                if found.is_empty() {
+                    Prophecy::Ok
+                } else {
+                    Prophecy::Locations(found)
+                }
+            }
+        }
+    }
+
+    fn execute(&mut self, msg: &McastMessage, actions: &mut Actions) -> Reply {
+        let cmd: Command = match decode(&msg.payload, "command") {
+            Ok(c) => c,
+            Err(e) => return Reply::Rejected(e.to_string()),
+        };
+        let partitions: Vec<GroupId> = msg.dests.iter().copied().filter(|g| *g != ORACLE).collect();
+        match cmd {
+            Command::Consult {
+                vars,
+                optional,
+                purpose,
+            } => Reply::Prophecy(self.consult(&vars, &optional, purpose)),
+            Command::Move { vars, from, to } => {
+                for v in vars {
+                    if self.location(&v) == Some(from) {
+                        self.set(v, to);
+                    }
+                }
+                Reply::Ok
+            }
+            Command::Create { var, .. } => {
+                let [pc] = partitions[..] else {
+                    return Reply::Rejected(format!(
+                        "create must go to the oracle and one partition, not {:?}",
+                        msg.dests
+                    ));
+                };
+                let ok = self.location(&var).is_none();
+                if ok {
+                    self.set(var, pc);
+                }
+                actions.send(pc, encode(&Transfer::CreateDecision { cmd: msg.id, ok }));
+                if ok {
+                    Reply::Ok
+                } else {
+                    Reply::Nok
+                }
+            }
+            Command::Delete { var } => match self.location(&var) {
+                None => Reply::Ok,
+                Some(p) if partitions.contains(&p) => {
+                    self.unset(&var);
+                    Reply::Ok
+                }
+                Some(_) => Reply::Retry {
+                    needed: vec![var],
+                    local: Vec::new(),
+                },
+            },
+            Command::Access { .. } => {
+                Reply::Rejected("access commands go to partitions, not to the oracle".into())
+            }
+        }
+    }
+}
+
+impl Application for Oracle {
+    fn deliver(&mut self, msg: &McastMessage, ts: u64, actions: &mut Actions) {
+        let reply = self.execute(msg, actions);
+        actions.reply(msg.id, ts, encode(&reply));
+    }
+
+    fn receive(&mut self, from: GroupId, _payload: &[u8], _actions: &mut Actions) {
+        // No partition ever sends to the oracle.
+        tracing::warn!(%from, "oracle ignores an unexpected channel message");
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        encode(&self.state)
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
+        self.state = postcard::from_bytes(snapshot)?;
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::MsgId;
+
+    struct ByFirstChar;
+    impl Placement for ByFirstChar {
+        fn place(&self, var: &VarId, partitions: &[GroupId]) -> GroupId {
+            if var.0.starts_with('a') {
+                partitions[0]
+            } else {
+                partitions[partitions.len() - 1]
+            }
+        }
+    }
+
+    fn run(o: &mut Oracle, seq: u64, dests: &[u32], cmd: Command) -> (Reply, Actions) {
+        let msg = McastMessage::new(
+            MsgId { sender: 1, seq },
+            dests.iter().map(|g| GroupId(*g)).collect(),
+            encode(&cmd),
+        );
+        let mut actions = Actions::default();
+        o.deliver(&msg, seq + 1, &mut actions);
+        let replies: Vec<_> = actions.drain_replies().collect();
+        assert_eq!(replies.len(), 1, "exactly one reply");
+        (decode(&replies[0].2, "reply").unwrap(), actions)
+    }
+
+    fn var(s: &str) -> VarId {
+        VarId::new(s)
+    }
+
+    #[test]
+    fn create_consult_move_delete() {
+        let mut o = Oracle::new(Arc::new(ByFirstChar), vec![GroupId(1), GroupId(2)]);
+        let consult = |vars: &[&str], purpose| Command::Consult {
+            vars: vars.iter().map(|v| var(v)).collect(),
+            optional: vec![],
+            purpose,
+        };
+        // Prophecy for a create: the placement rule.
+        let (r, _) = run(&mut o, 0, &[0], consult(&["a1"], Purpose::Create));
+        assert_eq!(
+            r,
+            Reply::Prophecy(Prophecy::Locations(vec![(var("a1"), GroupId(1))]))
+        );
+        // Create tells the partition and the client.
+        let create = Command::Create {
+            var: var("a1"),
+            value: vec![],
+        };
+        let (r, mut a) = run(&mut o, 1, &[0, 1], create.clone());
+        assert_eq!(r, Reply::Ok);
+        let sends: Vec<_> = a.drain_sends().collect();
+        assert_eq!(sends.len(), 1);
+        assert_eq!(sends[0].0, GroupId(1));
+        let (r, _) = run(&mut o, 2, &[0, 1], create);
+        assert_eq!(r, Reply::Nok, "exists already");
+        // Access consults: nok for a missing variable, locations otherwise.
+        let (r, _) = run(&mut o, 3, &[0], consult(&["a1", "zz"], Purpose::Access));
+        assert_eq!(
+            r,
+            Reply::Prophecy(Prophecy::Nok {
+                vars: vec![var("zz")]
+            })
+        );
+        // Move only when the source is right.
+        let mv = |from, to| Command::Move {
+            vars: vec![var("a1")],
+            from: GroupId(from),
+            to: GroupId(to),
+        };
+        run(&mut o, 4, &[0, 2, 1], mv(2, 1));
+        assert_eq!(o.location(&var("a1")), Some(GroupId(1)));
+        run(&mut o, 5, &[0, 1, 2], mv(1, 2));
+        assert_eq!(o.location(&var("a1")), Some(GroupId(2)));
+        assert_eq!(o.counts()[&GroupId(2)], 1);
+        // Delete at the wrong partition: retry; at the right one: ok.
+        let del = Command::Delete { var: var("a1") };
+        let (r, _) = run(&mut o, 6, &[0, 1], del.clone());
+        assert!(matches!(r, Reply::Retry { .. }));
+        let (r, _) = run(&mut o, 7, &[0, 2], del.clone());
+        assert_eq!(r, Reply::Ok);
+        assert!(o.is_empty());
+        let (r, _) = run(&mut o, 8, &[0, 1], del);
+        assert_eq!(r, Reply::Ok, "deleting what does not exist is ok");
+        // Garbage is rejected, not a panic.
+        let msg = McastMessage::new(MsgId { sender: 1, seq: 9 }, vec![ORACLE], vec![0xff; 3]);
+        let mut a = Actions::default();
+        o.deliver(&msg, 10, &mut a);
+        let reply: Reply = decode(&a.drain_replies().next().unwrap().2, "reply").unwrap();
+        assert!(matches!(reply, Reply::Rejected(_)));
+    }
+
+    #[test]
+    fn snapshot_restores_the_map() {
+        let mut o = Oracle::new(Arc::new(ByFirstChar), vec![GroupId(1)]);
+        run(
+            &mut o,
+            0,
+            &[0, 1],
+            Command::Create {
+                var: var("x"),
+                value: vec![],
+            },
+        );
+        let snap = o.snapshot();
+        let mut p = Oracle::new(Arc::new(ByFirstChar), vec![GroupId(1)]);
+        p.restore(&snap).unwrap();
+        assert_eq!(p.location(&var("x")), Some(GroupId(1)));
+    }
+}

@@ -1,0 +1,388 @@
+//! The partition server proxy: Algorithm 3 (DS-SMR) and Algorithm 1 (S-SMR) over the
+//! variables one partition holds.
+//!
+//! A partition executes delivered commands strictly in delivery order. Some commands must wait
+//! for a message from another group before they can finish (a moved variable's value, the
+//! oracle's create decision, the S-SMR exchange with the other partitions); while the head of
+//! the queue waits, later commands queue behind it. Waiting is part of the replicated state:
+//! deliveries and channel messages both come through the group's log, so every replica blocks
+//! and resumes at the same point. Atomic multicast orders commands acyclically across groups,
+//! and the oracle never waits, so some head can always proceed: there is no deadlock.
+//!
+//! What a partition does with the head of its queue:
+//! * `access(ω)`, [`Execution::Local`]: runs it if ω and its dependencies are all local, else
+//!   answers `retry` with γ and the part of γ it holds;
+//! * `access(ω)`, [`Execution::Exchange`]: sends the values of its local variables of ω to the
+//!   other destinations, waits for theirs, runs the command on the union, keeps only the
+//!   updates of its own variables;
+//! * `move(V, Ps, Pd)`: the source sends the values it holds and forgets them; the destination
+//!   waits for them and takes them in;
+//! * `create(v)`: waits for the oracle's decision (DS-SMR) or decides itself (S-SMR);
+//! * `delete(v)`: forgets `v` if it holds it.
+
+use crate::app::{Actions, Application, RestoreError, StateMachine, Store};
+use crate::command::{decode, encode, Command, Execution, Reply, Transfer};
+use crate::ids::{GroupId, MsgId, VarId, ORACLE};
+use crate::multicast::McastMessage;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::any::Any;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+/// A delivered command waiting for its turn (or for a message from another group).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Queued {
+    id: MsgId,
+    ts: u64,
+    dests: Vec<GroupId>,
+    cmd: Command,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(bound(serialize = "V: Serialize", deserialize = "V: DeserializeOwned"))]
+struct PartitionState<V> {
+    vars: HashMap<VarId, V>,
+    queue: VecDeque<Queued>,
+    /// rcvd_msgs: channel messages per command, kept until the command finishes.
+    inbox: HashMap<MsgId, Vec<(GroupId, Transfer)>>,
+    /// Whether the head of the queue has sent what it must send.
+    head_started: bool,
+}
+
+/// Counters of what a partition did (replicated, so every replica counts the same).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionCounters {
+    /// Access commands executed here.
+    pub executed: u64,
+    /// Access commands answered with retry.
+    pub retries: u64,
+    /// Variables moved in.
+    pub moved_in: u64,
+    /// Variables moved out.
+    pub moved_out: u64,
+}
+
+/// Store over the local variables plus values received from other partitions; updates to
+/// received values are scratch and vanish with the overlay.
+struct Overlay<'a, V> {
+    local: &'a mut HashMap<VarId, V>,
+    remote: HashMap<VarId, V>,
+}
+
+impl<V> Store<V> for Overlay<'_, V> {
+    fn get(&self, v: &VarId) -> Option<&V> {
+        self.local.get(v).or_else(|| self.remote.get(v))
+    }
+
+    fn get_mut(&mut self, v: &VarId) -> Option<&mut V> {
+        match self.local.get_mut(v) {
+            Some(x) => Some(x),
+            None => self.remote.get_mut(v),
+        }
+    }
+}
+
+/// The server proxy of one partition running application `A`.
+pub struct Partition<A: StateMachine> {
+    me: GroupId,
+    app: Arc<A>,
+    state: PartitionState<A::Value>,
+    counters: PartitionCounters,
+}
+
+enum Step {
+    Finished(Reply),
+    Blocked,
+}
+
+impl<A: StateMachine> Partition<A> {
+    /// Partition `me`, empty, running `app`.
+    pub fn new(me: GroupId, app: Arc<A>) -> Self {
+        Partition {
+            me,
+            app,
+            state: PartitionState {
+                vars: HashMap::new(),
+                queue: VecDeque::new(),
+                inbox: HashMap::new(),
+                head_started: false,
+            },
+            counters: PartitionCounters::default(),
+        }
+    }
+
+    /// The variables held here.
+    pub fn vars(&self) -> &HashMap<VarId, A::Value> {
+        &self.state.vars
+    }
+
+    /// Commands delivered and not finished (the head may be waiting for another group).
+    pub fn queued(&self) -> usize {
+        self.state.queue.len()
+    }
+
+    /// What this partition did so far.
+    pub fn counters(&self) -> PartitionCounters {
+        self.counters
+    }
+
+    /// Runs queued commands until the queue is empty or its head must wait.
+    fn pump(&mut self, actions: &mut Actions) {
+        while let Some(head) = self.state.queue.front().cloned() {
+            if !self.state.head_started {
+                self.start(&head, actions);
+                self.state.head_started = true;
+            }
+            match self.finish(&head) {
+                Step::Blocked => return,
+                Step::Finished(reply) => {
+                    self.state.queue.pop_front();
+                    self.state.inbox.remove(&head.id);
+                    self.state.head_started = false;
+                    actions.reply(head.id, head.ts, encode(&reply));
+                }
+            }
+        }
+    }
+
+    /// Sends what the head must send when its turn comes (values as of this point).
+    fn start(&mut self, head: &Queued, actions: &mut Actions) {
+        match &head.cmd {
+            Command::Access {
+                cmd,
+                execution: Execution::Exchange,
+            } => {
+                let Ok(cmd) = decode::<A::Command>(cmd, "application command") else {
+                    return;
+                };
+                let values: Vec<(VarId, Vec<u8>)> = self
+                    .app
+                    .variables(&cmd)
+                    .into_iter()
+                    .filter_map(|v| self.state.vars.get(&v).map(|x| (v.clone(), encode(x))))
+                    .collect();
+                for g in head
+                    .dests
+                    .iter()
+                    .filter(|g| **g != self.me && **g != ORACLE)
+                {
+                    let t = Transfer::Exchange {
+                        cmd: head.id,
+                        values: values.clone(),
+                    };
+                    actions.send(*g, encode(&t));
+                }
+            }
+            Command::Move { vars, from, to } if *from == self.me && *to != self.me => {
+                let values: Vec<(VarId, Vec<u8>)> = vars
+                    .iter()
+                    .filter_map(|v| self.state.vars.remove(v).map(|x| (v.clone(), encode(&x))))
+                    .collect();
+                self.counters.moved_out += values.len() as u64;
+                actions.send(
+                    *to,
+                    encode(&Transfer::MoveValues {
+                        cmd: head.id,
+                        values,
+                    }),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn received(&self, id: MsgId) -> &[(GroupId, Transfer)] {
+        self.state.inbox.get(&id).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Finishes the head if it has everything it needs.
+    fn finish(&mut self, head: &Queued) -> Step {
+        match &head.cmd {
+            Command::Access { cmd, execution } => {
+                let cmd = match decode::<A::Command>(cmd, "application command") {
+                    Ok(c) => c,
+                    Err(e) => return Step::Finished(Reply::Rejected(e.to_string())),
+                };
+                match execution {
+                    Execution::Local => Step::Finished(self.execute_local(&cmd)),
+                    Execution::Exchange => self.execute_exchanged(head, &cmd),
+                }
+            }
+            Command::Move { from, to, .. } => {
+                if *to != self.me || *from == self.me {
+                    return Step::Finished(Reply::Ok);
+                }
+                let values = self.received(head.id).iter().find_map(|(g, t)| match t {
+                    Transfer::MoveValues { values, .. } if g == from => Some(values.clone()),
+                    _ => None,
+                });
+                let Some(values) = values else {
+                    return Step::Blocked;
+                };
+                for (v, bytes) in values {
+                    match decode::<A::Value>(&bytes, "moved value") {
+                        Ok(x) => {
+                            self.state.vars.insert(v, x);
+                            self.counters.moved_in += 1;
+                        }
+                        Err(e) => tracing::error!(partition = %self.me, var = %v, error = %e,
+                            "moved value does not decode; variable dropped"),
+                    }
+                }
+                Step::Finished(Reply::Ok)
+            }
+            Command::Create { var, value } => {
+                let ok = if head.dests.contains(&ORACLE) {
+                    let decision = self.received(head.id).iter().find_map(|(g, t)| match t {
+                        Transfer::CreateDecision { ok, .. } if *g == ORACLE => Some(*ok),
+                        _ => None,
+                    });
+                    match decision {
+                        Some(ok) => ok,
+                        None => return Step::Blocked,
+                    }
+                } else {
+                    !self.state.vars.contains_key(var)
+                };
+                if !ok {
+                    return Step::Finished(Reply::Nok);
+                }
+                match decode::<A::Value>(value, "initial value") {
+                    Ok(x) => {
+                        self.state.vars.entry(var.clone()).or_insert(x);
+                        Step::Finished(Reply::Ok)
+                    }
+                    Err(e) => Step::Finished(Reply::Rejected(e.to_string())),
+                }
+            }
+            Command::Delete { var } => {
+                self.state.vars.remove(var);
+                Step::Finished(Reply::Ok)
+            }
+            Command::Consult { .. } => Step::Finished(Reply::Rejected(
+                "consults go to the oracle, not to partitions".into(),
+            )),
+        }
+    }
+
+    /// Algorithm 3, lines 5–10.
+    fn execute_local(&mut self, cmd: &A::Command) -> Reply {
+        let vars = &self.state.vars;
+        let mut needed = self.app.variables(cmd);
+        let omega_local = needed.iter().all(|v| vars.contains_key(v));
+        if omega_local {
+            needed.extend(self.app.dependencies(cmd, vars));
+            if needed.iter().all(|v| vars.contains_key(v)) {
+                let reply = self.app.execute(cmd, &mut self.state.vars);
+                self.counters.executed += 1;
+                return Reply::Done(encode(&reply));
+            }
+        }
+        needed.sort();
+        needed.dedup();
+        let local = needed
+            .iter()
+            .filter(|v| vars.contains_key(v))
+            .cloned()
+            .collect();
+        self.counters.retries += 1;
+        Reply::Retry { needed, local }
+    }
+
+    /// Algorithm 1: execution with variable exchange and signals.
+    fn execute_exchanged(&mut self, head: &Queued, cmd: &A::Command) -> Step {
+        let others: Vec<GroupId> = head
+            .dests
+            .iter()
+            .copied()
+            .filter(|g| *g != self.me && *g != ORACLE)
+            .collect();
+        let mut remote: HashMap<VarId, A::Value> = HashMap::new();
+        for g in &others {
+            let got = self.received(head.id).iter().find_map(|(from, t)| match t {
+                Transfer::Exchange { values, .. } if from == g => Some(values),
+                _ => None,
+            });
+            let Some(values) = got else {
+                return Step::Blocked;
+            };
+            for (v, bytes) in values {
+                match decode::<A::Value>(bytes, "exchanged value") {
+                    Ok(x) => {
+                        remote.insert(v.clone(), x);
+                    }
+                    Err(e) => {
+                        return Step::Finished(Reply::Rejected(format!(
+                            "variable {v} from {g}: {e}"
+                        )))
+                    }
+                }
+            }
+        }
+        let mut store = Overlay {
+            local: &mut self.state.vars,
+            remote,
+        };
+        let mut missing: Vec<VarId> = self
+            .app
+            .variables(cmd)
+            .into_iter()
+            .filter(|v| store.get(v).is_none())
+            .collect();
+        let reply = if missing.is_empty() {
+            self.counters.executed += 1;
+            self.app.execute(cmd, &mut store)
+        } else {
+            missing.sort();
+            missing.dedup();
+            self.app.missing(cmd, &missing)
+        };
+        Step::Finished(Reply::Done(encode(&reply)))
+    }
+}
+
+impl<A: StateMachine> Application for Partition<A> {
+    fn deliver(&mut self, msg: &McastMessage, ts: u64, actions: &mut Actions) {
+        match decode::<Command>(&msg.payload, "command") {
+            Ok(cmd) => {
+                self.state.queue.push_back(Queued {
+                    id: msg.id,
+                    ts,
+                    dests: msg.dests.clone(),
+                    cmd,
+                });
+                self.pump(actions);
+            }
+            Err(e) => actions.reply(msg.id, ts, encode(&Reply::Rejected(e.to_string()))),
+        }
+    }
+
+    fn receive(&mut self, from: GroupId, payload: &[u8], actions: &mut Actions) {
+        match decode::<Transfer>(payload, "transfer") {
+            Ok(t) => {
+                self.state.inbox.entry(t.cmd()).or_default().push((from, t));
+                self.pump(actions);
+            }
+            Err(e) => {
+                tracing::error!(partition = %self.me, %from, error = %e, "dropped undecodable channel message")
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        encode(&(&self.state, &self.counters))
+    }
+
+    fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError> {
+        let (state, counters): (PartitionState<A::Value>, PartitionCounters) =
+            postcard::from_bytes(snapshot)?;
+        self.state = state;
+        self.counters = counters;
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

@@ -1,0 +1,78 @@
+//! The engine end to end on a small cluster: kv commands under DS-SMR and S-SMR, moves,
+//! creates, deletes, missing variables, and the S-SMR fallback.
+
+use dssmr::app::kv::{kv_var, Kv, KvCommand, KvReply};
+use dssmr::client::proxy::ProxyStats;
+use dssmr::client::{Created, LocationCache, Mode, Proxy, ProxyConfig};
+use dssmr::cluster::{ClusterOptions, LocalCluster};
+use std::sync::Arc;
+
+async fn kv_proxy(cluster: &LocalCluster, mode: Mode, retry_threshold: u32) -> Proxy<Kv> {
+    let config = ProxyConfig {
+        mode,
+        retry_threshold,
+        ..Default::default()
+    };
+    Proxy::new(
+        Arc::new(Kv),
+        config,
+        Arc::new(cluster.connections().expect("connections")),
+        Arc::new(LocationCache::default()),
+        Arc::new(ProxyStats::default()),
+    )
+    .expect("proxy")
+}
+
+async fn exercise(mode: Mode) {
+    let cluster = LocalCluster::start(ClusterOptions::engine(Arc::new(Kv), 3, mode))
+        .await
+        .expect("cluster");
+    let p = kv_proxy(&cluster, mode, 5).await;
+    for (k, v) in [("a", 10), ("b", 0), ("c", 5), ("d", 7)] {
+        assert_eq!(
+            p.create(kv_var(k), &v).await.expect("create"),
+            Created::Created
+        );
+    }
+    assert_eq!(p.create(kv_var("a"), &1).await.unwrap(), Created::Exists);
+    let get = |k: &str| KvCommand::Get { key: k.into() };
+    assert_eq!(p.access(&get("a")).await.unwrap(), KvReply::Value(10));
+    assert_eq!(
+        p.access(&get("zz")).await.unwrap(),
+        KvReply::Missing(vec!["zz".into()])
+    );
+    let t = KvCommand::Transfer {
+        from: "a".into(),
+        to: "b".into(),
+        amount: 4,
+    };
+    assert_eq!(p.access(&t).await.unwrap(), KvReply::Transfer(true));
+    let all = KvCommand::ReadMany {
+        keys: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+    };
+    assert_eq!(
+        p.access(&all).await.unwrap(),
+        KvReply::Values(vec![6, 4, 5, 7])
+    );
+    p.delete(kv_var("c")).await.expect("delete");
+    assert_eq!(
+        p.access(&get("c")).await.unwrap(),
+        KvReply::Missing(vec!["c".into()])
+    );
+    let s = p.stats().snapshot();
+    eprintln!("{mode:?}: {s:?}");
+    if mode == Mode::Dssmr {
+        assert!(s.moves > 0, "multi-key commands moved variables: {s:?}");
+    }
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_on_dssmr() {
+    exercise(Mode::Dssmr).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_on_ssmr() {
+    exercise(Mode::Ssmr).await;
+}
