@@ -16,7 +16,7 @@ use crate::ids::GroupId;
 use crate::ids::ORACLE;
 use crate::multicast::skeen::DeliveryRule;
 use crate::oracle::Oracle;
-use crate::partition::Partition;
+use crate::partition::{Partition, PartitionRule};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,12 +28,21 @@ pub type AppFactory = Arc<dyn Fn(GroupId) -> Box<dyn Application> + Send + Sync>
 /// The applications of a DS-SMR or S-SMR cluster running `app` on partitions `1..=k`: the
 /// oracle in group [`ORACLE`], a [`Partition`] in every other group.
 pub fn engine_apps<A: StateMachine>(app: Arc<A>, partitions: usize) -> AppFactory {
+    engine_apps_with_rule(app, partitions, PartitionRule::Correct)
+}
+
+/// [`engine_apps`] with partitions following `rule` (mutation tests of the checkers).
+pub fn engine_apps_with_rule<A: StateMachine>(
+    app: Arc<A>,
+    partitions: usize,
+    rule: PartitionRule,
+) -> AppFactory {
     let parts: Vec<GroupId> = (1..=partitions as u32).map(GroupId).collect();
     Arc::new(move |g| -> Box<dyn Application> {
         if g == ORACLE {
             Box::new(Oracle::new(app.clone(), parts.clone()))
         } else {
-            Box::new(Partition::new(g, app.clone()))
+            Box::new(Partition::new(g, app.clone()).with_rule(rule))
         }
     })
 }

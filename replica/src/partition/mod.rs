@@ -30,6 +30,21 @@ use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+/// Which rules a partition follows. Anything but [`PartitionRule::Correct`] is BROKEN on
+/// purpose, so that tests can show their checkers catch a faulty engine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PartitionRule {
+    /// Algorithms 1 and 3 as specified.
+    #[default]
+    Correct,
+    /// BROKEN: run `access(ω)` even when some variables are not local (skips Algorithm 3,
+    /// line 6).
+    SkipLocalityCheck,
+    /// BROKEN: the source of a move sends the values but keeps its copies (skips Algorithm 3,
+    /// line 15), so a variable can live in two partitions.
+    KeepMovedCopy,
+}
+
 /// A delivered command waiting for its turn (or for a message from another group).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Queued {
@@ -86,6 +101,7 @@ impl<V> Store<V> for Overlay<'_, V> {
 /// The server proxy of one partition running application `A`.
 pub struct Partition<A: StateMachine> {
     me: GroupId,
+    rule: PartitionRule,
     app: Arc<A>,
     state: PartitionState<A::Value>,
     counters: PartitionCounters,
@@ -101,6 +117,7 @@ impl<A: StateMachine> Partition<A> {
     pub fn new(me: GroupId, app: Arc<A>) -> Self {
         Partition {
             me,
+            rule: PartitionRule::Correct,
             app,
             state: PartitionState {
                 vars: HashMap::new(),
@@ -110,6 +127,12 @@ impl<A: StateMachine> Partition<A> {
             },
             counters: PartitionCounters::default(),
         }
+    }
+
+    /// The same partition following `rule` (tests of the checkers only).
+    pub fn with_rule(mut self, rule: PartitionRule) -> Self {
+        self.rule = rule;
+        self
     }
 
     /// The variables held here.
@@ -175,9 +198,17 @@ impl<A: StateMachine> Partition<A> {
                 }
             }
             Command::Move { vars, from, to } if *from == self.me && *to != self.me => {
+                let keep = self.rule == PartitionRule::KeepMovedCopy;
                 let values: Vec<(VarId, Vec<u8>)> = vars
                     .iter()
-                    .filter_map(|v| self.state.vars.remove(v).map(|x| (v.clone(), encode(&x))))
+                    .filter_map(|v| {
+                        let x = if keep {
+                            self.state.vars.get(v).cloned()
+                        } else {
+                            self.state.vars.remove(v)
+                        };
+                        x.map(|x| (v.clone(), encode(&x)))
+                    })
                     .collect();
                 self.counters.moved_out += values.len() as u64;
                 actions.send(
@@ -270,6 +301,11 @@ impl<A: StateMachine> Partition<A> {
     fn execute_local(&mut self, cmd: &A::Command) -> Reply {
         let vars = &self.state.vars;
         let mut needed = self.app.variables(cmd);
+        if self.rule == PartitionRule::SkipLocalityCheck {
+            let reply = self.app.execute(cmd, &mut self.state.vars);
+            self.counters.executed += 1;
+            return Reply::Done(encode(&reply));
+        }
         let omega_local = needed.iter().all(|v| vars.contains_key(v));
         if omega_local {
             needed.extend(self.app.dependencies(cmd, vars));

@@ -31,7 +31,7 @@ impl Progress {
         self.done.load(Ordering::SeqCst)
     }
 
-    fn bump(&self) {
+    pub fn bump(&self) {
         self.done.fetch_add(1, Ordering::SeqCst);
         self.notify.notify_waiters();
     }
@@ -182,3 +182,5 @@ pub fn check(
             .join("\n")
     })
 }
+
+pub mod engine;
