@@ -422,3 +422,181 @@ impl<A: StateMachine> Application for Partition<A> {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::kv::{kv_var, Kv, KvCommand, KvReply};
+
+    fn partition(me: u32) -> Partition<Kv> {
+        Partition::new(GroupId(me), Arc::new(Kv))
+    }
+
+    fn msg(seq: u64, dests: &[u32], cmd: &Command) -> McastMessage {
+        McastMessage::new(
+            MsgId { sender: 9, seq },
+            dests.iter().map(|g| GroupId(*g)).collect(),
+            encode(cmd),
+        )
+    }
+
+    fn replies(a: &mut Actions) -> Vec<(u64, Reply)> {
+        a.drain_replies()
+            .map(|(id, _, r)| (id.seq, decode(&r, "reply").unwrap()))
+            .collect()
+    }
+
+    fn create(p: &mut Partition<Kv>, seq: u64, key: &str, v: i64) {
+        let c = Command::Create {
+            var: kv_var(key),
+            value: encode(&v),
+        };
+        let mut a = Actions::default();
+        p.deliver(&msg(seq, &[p.me.0], &c), seq, &mut a);
+        assert_eq!(replies(&mut a), vec![(seq, Reply::Ok)]);
+    }
+
+    fn access(cmd: &KvCommand, execution: Execution) -> Command {
+        Command::Access {
+            cmd: encode(cmd),
+            execution,
+        }
+    }
+
+    fn done(r: &Reply) -> KvReply {
+        match r {
+            Reply::Done(b) => decode(b, "kv reply").unwrap(),
+            other => panic!("expected done, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn local_access_runs_only_when_every_variable_is_here() {
+        let mut p = partition(1);
+        create(&mut p, 0, "a", 5);
+        let get_a = access(&KvCommand::Get { key: "a".into() }, Execution::Local);
+        let mut a = Actions::default();
+        p.deliver(&msg(1, &[1], &get_a), 1, &mut a);
+        assert_eq!(done(&replies(&mut a)[0].1), KvReply::Value(5));
+        let t = KvCommand::Transfer {
+            from: "a".into(),
+            to: "b".into(),
+            amount: 1,
+        };
+        p.deliver(&msg(2, &[1], &access(&t, Execution::Local)), 2, &mut a);
+        assert_eq!(
+            replies(&mut a),
+            vec![(
+                2,
+                Reply::Retry {
+                    needed: vec![kv_var("a"), kv_var("b")],
+                    local: vec![kv_var("a")],
+                }
+            )]
+        );
+        assert_eq!(p.counters().retries, 1);
+    }
+
+    #[test]
+    fn move_destination_waits_for_the_values_and_blocks_later_commands() {
+        let (mut src, mut dst) = (partition(1), partition(2));
+        create(&mut src, 0, "a", 7);
+        let mv = Command::Move {
+            vars: vec![kv_var("a")],
+            from: GroupId(1),
+            to: GroupId(2),
+        };
+        let m = msg(1, &[0, 1, 2], &mv);
+        let (mut sa, mut da) = (Actions::default(), Actions::default());
+        // The destination delivers first: it must wait, and so must the get behind it.
+        dst.deliver(&m, 1, &mut da);
+        let get_a = access(&KvCommand::Get { key: "a".into() }, Execution::Local);
+        dst.deliver(&msg(2, &[2], &get_a), 2, &mut da);
+        assert!(replies(&mut da).is_empty());
+        assert_eq!(dst.queued(), 2);
+        // The source sends the value and forgets it.
+        src.deliver(&m, 1, &mut sa);
+        assert_eq!(replies(&mut sa), vec![(1, Reply::Ok)]);
+        assert!(src.vars().is_empty());
+        let sends: Vec<_> = sa.drain_sends().collect();
+        assert_eq!(sends.len(), 1);
+        dst.receive(GroupId(1), &sends[0].1, &mut da);
+        let r = replies(&mut da);
+        assert_eq!(r[0], (1, Reply::Ok));
+        assert_eq!(done(&r[1].1), KvReply::Value(7));
+        assert_eq!(dst.queued(), 0);
+    }
+
+    #[test]
+    fn exchange_runs_on_the_union_and_keeps_only_local_updates() {
+        let (mut p1, mut p2) = (partition(1), partition(2));
+        create(&mut p1, 0, "a", 10);
+        create(&mut p2, 1, "b", 0);
+        let t = KvCommand::Transfer {
+            from: "a".into(),
+            to: "b".into(),
+            amount: 4,
+        };
+        let m = msg(2, &[1, 2], &access(&t, Execution::Exchange));
+        let (mut a1, mut a2) = (Actions::default(), Actions::default());
+        p1.deliver(&m, 5, &mut a1);
+        p2.deliver(&m, 5, &mut a2);
+        assert!(replies(&mut a1).is_empty(), "waits for the other's signal");
+        let s1: Vec<_> = a1.drain_sends().collect();
+        let s2: Vec<_> = a2.drain_sends().collect();
+        p1.receive(GroupId(2), &s2[0].1, &mut a1);
+        p2.receive(GroupId(1), &s1[0].1, &mut a2);
+        assert_eq!(done(&replies(&mut a1)[0].1), KvReply::Transfer(true));
+        assert_eq!(done(&replies(&mut a2)[0].1), KvReply::Transfer(true));
+        assert_eq!(p1.vars()[&kv_var("a")], 6);
+        assert_eq!(p2.vars()[&kv_var("b")], 4);
+        assert!(
+            !p1.vars().contains_key(&kv_var("b")),
+            "remote values stay remote"
+        );
+    }
+
+    #[test]
+    fn create_waits_for_the_oracle_and_snapshots_keep_the_queue() {
+        let mut p = partition(1);
+        let c = Command::Create {
+            var: kv_var("x"),
+            value: encode(&3i64),
+        };
+        let m = msg(0, &[0, 1], &c);
+        let mut a = Actions::default();
+        p.deliver(&m, 1, &mut a);
+        assert!(replies(&mut a).is_empty());
+        // A replica restored from a snapshot taken now resumes the wait.
+        let mut q = partition(1);
+        q.restore(&p.snapshot()).unwrap();
+        let decision = encode(&Transfer::CreateDecision {
+            cmd: m.id,
+            ok: true,
+        });
+        q.receive(ORACLE, &decision, &mut a);
+        assert_eq!(replies(&mut a), vec![(0, Reply::Ok)]);
+        assert_eq!(q.vars()[&kv_var("x")], 3);
+    }
+
+    #[test]
+    fn malformed_commands_are_rejected() {
+        let mut p = partition(1);
+        let bad = McastMessage::new(MsgId { sender: 1, seq: 0 }, vec![GroupId(1)], vec![0xff; 4]);
+        let mut a = Actions::default();
+        p.deliver(&bad, 1, &mut a);
+        assert!(matches!(replies(&mut a)[0].1, Reply::Rejected(_)));
+        let junk = access_bytes(vec![0xff; 4]);
+        p.deliver(&msg(1, &[1], &junk), 2, &mut a);
+        assert!(matches!(replies(&mut a)[0].1, Reply::Rejected(_)));
+        p.receive(GroupId(2), &[0xff, 0xff], &mut a);
+        assert_eq!(p.queued(), 0);
+    }
+
+    fn access_bytes(cmd: Vec<u8>) -> Command {
+        Command::Access {
+            cmd,
+            execution: Execution::Local,
+        }
+    }
+}
