@@ -76,3 +76,62 @@ async fn kv_on_dssmr() {
 async fn kv_on_ssmr() {
     exercise(Mode::Ssmr).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_commands_are_refused_with_invalid_argument() {
+    use dssmr::client::ClientError;
+    use dssmr::command::{encode, Command, Execution};
+    use dssmr::ids::{GroupId, MsgId, ORACLE};
+    use dssmr::multicast::McastMessage;
+    use std::time::{Duration, Instant};
+
+    let cluster = LocalCluster::start(ClusterOptions::engine(Arc::new(Kv), 2, Mode::Dssmr))
+        .await
+        .expect("cluster");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let cases: Vec<(GroupId, Vec<u8>, &str)> = vec![
+        (GroupId(1), vec![0xff, 0xff, 0xff], "undecodable command"),
+        (
+            GroupId(1),
+            encode(&Command::Access {
+                cmd: vec![0xff; 3],
+                execution: Execution::Local,
+            }),
+            "undecodable application command",
+        ),
+        (
+            ORACLE,
+            encode(&Command::Access {
+                cmd: vec![],
+                execution: Execution::Local,
+            }),
+            "go to partitions",
+        ),
+    ];
+    for (seq, (g, payload, expect)) in cases.into_iter().enumerate() {
+        let msg = McastMessage::new(
+            MsgId {
+                sender: 77,
+                seq: seq as u64,
+            },
+            vec![g],
+            payload,
+        );
+        let err = cluster
+            .client(g)
+            .expect("client")
+            .submit(&msg, deadline)
+            .await
+            .expect_err("refused");
+        match err {
+            ClientError::Rejected { message, .. } => {
+                assert!(message.contains(expect), "{message}")
+            }
+            other => panic!("expected a rejection, got {other}"),
+        }
+    }
+    // The cluster still serves.
+    let p = kv_proxy(&cluster, Mode::Dssmr, 5).await;
+    assert_eq!(p.create(kv_var("x"), &1).await.unwrap(), Created::Created);
+    cluster.shutdown().await;
+}

@@ -64,6 +64,14 @@ pub trait Application: Send + Sync + 'static {
     /// delivery or a channel message (a partition waiting for a moved variable, say).
     fn deliver(&mut self, msg: &McastMessage, ts: u64, actions: &mut Actions);
 
+    /// Checks a client's message before it is ordered, so that malformed input is refused
+    /// with an error instead of entering the log. Called at the leader that receives the
+    /// client's submission; what passes is still handled deterministically when delivered.
+    /// Default: everything passes.
+    fn validate(&self, _msg: &McastMessage) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Applies a message received from group `from` over the reliable channel.
     fn receive(&mut self, from: GroupId, payload: &[u8], actions: &mut Actions);
 

@@ -76,6 +76,7 @@ impl GroupService {
 fn status(e: RequestError) -> Status {
     match e {
         RequestError::Invalid(e) => Status::invalid_argument(e.to_string()),
+        RequestError::InvalidPayload(_) => Status::invalid_argument(e.to_string()),
         RequestError::Timeout(_) => Status::unavailable(e.to_string()),
         RequestError::Stopped => Status::unavailable(e.to_string()),
         RequestError::ReplyForgotten(_) => Status::failed_precondition(e.to_string()),

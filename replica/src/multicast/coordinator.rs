@@ -108,6 +108,9 @@ pub enum RequestError {
     /// The replica is shutting down.
     #[error("replica is shutting down")]
     Stopped,
+    /// The application refused the message's payload.
+    #[error("malformed command: {0}")]
+    InvalidPayload(String),
     /// The message was answered so long ago that its reply is no longer kept.
     #[error("message {0} was answered long ago; its reply is no longer kept")]
     ReplyForgotten(MsgId),
@@ -200,6 +203,9 @@ impl Coordinator {
         }
         let (status, waiter) = {
             let state = self.shared.state();
+            if let Err(why) = state.app.validate(&msg) {
+                return Err(RequestError::InvalidPayload(why));
+            }
             match state.replies.status(msg.id) {
                 ReplyStatus::Kept { ts, reply } => {
                     return Ok((Outcome::DeliveredTs(ts), reply.to_vec()))

@@ -204,6 +204,21 @@ impl Application for Oracle {
         actions.reply(msg.id, ts, encode(&reply));
     }
 
+    fn validate(&self, msg: &McastMessage) -> Result<(), String> {
+        match decode::<Command>(&msg.payload, "command").map_err(|e| e.to_string())? {
+            Command::Access { .. } => {
+                Err("access commands go to partitions, not to the oracle".into())
+            }
+            Command::Create { .. } if msg.dests.iter().filter(|g| **g != ORACLE).count() != 1 => {
+                Err("a create goes to the oracle and exactly one partition".into())
+            }
+            Command::Move { from, to, .. } if from == to => {
+                Err("a move needs different source and destination partitions".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn receive(&mut self, from: GroupId, _payload: &[u8], _actions: &mut Actions) {
         // No partition ever sends to the oracle.
         tracing::warn!(%from, "oracle ignores an unexpected channel message");

@@ -394,6 +394,23 @@ impl<A: StateMachine> Application for Partition<A> {
         }
     }
 
+    fn validate(&self, msg: &McastMessage) -> Result<(), String> {
+        let cmd = decode::<Command>(&msg.payload, "command").map_err(|e| e.to_string())?;
+        match cmd {
+            Command::Access { cmd, .. } => decode::<A::Command>(&cmd, "application command")
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Command::Create { value, .. } => decode::<A::Value>(&value, "initial value")
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Command::Consult { .. } => Err("consults go to the oracle, not to partitions".into()),
+            Command::Move { from, to, .. } if from == to => {
+                Err("a move needs different source and destination partitions".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn receive(&mut self, from: GroupId, payload: &[u8], actions: &mut Actions) {
         match decode::<Transfer>(payload, "transfer") {
             Ok(t) => {
