@@ -20,7 +20,7 @@ use dssmr::client::proxy::{ProxyStats, StatsSnapshot};
 use dssmr::client::{Created, LocationCache, Mode, Proxy, ProxyConfig, ProxyError};
 use dssmr::cluster::{engine_apps_with_rule, LocalCluster};
 use dssmr::history::kv_model::{KvOp, KvRet};
-use dssmr::history::{linearizability::check_kv, EventKind, History};
+use dssmr::history::{bank::check_bank, linearizability::check_kv, EventKind, History};
 use dssmr::ids::{GroupId, VarId, ORACLE};
 use dssmr::partition::{Partition, PartitionRule};
 use rand::rngs::StdRng;
@@ -182,7 +182,10 @@ async fn run_kv_clients(
         tasks.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(c as u64);
             let mut process = c as u64;
-            for _ in 0..ops {
+            for i in 0..20 * ops {
+                if i >= ops && progress.stopped() {
+                    break;
+                }
                 let op = gen(&mut rng, &keys);
                 if !run_kv_op(&p, &h, process, &op).await {
                     process += clients as u64;
@@ -214,11 +217,12 @@ async fn kv_linearizability(
             &mut cluster,
             &progress,
             &[GroupId(1), ORACLE, GroupId(2)],
-            25,
+            100,
         )
         .await;
         eprintln!("faults: {log:#?}");
     }
+    progress.stop();
     for t in tasks {
         t.await.expect("client");
     }
@@ -250,6 +254,92 @@ async fn linearizability_check_catches_a_partition_that_skips_the_locality_check
     .await
     .expect("test finishes in time");
     let err = verdict.expect_err("a broken partition yields a non-linearizable history");
+    eprintln!("caught: {err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// bank
+
+fn bank_op(rng: &mut StdRng, accounts: &[String]) -> KvOp {
+    if rng.random_bool(0.6) {
+        let pair: Vec<&String> = accounts.choose_multiple(rng, 2).collect();
+        KvOp::Transfer {
+            from: pair[0].clone(),
+            to: pair[1].clone(),
+            amount: rng.random_range(1..40),
+        }
+    } else {
+        let mut keys = accounts.to_vec();
+        keys.reverse();
+        KvOp::ReadMany { keys }
+    }
+}
+
+async fn bank(rule: PartitionRule, faults: bool) -> (Result<usize, String>, StatsSnapshot) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = start(
+        engine_apps_with_rule(Arc::new(Kv), PARTITIONS, rule),
+        PARTITIONS,
+        dir.path(),
+    )
+    .await;
+    let initial: BTreeMap<String, i64> = (0..6).map(|i| (format!("acct{i}"), 100)).collect();
+    let total: i64 = initial.values().sum();
+    let progress = Arc::new(Progress::default());
+    let (history, stats, tasks) =
+        run_kv_clients(&cluster, &initial, 6, 60, 1, bank_op, progress.clone()).await;
+    if faults {
+        let log = crash_leaders(
+            &mut cluster,
+            &progress,
+            &[GroupId(2), ORACLE, GroupId(3)],
+            100,
+        )
+        .await;
+        eprintln!("faults: {log:#?}");
+    }
+    progress.stop();
+    for t in tasks {
+        t.await.expect("client");
+    }
+    // A last read after everything settled.
+    let p = proxy(Arc::new(Kv), &cluster, &stats, 1);
+    let last = run_kv_op(
+        &p,
+        &history,
+        u64::MAX,
+        &KvOp::ReadMany {
+            keys: initial.keys().cloned().collect(),
+        },
+    )
+    .await;
+    assert!(last, "the final read completes");
+    let s = stats.snapshot();
+    let accounts: Vec<String> = initial.keys().cloned().collect();
+    cluster.shutdown().await;
+    (
+        check_bank(&history.events(), &accounts, total).map_err(|e| e.to_string()),
+        s,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_total_is_invariant_despite_moves_fallbacks_and_crashes() {
+    let (verdict, s) = tokio::time::timeout(TEST_LIMIT, bank(PartitionRule::Correct, true))
+        .await
+        .expect("test finishes in time");
+    let reads = verdict.expect("every read sees the same total");
+    eprintln!("bank: {reads} full reads checked, {s:?}");
+    assert!(reads > 20, "enough full reads were checked: {reads}");
+    assert!(s.moves > 0 && s.fallbacks > 0, "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_check_catches_a_move_that_leaves_a_copy_behind() {
+    let (verdict, _) = tokio::time::timeout(TEST_LIMIT, bank(PartitionRule::KeepMovedCopy, false))
+        .await
+        .expect("test finishes in time");
+    let err = verdict.expect_err("copies left behind break the invariant");
     eprintln!("caught: {err}");
 }
 
@@ -380,7 +470,10 @@ async fn chirper(rule: PartitionRule, faults: bool) -> (Result<usize, String>, S
         let (progress, acked) = (progress.clone(), acked.clone());
         tasks.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(100 + c);
-            for i in 0..45 {
+            for i in 0..900 {
+                if i >= 45 && progress.stopped() {
+                    break;
+                }
                 let a = rng.random_range(0..USERS);
                 let b = rng.random_range(0..USERS);
                 let text = format!("c{c}-{i}");
@@ -417,6 +510,7 @@ async fn chirper(rule: PartitionRule, faults: bool) -> (Result<usize, String>, S
         .await;
         eprintln!("faults: {log:#?}");
     }
+    progress.stop();
     for t in tasks {
         t.await.expect("client");
     }

@@ -75,6 +75,12 @@ pub trait Application: Send + Sync + 'static {
     /// Applies a message received from group `from` over the reliable channel.
     fn receive(&mut self, from: GroupId, payload: &[u8], actions: &mut Actions);
 
+    /// A one-line account of what the application is doing, for diagnostics (e.g. which
+    /// command it is waiting on). Default: empty.
+    fn describe(&self) -> String {
+        String::new()
+    }
+
     /// Serialises the whole application state.
     fn snapshot(&self) -> Vec<u8>;
 

@@ -423,6 +423,33 @@ impl<A: StateMachine> Application for Partition<A> {
         }
     }
 
+    fn describe(&self) -> String {
+        let head = self.state.queue.front().map(|q| {
+            let kind = match &q.cmd {
+                Command::Consult { .. } => "consult".to_string(),
+                Command::Access { execution, .. } => format!("access/{execution:?}"),
+                Command::Move { from, to, vars } => format!("move {} {from}->{to}", vars.len()),
+                Command::Create { var, .. } => format!("create {var}"),
+                Command::Delete { var } => format!("delete {var}"),
+            };
+            let got: Vec<String> = self
+                .received(q.id)
+                .iter()
+                .map(|(g, _)| g.to_string())
+                .collect();
+            format!(
+                "head {} {kind} dests {:?} started {} received from {got:?}",
+                q.id, q.dests, self.state.head_started
+            )
+        });
+        format!(
+            "{} vars, {} queued{}",
+            self.state.vars.len(),
+            self.state.queue.len(),
+            head.map(|h| format!(", {h}")).unwrap_or_default()
+        )
+    }
+
     fn snapshot(&self) -> Vec<u8> {
         encode(&(&self.state, &self.counters))
     }

@@ -41,6 +41,7 @@ pub async fn crash_leaders(
     step: u64,
 ) -> Vec<String> {
     let mut log = Vec::new();
+    let t0 = Instant::now();
     for g in plan {
         if !progress.advance(step, Duration::from_secs(60)).await {
             log.push(format!("clients made no progress before crashing {g}"));
@@ -50,18 +51,59 @@ pub async fn crash_leaders(
             log.push(format!("{g} had no leader to crash"));
             continue;
         };
+        let crashed_at = t0.elapsed();
+        let done_before = progress.done();
         cluster.crash(*g, leader).await;
         cluster
             .wait_for_leaders(Duration::from_secs(30))
             .await
             .expect("a new leader is elected");
+        let elected_at = t0.elapsed();
         let resumed = progress.advance(step, Duration::from_secs(60)).await;
+        log.push(format!(
+            "{g}: crash at {crashed_at:?} (done {done_before}), new leader at {elected_at:?}, \
+             {step} more commands by {:?} (done {})",
+            t0.elapsed(),
+            progress.done()
+        ));
+        if !resumed {
+            eprintln!(
+                "no progress after crashing {g}/r{leader}:\n{}",
+                describe(cluster)
+            );
+        }
         cluster.restart(*g, leader).await.expect("restart");
         log.push(format!(
             "crashed leader {g}/r{leader}, restarted it (progress after crash: {resumed})"
         ));
     }
     log
+}
+
+/// What every running replica is doing: leadership, multicast, channel and application.
+pub fn describe(cluster: &LocalCluster) -> String {
+    let mut out = String::new();
+    for n in cluster.running() {
+        let line = n.with_state(|s| {
+            let outboxes: Vec<String> = s
+                .channel
+                .outboxes()
+                .map(|(g, ob)| format!("{g}:{}", ob.len()))
+                .collect();
+            format!(
+                "{}/n{}{}: skeen pending {}, outboxes {:?}, app: {}",
+                n.group(),
+                n.node_id(),
+                if n.is_leader() { " (leader)" } else { "" },
+                s.skeen.pending_count(),
+                outboxes,
+                s.app.describe()
+            )
+        });
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
 }
 
 /// Waits until every running replica has nothing left to deliver or finish: no message

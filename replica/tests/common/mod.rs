@@ -24,11 +24,22 @@ use tokio::sync::Notify;
 pub struct Progress {
     done: AtomicU64,
     notify: Notify,
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 impl Progress {
     pub fn done(&self) -> u64 {
         self.done.load(Ordering::SeqCst)
+    }
+
+    /// Asks workloads that run until told to stop to stop.
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+    }
+
+    /// True once [`Progress::stop`] was called.
+    pub fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
     }
 
     pub fn bump(&self) {
