@@ -9,6 +9,7 @@ pub mod bench;
 pub mod client;
 pub mod cluster;
 pub mod command;
+pub mod config;
 pub mod group;
 pub mod history;
 pub mod ids;

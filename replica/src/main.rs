@@ -1,14 +1,36 @@
-//! The `dssmr` command line: benchmarks today; replica, demo and client as the engine grows.
+//! The `dssmr` command line: the demo, a local cluster, a command-line client and benchmarks.
+//!
+//! Every subcommand validates its flags first (errors start with the flag's name) and then
+//! hands off to the library: [`dssmr::bench`] for measurements, [`dssmr::cluster`] for local
+//! clusters, [`dssmr::config`] for cluster config files and [`dssmr::client`] for commands.
 
 use clap::{Args, Parser, Subcommand};
+use dssmr::app::chirper::graph::GraphSpec;
+use dssmr::app::chirper::{user_var, Chirper, ChirperCommand, User, UserId};
+use dssmr::app::kv::{kv_var, Kv, KvCommand, KvReply};
+use dssmr::bench::chirper::{self as chirper_bench, mode_label, ChirperBench, Workload};
 use dssmr::bench::mcast::{self, McastBench};
+use dssmr::client::proxy::ProxyStats;
+use dssmr::client::{
+    Connections, Created, DestinationPolicy, LocationCache, Mode, Proxy, ProxyConfig, Topology,
+};
+use dssmr::cluster::{ClusterOptions, LocalCluster};
+use dssmr::config::{validate_name, AppKind, ChirperSettings, ClusterConfig};
+use dssmr::history::kv_model::KvRet;
+use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Dynamic Scalable State Machine Replication.
+/// Dynamic Scalable State Machine Replication: a partitioned, replicated service whose state
+/// moves between partitions so that commands run in one place.
+///
+/// Start with `dssmr demo`: it runs the Chirper social network on S-SMR and on DS-SMR on a
+/// local cluster and compares them. `dssmr local` keeps a local cluster running and writes its
+/// config, and `dssmr client --config FILE ...` sends it commands.
 #[derive(Parser)]
-#[command(name = "dssmr", version, about, long_about = None)]
+#[command(name = "dssmr", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -16,6 +38,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Chirper (by default the paper's Mix workload) on S-SMR, then on DS-SMR, each on a fresh local
+    /// cluster (oracle + partitions × 3 replicas, gRPC on 127.0.0.1); prints a comparison.
+    Demo(DemoArgs),
+    /// Run a local cluster in this process, write its config file and serve until Ctrl-C or
+    /// SIGTERM.
+    Local(LocalArgs),
+    /// Send one application command to a running cluster and print the reply as JSON.
+    Client(ClientArgs),
     /// Measure the system on a local cluster (every replica on 127.0.0.1).
     Bench {
         #[command(subcommand)]
@@ -77,12 +107,7 @@ impl McastArgs {
         if self.groups.is_empty() || self.groups.contains(&0) {
             return Err("--groups: every destination count must be at least 1".into());
         }
-        if self.replicas == 0 || self.replicas.is_multiple_of(2) {
-            return Err(format!(
-                "--replicas: must be odd (2f+1), got {}",
-                self.replicas
-            ));
-        }
+        check_replicas(self.replicas)?;
         if self.clients == 0 {
             return Err("--clients: must be at least 1".into());
         }
@@ -113,6 +138,268 @@ impl McastArgs {
     }
 }
 
+fn check_replicas(replicas: usize) -> Result<(), String> {
+    if replicas == 0 || replicas.is_multiple_of(2) {
+        return Err(format!("--replicas: must be odd (2f+1), got {replicas}"));
+    }
+    Ok(())
+}
+
+/// The demo's social graph: strong interest communities (1 % of follow edges leave them).
+const DEMO_INTRA_COMMUNITY: f64 = 0.99;
+
+/// Most partitions a local cluster may have (every replica shares this machine).
+const MAX_LOCAL_PARTITIONS: usize = 8;
+
+fn check_partitions(partitions: usize) -> Result<(), String> {
+    if !(1..=MAX_LOCAL_PARTITIONS).contains(&partitions) {
+        return Err(format!(
+            "--partitions: must be 1..={MAX_LOCAL_PARTITIONS}, got {partitions}"
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Partitions (1 to 8), each a group of 3 replicas (DS-SMR adds a 3-replica oracle).
+    #[arg(long, default_value_t = 2)]
+    partitions: usize,
+    /// Measured time per mode (e.g. 20s, 1m).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unmeasured load per mode before the measurement.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Closed-loop clients, each with one command in flight.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Users of the generated social graph (communities of 100, ~10 followees each).
+    #[arg(long, default_value_t = 2000)]
+    users: u64,
+    /// Seed of the social graph and of the clients' command choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Probability that a follow edge stays inside the follower's interest community (the
+    /// rest go to anyone, popular users first).
+    #[arg(long, default_value_t = DEMO_INTRA_COMMUNITY)]
+    intra_community: f64,
+    /// Where DS-SMR gathers the users of a command that spans partitions: majority (the
+    /// partition already holding most of them, which keeps interest communities together)
+    /// or random (any partition involved, the paper's load-balancing default).
+    #[arg(long, default_value = "majority")]
+    destination: DestinationPolicy,
+    /// Command mix of the paper's §6.1: mix (85 % timeline, 7.5 % post, 3.75 % follow,
+    /// 3.75 % unfollow), timeline, post or follow (50 % follow, 50 % unfollow).
+    #[arg(long, default_value = "mix")]
+    workload: Workload,
+    /// Write both records (with per-second series) as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Hide the progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl DemoArgs {
+    /// The two runs (S-SMR, then DS-SMR).
+    fn validate(&self) -> Result<Vec<ChirperBench>, String> {
+        check_partitions(self.partitions)?;
+        if self.duration.is_zero() {
+            return Err("--duration: must be positive".into());
+        }
+        if self.clients == 0 {
+            return Err("--clients: must be at least 1".into());
+        }
+        if self.users < 2 {
+            return Err(format!("--users: need at least 2, got {}", self.users));
+        }
+        if !(0.0..=1.0).contains(&self.intra_community) {
+            return Err(format!(
+                "--intra-community: must be a probability (0 to 1), got {}",
+                self.intra_community
+            ));
+        }
+        let base = ChirperBench {
+            workload: self.workload,
+            partitions: self.partitions,
+            graph: GraphSpec {
+                users: self.users,
+                seed: self.seed,
+                intra_community: self.intra_community,
+                ..ChirperBench::default().graph
+            },
+            destination: self.destination,
+            clients: self.clients,
+            duration: self.duration,
+            warmup: self.warmup,
+            seed: self.seed,
+            ..ChirperBench::default()
+        };
+        Ok([Mode::Ssmr, Mode::Dssmr]
+            .into_iter()
+            .map(|mode| ChirperBench {
+                mode,
+                ..base.clone()
+            })
+            .collect())
+    }
+}
+
+#[derive(Args)]
+struct LocalArgs {
+    /// The replicated application.
+    #[arg(long, default_value = "kv")]
+    app: AppKind,
+    /// Replication scheme: dssmr (with an oracle) or ssmr.
+    #[arg(long, default_value = "dssmr")]
+    mode: Mode,
+    /// Partitions (1 to 8), each a group of `--replicas` replicas.
+    #[arg(long, default_value_t = 2)]
+    partitions: usize,
+    /// Replicas per group (2f+1).
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
+    /// Write the cluster config here (atomically, once every group has a leader); without
+    /// it the config is printed on stdout.
+    #[arg(long)]
+    write_config: Option<PathBuf>,
+    /// Cluster name in the config.
+    #[arg(long, default_value = "local")]
+    name: String,
+    /// Chirper only: users per interest community (they are placed together).
+    #[arg(long)]
+    community_size: Option<u64>,
+}
+
+/// What `dssmr local` starts.
+#[derive(Debug)]
+struct LocalPlan {
+    name: String,
+    mode: Mode,
+    app: AppKind,
+    chirper: Option<ChirperSettings>,
+    partitions: usize,
+    replicas: usize,
+    write_config: Option<PathBuf>,
+}
+
+impl LocalPlan {
+    /// The config of the cluster once it runs on `topology`.
+    fn config(&self, topology: &Topology) -> ClusterConfig {
+        ClusterConfig {
+            chirper: self.chirper.clone(),
+            ..ClusterConfig::from_topology(&self.name, self.mode, self.app, topology)
+        }
+    }
+}
+
+impl LocalArgs {
+    fn validate(&self) -> Result<LocalPlan, String> {
+        check_partitions(self.partitions)?;
+        check_replicas(self.replicas)?;
+        validate_name(&self.name).map_err(|e| format!("--name: {e}"))?;
+        let chirper = match (self.app, self.community_size) {
+            (AppKind::Kv, Some(_)) => {
+                return Err("--community-size: only with --app chirper".into())
+            }
+            (_, Some(0)) => return Err("--community-size: must be at least 1".into()),
+            (AppKind::Chirper, size) => Some(ChirperSettings {
+                community_size: size.unwrap_or(ChirperSettings::default().community_size),
+            }),
+            (AppKind::Kv, None) => None,
+        };
+        Ok(LocalPlan {
+            name: self.name.clone(),
+            mode: self.mode,
+            app: self.app,
+            chirper,
+            partitions: self.partitions,
+            replicas: self.replicas,
+            write_config: self.write_config.clone(),
+        })
+    }
+}
+
+#[derive(Args)]
+struct ClientArgs {
+    /// The cluster config (as `dssmr local --write-config` writes it).
+    #[arg(long)]
+    config: PathBuf,
+    /// How long the command may take, leader changes included.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    #[command(subcommand)]
+    app: ClientApp,
+}
+
+#[derive(Subcommand)]
+enum ClientApp {
+    /// Commands of the key-value app (keys hold 64-bit integers).
+    Kv {
+        #[command(subcommand)]
+        op: KvOp,
+    },
+    /// Commands of the Chirper social network (users are numbers).
+    Chirper {
+        #[command(subcommand)]
+        op: ChirperOp,
+    },
+}
+
+impl ClientApp {
+    fn kind(&self) -> AppKind {
+        match self {
+            ClientApp::Kv { .. } => AppKind::Kv,
+            ClientApp::Chirper { .. } => AppKind::Chirper,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum KvOp {
+    /// Read a key: {"value":N} or {"missing":[K]}.
+    Get { key: String },
+    /// Write a key, creating it if missing: "done".
+    #[command(allow_negative_numbers = true)]
+    Put { key: String, value: i64 },
+    /// Set KEY to NEW if it holds EXPECTED: {"swapped":bool}.
+    #[command(allow_negative_numbers = true)]
+    Cas {
+        key: String,
+        expected: i64,
+        new: i64,
+    },
+    /// Move AMOUNT from one key to another if FROM holds enough: {"transferred":bool}.
+    #[command(allow_negative_numbers = true)]
+    Transfer {
+        from: String,
+        to: String,
+        amount: i64,
+    },
+    /// Read several keys atomically: {"values":[..]}.
+    Read {
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Delete a key (nothing happens if it does not exist): "done".
+    Delete { key: String },
+}
+
+#[derive(Subcommand)]
+enum ChirperOp {
+    /// Create a user with no edges: {"created":bool} (false: it existed).
+    CreateUser { user: UserId },
+    /// USER posts TEXT to its followers' timelines: {"posted":{"seq":N}}.
+    Post { user: UserId, text: String },
+    /// FOLLOWER starts following FOLLOWEE: {"followed":bool}.
+    Follow { follower: UserId, followee: UserId },
+    /// FOLLOWER stops following FOLLOWEE: {"unfollowed":bool}.
+    Unfollow { follower: UserId, followee: UserId },
+    /// The timeline of USER, oldest first: {"timeline":[..]}.
+    Timeline { user: UserId },
+}
+
 async fn bench_mcast(args: McastArgs) -> anyhow::Result<()> {
     let cfg = args.validate().map_err(anyhow::Error::msg)?;
     let records = mcast::run(&cfg).await?;
@@ -124,9 +411,273 @@ async fn bench_mcast(args: McastArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn demo(args: DemoArgs) -> anyhow::Result<()> {
+    let runs = args.validate().map_err(anyhow::Error::msg)?;
+    let first = &runs[0];
+    let g = &first.graph;
+    println!(
+        "Chirper, {} workload ({})",
+        first.workload,
+        first.workload.describe()
+    );
+    println!(
+        "  social graph: {} users in communities of {}, ~{} followees each, {:.0} % of them in \
+         the user's community (seed {})",
+        g.users,
+        g.community_size,
+        g.avg_follows,
+        g.intra_community * 100.0,
+        g.seed
+    );
+    println!(
+        "  cluster: {} partition(s) × {} replicas, gRPC on 127.0.0.1, users placed by \
+         community; DS-SMR adds a {}-replica oracle",
+        first.partitions, first.replicas, first.replicas
+    );
+    println!(
+        "  load: {} closed-loop clients, {:?} warm-up + {:?} measured per mode; DS-SMR gathers \
+         a command's users at the {} partition",
+        first.clients,
+        first.warmup,
+        first.duration,
+        match first.destination {
+            DestinationPolicy::Majority => "majority",
+            DestinationPolicy::Random => "a random",
+        }
+    );
+    let mut records = Vec::new();
+    for run in &runs {
+        let bar = chirper_bench::progress_bar(mode_label(run.mode), !args.quiet);
+        let record = chirper_bench::run(run, None, &bar).await?;
+        bar.finish_and_clear();
+        println!(
+            "{:>7}: {:.0} commands/s, {:.0} moves/s",
+            mode_label(record.mode),
+            record.throughput_cps,
+            record.moves_per_s
+        );
+        records.push(record);
+    }
+    println!();
+    print!("{}", chirper_bench::table(&records));
+    if let Some(ratio) = chirper_bench::speedup(&records) {
+        println!("DS-SMR / S-SMR throughput: {ratio:.2}x");
+    }
+    println!(
+        "(moves/s: users DS-SMR moved between partitions; retries/s: commands that found a \
+         user gone and retried; fallbacks: commands run the S-SMR way after too many retries)"
+    );
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&records)?)
+            .map_err(|e| anyhow::anyhow!("--json: cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn local(args: LocalArgs) -> anyhow::Result<()> {
+    let plan = args.validate().map_err(anyhow::Error::msg)?;
+    // Handlers first: a signal that arrives once the config is visible must stop us cleanly.
+    let mut stop = Signals::install()?;
+    let options = match plan.app {
+        AppKind::Kv => ClusterOptions::engine(Arc::new(Kv), plan.partitions, plan.mode),
+        AppKind::Chirper => {
+            let size = plan.chirper.as_ref().map(|c| c.community_size);
+            let app = Chirper::new(size.unwrap_or_default());
+            ClusterOptions::engine(Arc::new(app), plan.partitions, plan.mode)
+        }
+    };
+    let cluster = LocalCluster::start(ClusterOptions {
+        replicas: plan.replicas,
+        ..options
+    })
+    .await?;
+    let config = plan.config(cluster.topology());
+    let served = serve(&plan, &config, &mut stop).await;
+    cluster.shutdown().await;
+    served
+}
+
+/// Publishes the config of the running cluster and waits for a signal.
+async fn serve(plan: &LocalPlan, config: &ClusterConfig, stop: &mut Signals) -> anyhow::Result<()> {
+    config.validate()?;
+    match &plan.write_config {
+        Some(path) => {
+            config
+                .save(path)
+                .map_err(|e| anyhow::anyhow!("--write-config: {e}"))?;
+            println!("config written to {}", path.display());
+        }
+        None => print!("{}", config.to_yaml()),
+    }
+    println!(
+        "cluster {:?} ready: {} on {}, {} partition(s) × {} replicas{}; Ctrl-C to stop",
+        config.name,
+        config.app,
+        mode_label(config.mode),
+        plan.partitions,
+        plan.replicas,
+        if config.mode == Mode::Dssmr {
+            " + oracle"
+        } else {
+            ""
+        }
+    );
+    let signal = stop.wait().await;
+    eprintln!("{signal}: shutting down");
+    Ok(())
+}
+
+/// SIGINT and SIGTERM, listened to from installation on.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+        }
+    }
+}
+
+/// A proxy for `app` on the cluster of `config`.
+fn proxy<A: dssmr::app::StateMachine>(
+    config: &ClusterConfig,
+    app: A,
+    timeout: Duration,
+) -> anyhow::Result<Proxy<A>> {
+    let proxy_config = ProxyConfig {
+        timeout,
+        ..config.proxy_config()
+    };
+    Ok(Proxy::new(
+        Arc::new(app),
+        proxy_config,
+        Arc::new(Connections::new(&config.topology())?),
+        Arc::new(LocationCache::default()),
+        Arc::new(ProxyStats::default()),
+    )?)
+}
+
+async fn client(args: ClientArgs) -> anyhow::Result<()> {
+    if args.timeout.is_zero() {
+        anyhow::bail!("--timeout: must be positive");
+    }
+    let config = ClusterConfig::load(&args.config)?;
+    let wanted = args.app.kind();
+    if config.app != wanted {
+        anyhow::bail!(
+            "this is a {wanted} command, but the cluster of {} runs app {}",
+            args.config.display(),
+            config.app
+        );
+    }
+    let reply = match args.app {
+        ClientApp::Kv { op } => kv_command(proxy(&config, Kv, args.timeout)?, op).await?,
+        ClientApp::Chirper { op } => {
+            let app = config.chirper_app();
+            chirper_command(proxy(&config, app, args.timeout)?, op).await?
+        }
+    };
+    println!("{}", serde_json::to_string(&reply)?);
+    Ok(())
+}
+
+/// The history encoding of a kv reply (see `dssmr::history::kv_model`).
+fn kv_json(reply: KvReply) -> Value {
+    match reply {
+        KvReply::Value(v) => KvRet::Value(v),
+        KvReply::Done => KvRet::Done,
+        KvReply::Cas(swapped) => KvRet::Swapped(swapped),
+        KvReply::Transfer(moved) => KvRet::Transferred(moved),
+        KvReply::Values(values) => KvRet::Values(values),
+        KvReply::Missing(keys) => KvRet::Missing(keys),
+    }
+    .encode()
+}
+
+async fn kv_command(p: Proxy<Kv>, op: KvOp) -> anyhow::Result<Value> {
+    let cmd = match op {
+        KvOp::Get { key } => KvCommand::Get { key },
+        KvOp::Put { key, value } => return kv_put(&p, key, value).await,
+        KvOp::Cas { key, expected, new } => KvCommand::Cas { key, expected, new },
+        KvOp::Transfer { from, to, amount } => KvCommand::Transfer { from, to, amount },
+        KvOp::Read { keys } => KvCommand::ReadMany { keys },
+        KvOp::Delete { key } => {
+            p.delete(kv_var(&key)).await?;
+            return Ok(json!("done"));
+        }
+    };
+    Ok(kv_json(p.access(&cmd).await?))
+}
+
+/// Put, creating the key if it is missing. A create that finds the key (someone else created
+/// it meanwhile) retries the put.
+async fn kv_put(p: &Proxy<Kv>, key: String, value: i64) -> anyhow::Result<Value> {
+    const ATTEMPTS: usize = 5;
+    let put = KvCommand::Put {
+        key: key.clone(),
+        value,
+    };
+    for _ in 0..ATTEMPTS {
+        match p.access(&put).await? {
+            KvReply::Missing(_) => match p.create(kv_var(&key), &value).await? {
+                Created::Created => return Ok(kv_json(KvReply::Done)),
+                Created::Exists => continue,
+            },
+            reply => return Ok(kv_json(reply)),
+        }
+    }
+    anyhow::bail!("put {key}: the key kept appearing and disappearing ({ATTEMPTS} attempts)")
+}
+
+async fn chirper_command(p: Proxy<Chirper>, op: ChirperOp) -> anyhow::Result<Value> {
+    let cmd = match op {
+        ChirperOp::CreateUser { user } => {
+            let created = p.create(user_var(user), &User::new(user)).await?;
+            return Ok(json!({ "created": created == Created::Created }));
+        }
+        ChirperOp::Post { user, text } => ChirperCommand::Post {
+            user,
+            text,
+            time: unix_micros(),
+        },
+        ChirperOp::Follow { follower, followee } => ChirperCommand::Follow { follower, followee },
+        ChirperOp::Unfollow { follower, followee } => {
+            ChirperCommand::Unfollow { follower, followee }
+        }
+        ChirperOp::Timeline { user } => ChirperCommand::GetTimeline { user },
+    };
+    Ok(chirper_bench::reply_json(&p.access(&cmd).await?))
+}
+
+/// Wall-clock µs since the Unix epoch: the post time of a command-line post (timelines of
+/// posts from different machines are ordered as well as their clocks agree).
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 fn main() -> ExitCode {
-    dssmr::telemetry::init();
     let cli = Cli::parse();
+    match cli.command {
+        // Elections at start-up make openraft warn about votes it ignores; in the demo's and a
+        // local cluster's output that is noise (RUST_LOG still overrides).
+        Command::Demo(_) | Command::Local(_) => dssmr::telemetry::init_for_tests(),
+        _ => dssmr::telemetry::init(),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -136,6 +687,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Demo(args) => demo(args).await,
+            Command::Local(args) => local(args).await,
+            Command::Client(args) => client(args).await,
             Command::Bench {
                 which: BenchCommand::Mcast(args),
             } => bench_mcast(args).await,
@@ -144,10 +698,27 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// `e` and its causes, joined by `: `, skipping a cause whose text its parent already shows
+/// (many errors include their source in their own message).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -160,13 +731,38 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    fn parse(argv: &[&str]) -> Command {
+        let mut full = vec!["dssmr"];
+        full.extend_from_slice(argv);
+        Cli::try_parse_from(full).expect("parses").command
+    }
+
     fn mcast_args(extra: &[&str]) -> McastArgs {
-        let mut argv = vec!["dssmr", "bench", "mcast"];
+        let mut argv = vec!["bench", "mcast"];
         argv.extend_from_slice(extra);
-        match Cli::try_parse_from(argv).expect("parses").command {
+        match parse(&argv) {
             Command::Bench {
                 which: BenchCommand::Mcast(a),
             } => a,
+            _ => panic!("not bench mcast"),
+        }
+    }
+
+    fn demo_args(extra: &[&str]) -> DemoArgs {
+        let mut argv = vec!["demo"];
+        argv.extend_from_slice(extra);
+        match parse(&argv) {
+            Command::Demo(a) => a,
+            _ => panic!("not demo"),
+        }
+    }
+
+    fn local_args(extra: &[&str]) -> LocalArgs {
+        let mut argv = vec!["local"];
+        argv.extend_from_slice(extra);
+        match parse(&argv) {
+            Command::Local(a) => a,
+            _ => panic!("not local"),
         }
     }
 
@@ -186,5 +782,153 @@ mod tests {
             .unwrap_err();
         assert!(err.starts_with("--total-groups"), "{err}");
         assert!(Cli::try_parse_from(["dssmr", "bench", "mcast", "--duration", "soon"]).is_err());
+    }
+
+    #[test]
+    fn demo_defaults_run_ssmr_then_dssmr_on_the_same_graph() {
+        let runs = demo_args(&[]).validate().expect("valid");
+        assert_eq!(
+            runs.iter().map(|r| r.mode).collect::<Vec<_>>(),
+            vec![Mode::Ssmr, Mode::Dssmr]
+        );
+        let r = &runs[0];
+        assert_eq!(r.workload, Workload::Mix);
+        assert_eq!((r.partitions, r.clients, r.graph.users), (2, 64, 2000));
+        assert_eq!(r.duration, Duration::from_secs(20));
+        assert_eq!(r.warmup, Duration::from_secs(5));
+        assert_eq!(runs[1].graph, r.graph);
+        assert_eq!(r.graph.intra_community, DEMO_INTRA_COMMUNITY);
+        assert_eq!(r.destination, DestinationPolicy::Majority);
+        let runs = demo_args(&["--partitions", "4", "--workload", "post", "--seed", "9"])
+            .validate()
+            .unwrap();
+        assert_eq!(runs[1].partitions, 4);
+        assert_eq!(runs[1].workload, Workload::Post);
+        assert_eq!(runs[1].graph.seed, 9);
+    }
+
+    #[test]
+    fn demo_arguments_are_validated_with_the_field_named() {
+        for (argv, flag) in [
+            (&["--partitions", "0"][..], "--partitions"),
+            (&["--partitions", "9"][..], "--partitions"),
+            (&["--duration", "0s"][..], "--duration"),
+            (&["--clients", "0"][..], "--clients"),
+            (&["--users", "1"][..], "--users"),
+            (&["--intra-community", "1.5"][..], "--intra-community"),
+        ] {
+            let err = demo_args(argv).validate().unwrap_err();
+            assert!(err.starts_with(flag), "{argv:?}: {err}");
+        }
+        assert!(Cli::try_parse_from(["dssmr", "demo", "--workload", "tweets"]).is_err());
+    }
+
+    #[test]
+    fn local_arguments_are_validated_with_the_field_named() {
+        let plan = local_args(&["--app", "chirper", "--mode", "ssmr", "--partitions", "3"])
+            .validate()
+            .expect("valid");
+        assert_eq!(
+            (plan.app, plan.mode, plan.partitions),
+            (AppKind::Chirper, Mode::Ssmr, 3)
+        );
+        let plan = local_args(&["--app", "chirper", "--community-size", "7"])
+            .validate()
+            .unwrap();
+        let mut topology = Topology::default();
+        for (g, port) in [(0, 1), (1, 2)] {
+            let addr = format!("127.0.0.1:{port}");
+            topology.groups.insert(dssmr::ids::GroupId(g), vec![addr]);
+        }
+        let config = plan.config(&topology);
+        config.validate().expect("valid config");
+        assert_eq!(config.chirper_app().community_size, 7);
+        assert_eq!(config.mode, Mode::Dssmr);
+        assert!(config.oracle.is_some());
+        assert!(local_args(&[]).validate().unwrap().chirper.is_none());
+        for (argv, flag) in [
+            (&["--partitions", "0"][..], "--partitions"),
+            (&["--replicas", "2"][..], "--replicas"),
+            (&["--community-size", "10"][..], "--community-size"),
+            (
+                &["--app", "chirper", "--community-size", "0"][..],
+                "--community-size",
+            ),
+            (&["--name", "Not A Name"][..], "--name"),
+        ] {
+            let err = local_args(argv).validate().unwrap_err();
+            assert!(err.starts_with(flag), "{argv:?}: {err}");
+        }
+        assert!(Cli::try_parse_from(["dssmr", "local", "--app", "sql"]).is_err());
+        assert!(Cli::try_parse_from(["dssmr", "local", "--mode", "paxos"]).is_err());
+    }
+
+    #[test]
+    fn client_commands_parse() {
+        match parse(&["client", "--config", "c.yaml", "kv", "cas", "a", "-1", "-2"]) {
+            Command::Client(ClientArgs {
+                app:
+                    ClientApp::Kv {
+                        op: KvOp::Cas { key, expected, new },
+                    },
+                ..
+            }) => assert_eq!((key.as_str(), expected, new), ("a", -1, -2)),
+            _ => panic!("not kv cas"),
+        }
+        match parse(&[
+            "client",
+            "--config",
+            "c.yaml",
+            "chirper",
+            "post",
+            "3",
+            "hello world",
+        ]) {
+            Command::Client(args) => {
+                assert_eq!(args.app.kind(), AppKind::Chirper);
+                assert_eq!(args.timeout, Duration::from_secs(10));
+            }
+            _ => panic!("not client"),
+        }
+        for bad in [
+            &["client", "kv", "get", "a"][..],
+            &["client", "--config", "c", "kv", "read"][..],
+            &["client", "--config", "c", "kv", "put", "a", "x"][..],
+            &["client", "--config", "c", "chirper", "follow", "1"][..],
+            &["client", "--config", "c", "chirper", "timeline", "-1"][..],
+        ] {
+            let mut argv = vec!["dssmr"];
+            argv.extend_from_slice(bad);
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn error_chains_do_not_repeat_causes() {
+        let io = std::io::Error::other("disk on fire");
+        let e = anyhow::Error::new(io).context("cannot write x");
+        assert_eq!(error_chain(&e), "cannot write x: disk on fire");
+        let e = dssmr::config::ClusterConfig::load("/nonexistent/c.yaml").unwrap_err();
+        let text = error_chain(&anyhow::Error::new(e));
+        assert_eq!(text.matches("No such file").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn kv_replies_use_the_history_encoding() {
+        assert_eq!(kv_json(KvReply::Value(5)), json!({"value": 5}));
+        assert_eq!(kv_json(KvReply::Done), json!("done"));
+        assert_eq!(kv_json(KvReply::Cas(true)), json!({"swapped": true}));
+        assert_eq!(
+            kv_json(KvReply::Transfer(false)),
+            json!({"transferred": false})
+        );
+        assert_eq!(
+            kv_json(KvReply::Values(vec![1, 2])),
+            json!({"values": [1, 2]})
+        );
+        assert_eq!(
+            kv_json(KvReply::Missing(vec!["k".into()])),
+            json!({"missing": ["k"]})
+        );
     }
 }

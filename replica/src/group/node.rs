@@ -203,13 +203,16 @@ impl GroupNode {
         tasks.push(tokio::spawn(coordinator.clone().run(events_rx)));
 
         let server = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
             .add_service(
                 RaftServer::new(RaftService::new(raft.clone()))
                     .max_decoding_message_size(256 << 20),
             )
             .add_service(GroupServer::new(GroupService::new(coordinator.clone())))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+            // `Server::tcp_nodelay` does not reach a listener we bind ourselves: set it on the
+            // incoming stream, or replies wait for delayed ACKs (~40 ms).
+            .serve_with_incoming(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            );
         let group = spec.group;
         tasks.push(tokio::spawn(async move {
             if let Err(e) = server.await {

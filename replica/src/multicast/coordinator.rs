@@ -647,15 +647,21 @@ impl Coordinator {
                     }
                 })
                 .await;
-            match reply {
+            let sent = match reply {
                 Ok(upto) => {
                     let _ = me.proposer.propose(Op::ChannelTrim { dst, upto }).await;
+                    true
                 }
                 Err(e) => {
-                    tracing::debug!(group = %me.group, %dst, error = %e, "channel send failed")
+                    tracing::debug!(group = %me.group, %dst, error = %e, "channel send failed");
+                    false
                 }
-            }
+            };
             me.vol().transmitting.remove(&dst);
+            if sent {
+                // Messages queued while this batch was in flight go now, not at the next tick.
+                me.transmit(dst);
+            }
         });
     }
 }
