@@ -2,16 +2,18 @@
 //! resubmits a message (after a leader change, a timeout) gets the same reply and the command
 //! is never executed twice.
 //!
-//! Part of the replicated state (it is in every snapshot). Bounded: a client proxy has few
-//! messages in flight at a time, so only the [`REPLY_WINDOW`] most recent replies of each
-//! sender are kept; anything older is remembered as forgotten, never as unknown.
+//! Part of the replicated state (it is in every snapshot). Bounded: a client proxy has one
+//! command and at most one move per partition in flight at a time, and resubmits only those,
+//! so only the [`REPLY_WINDOW`] most recent replies of each sender are kept; anything older is
+//! remembered as forgotten, never as unknown. (Replies such as timelines are kilobytes, and
+//! every snapshot carries the window of every client.)
 
 use crate::ids::MsgId;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
 /// Replies kept per sender.
-pub const REPLY_WINDOW: usize = 64;
+pub const REPLY_WINDOW: usize = 16;
 
 /// What the group knows of the reply to one message.
 #[derive(Clone, Debug, PartialEq, Eq)]
