@@ -205,6 +205,11 @@ impl KvOp {
         }
     }
 
+    /// Whether the operation never changes the kv (`get`, `read_many`).
+    pub fn is_read_only(&self) -> bool {
+        matches!(self, KvOp::Get { .. } | KvOp::ReadMany { .. })
+    }
+
     /// The distinct keys the operation touches, sorted.
     pub fn keys(&self) -> Vec<&str> {
         let mut keys: Vec<&str> = match self {

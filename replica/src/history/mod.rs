@@ -25,6 +25,10 @@
 pub mod bank;
 pub mod kv_model;
 pub mod linearizability;
+pub mod wgl;
+
+#[cfg(test)]
+mod test_support;
 
 use serde::{Deserialize, Serialize};
 use std::fs::File;
