@@ -1,24 +1,32 @@
-//! The `dssmr` command line: the demo, a local cluster, a command-line client and benchmarks.
+//! The `dssmr` command line: the demo, a local cluster, a command-line client, benchmarks and
+//! the history checker.
 //!
 //! Every subcommand validates its flags first (errors start with the flag's name) and then
 //! hands off to the library: [`dssmr::bench`] for measurements, [`dssmr::cluster`] for local
-//! clusters, [`dssmr::config`] for cluster config files and [`dssmr::client`] for commands.
+//! clusters, [`dssmr::config`] for cluster config files, [`dssmr::client`] for commands and
+//! [`dssmr::history`] for recorded histories and their checkers.
 
 use clap::{Args, Parser, Subcommand};
 use dssmr::app::chirper::graph::GraphSpec;
 use dssmr::app::chirper::{user_var, Chirper, ChirperCommand, User, UserId};
-use dssmr::app::kv::{kv_var, Kv, KvCommand, KvReply};
+use dssmr::app::kv::{kv_var, Kv};
 use dssmr::bench::chirper::{self as chirper_bench, mode_label, ChirperBench, Workload};
+use dssmr::bench::kv::{self as kv_bench, KvBench, KvMix};
 use dssmr::bench::mcast::{self, McastBench};
+use dssmr::bench::BenchHistory;
 use dssmr::client::proxy::ProxyStats;
 use dssmr::client::{
-    Connections, Created, DestinationPolicy, LocationCache, Mode, Proxy, ProxyConfig, Topology,
+    Connections, DestinationPolicy, LocationCache, Mode, Proxy, ProxyConfig, Topology,
 };
 use dssmr::cluster::{ClusterOptions, LocalCluster};
 use dssmr::config::{validate_name, AppKind, ChirperSettings, ClusterConfig};
-use dssmr::history::kv_model::KvRet;
+use dssmr::history::linearizability::{check_kv_bounded, DEFAULT_MAX_CONFIGURATIONS};
+use dssmr::history::{kv_model, read_jsonl, EventKind, History};
+use serde::Serialize;
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,12 +59,49 @@ enum Command {
         #[command(subcommand)]
         which: BenchCommand,
     },
+    /// Work with recorded histories (`dssmr bench ... --history FILE`).
+    History {
+        #[command(subcommand)]
+        which: HistoryCommand,
+    },
 }
 
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Atomic multicast throughput and latency per number of destination groups.
     Mcast(McastArgs),
+    /// Chirper workloads (the paper's Table 1): every workload × partition count × mode, each
+    /// on a fresh local cluster; prints a table, optionally writes JSON and a history.
+    ///
+    /// The defaults measure 4 workloads × 4 partition counts × 2 modes = 32 runs of 5 s
+    /// warm-up + 20 s, about a quarter of an hour with set-ups; narrow them for a quick look
+    /// (e.g. --workload mix --partitions 2 --duration 5s).
+    Chirper(BenchChirperArgs),
+    /// A mix of kv operations (get, put, cas, transfer, read_many) over a few keys; with
+    /// --history, writes a self-contained history that `dssmr history check --app kv` judges.
+    Kv(BenchKvArgs),
+}
+
+#[derive(Subcommand)]
+enum HistoryCommand {
+    /// Check a history file (JSONL, one event per line, as `dssmr bench ... --history`
+    /// writes it). Prints the verdict; exit status 0 if the history is linearizable, 1 if it
+    /// is not, is malformed, or the search gave up undecided.
+    Check(CheckArgs),
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// The application whose sequential model the operations are replayed against (kv: a
+    /// map from keys to integers, empty at the start of the history).
+    #[arg(long)]
+    app: AppKind,
+    /// Search configurations the checker may visit (per key, or for the whole history when it
+    /// has multi-key operations) before it gives up undecided.
+    #[arg(long, default_value_t = DEFAULT_MAX_CONFIGURATIONS)]
+    max_configurations: usize,
+    /// The history file.
+    file: PathBuf,
 }
 
 #[derive(Args)]
@@ -160,15 +205,14 @@ fn check_partitions(partitions: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// The load and social graph of a Chirper run: flags shared by `dssmr demo` and
+/// `dssmr bench chirper` (same defaults, so the demo is one point of the benchmark).
 #[derive(Args)]
-struct DemoArgs {
-    /// Partitions (1 to 8), each a group of 3 replicas (DS-SMR adds a 3-replica oracle).
-    #[arg(long, default_value_t = 2)]
-    partitions: usize,
-    /// Measured time per mode (e.g. 20s, 1m).
+struct ChirperLoadArgs {
+    /// Measured time per run (e.g. 20s, 1m).
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     duration: Duration,
-    /// Unmeasured load per mode before the measurement.
+    /// Unmeasured load per run before the measurement.
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     warmup: Duration,
     /// Closed-loop clients, each with one command in flight.
@@ -189,22 +233,14 @@ struct DemoArgs {
     /// or random (any partition involved, the paper's load-balancing default).
     #[arg(long, default_value = "majority")]
     destination: DestinationPolicy,
-    /// Command mix of the paper's §6.1: mix (85 % timeline, 7.5 % post, 3.75 % follow,
-    /// 3.75 % unfollow), timeline, post or follow (50 % follow, 50 % unfollow).
-    #[arg(long, default_value = "mix")]
-    workload: Workload,
-    /// Write both records (with per-second series) as JSON to this file.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// Hide the progress bars.
-    #[arg(long)]
-    quiet: bool,
+    /// Retries before a DS-SMR command gives up moving users and runs the S-SMR way.
+    #[arg(long, default_value_t = ProxyConfig::default().retry_threshold)]
+    retry_threshold: u32,
 }
 
-impl DemoArgs {
-    /// The two runs (S-SMR, then DS-SMR).
-    fn validate(&self) -> Result<Vec<ChirperBench>, String> {
-        check_partitions(self.partitions)?;
+impl ChirperLoadArgs {
+    /// The run these flags describe, on the default workload, mode and partitions.
+    fn base(&self) -> Result<ChirperBench, String> {
         if self.duration.is_zero() {
             return Err("--duration: must be positive".into());
         }
@@ -220,9 +256,7 @@ impl DemoArgs {
                 self.intra_community
             ));
         }
-        let base = ChirperBench {
-            workload: self.workload,
-            partitions: self.partitions,
+        Ok(ChirperBench {
             graph: GraphSpec {
                 users: self.users,
                 seed: self.seed,
@@ -230,11 +264,43 @@ impl DemoArgs {
                 ..ChirperBench::default().graph
             },
             destination: self.destination,
+            retry_threshold: self.retry_threshold,
             clients: self.clients,
             duration: self.duration,
             warmup: self.warmup,
             seed: self.seed,
             ..ChirperBench::default()
+        })
+    }
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Partitions (1 to 8), each a group of 3 replicas (DS-SMR adds a 3-replica oracle).
+    #[arg(long, default_value_t = 2)]
+    partitions: usize,
+    /// Command mix of the paper's §6.1: mix (85 % timeline, 7.5 % post, 3.75 % follow,
+    /// 3.75 % unfollow), timeline, post or follow (50 % follow, 50 % unfollow).
+    #[arg(long, default_value = "mix")]
+    workload: Workload,
+    #[command(flatten)]
+    load: ChirperLoadArgs,
+    /// Write both records (with per-second series) as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Hide the progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl DemoArgs {
+    /// The two runs (S-SMR, then DS-SMR).
+    fn validate(&self) -> Result<Vec<ChirperBench>, String> {
+        check_partitions(self.partitions)?;
+        let base = ChirperBench {
+            workload: self.workload,
+            partitions: self.partitions,
+            ..self.load.base()?
         };
         Ok([Mode::Ssmr, Mode::Dssmr]
             .into_iter()
@@ -243,6 +309,165 @@ impl DemoArgs {
                 ..base.clone()
             })
             .collect())
+    }
+}
+
+#[derive(Args)]
+struct BenchChirperArgs {
+    /// Workloads to measure, comma separated: timeline, post, follow (50 % follow, 50 %
+    /// unfollow), mix (85 % timeline, 7.5 % post, 3.75 % follow, 3.75 % unfollow).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "timeline,post,follow,mix"
+    )]
+    workload: Vec<Workload>,
+    /// Partition counts to measure (1 to 8 each), comma separated; each partition is a group
+    /// of 3 replicas.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    partitions: Vec<usize>,
+    /// Replication schemes to measure, comma separated: ssmr, dssmr (adds a 3-replica oracle).
+    #[arg(long, value_delimiter = ',', default_value = "ssmr,dssmr")]
+    mode: Vec<Mode>,
+    #[command(flatten)]
+    load: ChirperLoadArgs,
+    /// Write one record per run (workload × partitions × mode, with per-second series) as a
+    /// JSON array to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Record every command of every run (the setup's user creates included) to this JSONL
+    /// file: one event per invocation and per completion; process ids are distinct across
+    /// runs.
+    #[arg(long)]
+    history: Option<PathBuf>,
+    /// Hide the progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl BenchChirperArgs {
+    /// Every run, workload by workload, then partition count, then mode.
+    fn validate(&self) -> Result<Vec<ChirperBench>, String> {
+        distinct("--workload", &self.workload)?;
+        distinct("--partitions", &self.partitions)?;
+        distinct("--mode", &self.mode)?;
+        for p in &self.partitions {
+            check_partitions(*p)?;
+        }
+        let base = self.load.base()?;
+        let mut points = Vec::new();
+        for workload in &self.workload {
+            for partitions in &self.partitions {
+                for mode in &self.mode {
+                    points.push(ChirperBench {
+                        workload: *workload,
+                        partitions: *partitions,
+                        mode: *mode,
+                        ..base.clone()
+                    });
+                }
+            }
+        }
+        Ok(points)
+    }
+}
+
+/// A comma-separated list flag must name something, and nothing twice.
+fn distinct<T: PartialEq + std::fmt::Debug>(flag: &str, values: &[T]) -> Result<(), String> {
+    if values.is_empty() {
+        return Err(format!("{flag}: give at least one value"));
+    }
+    for (i, v) in values.iter().enumerate() {
+        if values[..i].contains(v) {
+            return Err(format!("{flag}: {v:?} is given twice"));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+struct BenchKvArgs {
+    /// Keys, named k0, k1, ...; the setup puts 100 in each (recorded in the history).
+    #[arg(long, default_value_t = 16)]
+    keys: usize,
+    /// Operation weights, comma separated op=weight (ops not named weigh 0): get, put (a
+    /// missing key is created), cas, transfer (two keys), read_many (2 to 4 keys).
+    #[arg(long, default_value_t = KvMix::default())]
+    mix: KvMix,
+    /// Partitions (1 to 8), each a group of --replicas replicas.
+    #[arg(long, default_value_t = 2)]
+    partitions: usize,
+    /// Replication scheme: dssmr (with an oracle) or ssmr.
+    #[arg(long, default_value = "dssmr")]
+    mode: Mode,
+    /// Replicas per group (2f+1).
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
+    /// Closed-loop clients, each with one operation in flight. More clients overlap more
+    /// operations: beyond about 8, a history with transfer or read_many can be too hard for
+    /// `dssmr history check` to decide within its budget.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Measured time (e.g. 10s, 1m).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Unmeasured load before the measurement (recorded in the history all the same).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Retries before a DS-SMR operation gives up moving keys and runs the S-SMR way.
+    #[arg(long, default_value_t = ProxyConfig::default().retry_threshold)]
+    retry_threshold: u32,
+    /// Where DS-SMR gathers the keys of a multi-key operation: random (the paper's default)
+    /// or majority.
+    #[arg(long, default_value = "random")]
+    destination: DestinationPolicy,
+    /// Seed of the clients' operation choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write the record (with per-second series) as a JSON array to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Record every operation, the setup's puts included, to this JSONL file.
+    #[arg(long)]
+    history: Option<PathBuf>,
+    /// Hide the progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl BenchKvArgs {
+    fn validate(&self) -> Result<KvBench, String> {
+        check_partitions(self.partitions)?;
+        check_replicas(self.replicas)?;
+        if self.keys == 0 {
+            return Err("--keys: need at least 1".into());
+        }
+        if self.keys < 2 && self.mix.needs_two_keys() {
+            return Err(format!(
+                "--keys: transfer and read_many in --mix need at least 2 keys, got {}",
+                self.keys
+            ));
+        }
+        if self.clients == 0 {
+            return Err("--clients: must be at least 1".into());
+        }
+        if self.duration.is_zero() {
+            return Err("--duration: must be positive".into());
+        }
+        Ok(KvBench {
+            mode: self.mode,
+            partitions: self.partitions,
+            replicas: self.replicas,
+            keys: self.keys,
+            mix: self.mix,
+            clients: self.clients,
+            duration: self.duration,
+            warmup: self.warmup,
+            retry_threshold: self.retry_threshold,
+            destination: self.destination,
+            seed: self.seed,
+            ..KvBench::default()
+        })
     }
 }
 
@@ -402,17 +627,66 @@ enum ChirperOp {
 
 async fn bench_mcast(args: McastArgs) -> anyhow::Result<()> {
     let cfg = args.validate().map_err(anyhow::Error::msg)?;
+    let json = args.json.as_deref().map(JsonOutput::create).transpose()?;
     let records = mcast::run(&cfg).await?;
     print!("{}", mcast::table(&records));
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&records)?)
-            .map_err(|e| anyhow::anyhow!("--json: cannot write {}: {e}", path.display()))?;
+    if let Some(json) = json {
+        json.write(&records)?;
     }
     Ok(())
 }
 
+/// A `--json` file, created before the runs (so a bad path fails before minutes of load)
+/// and written after them.
+struct JsonOutput {
+    path: PathBuf,
+}
+
+impl JsonOutput {
+    fn create(path: &Path) -> anyhow::Result<Self> {
+        std::fs::File::create(path)
+            .map_err(|e| anyhow::anyhow!("--json: cannot write {}: {e}", path.display()))?;
+        Ok(JsonOutput {
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn write(&self, records: &impl Serialize) -> anyhow::Result<()> {
+        std::fs::write(&self.path, serde_json::to_string_pretty(records)?)
+            .map_err(|e| anyhow::anyhow!("--json: cannot write {}: {e}", self.path.display()))
+    }
+}
+
+/// The `--history` recorder, if asked for (the file is created now).
+fn open_history(path: Option<&Path>) -> anyhow::Result<Option<BenchHistory>> {
+    path.map(|p| {
+        History::to_file(p)
+            .map(BenchHistory::new)
+            .map_err(|e| anyhow::Error::new(e).context("--history"))
+    })
+    .transpose()
+}
+
+/// Flushes the `--history` file and says where it is.
+fn close_history(history: Option<&BenchHistory>, path: Option<&Path>) -> anyhow::Result<()> {
+    let (Some(history), Some(path)) = (history, path) else {
+        return Ok(());
+    };
+    history
+        .flush()
+        .map_err(|e| anyhow::Error::new(e).context("--history"))?;
+    println!("history written to {}", path.display());
+    Ok(())
+}
+
+/// What a run's throughput line says.
+fn summary(label: impl Display, cps: f64, p50_ms: f64, moves_per_s: f64) -> String {
+    format!("{label}: {cps:.0} commands/s, p50 {p50_ms:.1} ms, {moves_per_s:.0} moves/s")
+}
+
 async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let runs = args.validate().map_err(anyhow::Error::msg)?;
+    let json = args.json.as_deref().map(JsonOutput::create).transpose()?;
     let first = &runs[0];
     let g = &first.graph;
     println!(
@@ -445,33 +719,138 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
             DestinationPolicy::Random => "a random",
         }
     );
-    let mut records = Vec::new();
-    for run in &runs {
-        let bar = chirper_bench::progress_bar(mode_label(run.mode), !args.quiet);
-        let record = chirper_bench::run(run, None, &bar).await?;
-        bar.finish_and_clear();
+    let records = chirper_bench::run_points(&runs, None, !args.quiet, |r| {
+        let m = &r.measured;
         println!(
-            "{:>7}: {:.0} commands/s, {:.0} moves/s",
-            mode_label(record.mode),
-            record.throughput_cps,
-            record.moves_per_s
+            "{}",
+            summary(
+                mode_label(r.mode),
+                m.throughput_cps,
+                m.p50_ms,
+                m.moves_per_s
+            )
         );
-        records.push(record);
-    }
+    })
+    .await?;
     println!();
     print!("{}", chirper_bench::table(&records));
-    if let Some(ratio) = chirper_bench::speedup(&records) {
+    if let Some((_, _, ratio)) = chirper_bench::speedups(&records).first() {
         println!("DS-SMR / S-SMR throughput: {ratio:.2}x");
     }
     println!(
         "(moves/s: users DS-SMR moved between partitions; retries/s: commands that found a \
          user gone and retried; fallbacks: commands run the S-SMR way after too many retries)"
     );
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&records)?)
-            .map_err(|e| anyhow::anyhow!("--json: cannot write {}: {e}", path.display()))?;
+    if let Some(json) = json {
+        json.write(&records)?;
     }
     Ok(())
+}
+
+async fn bench_chirper(args: BenchChirperArgs) -> anyhow::Result<()> {
+    let points = args.validate().map_err(anyhow::Error::msg)?;
+    let json = args.json.as_deref().map(JsonOutput::create).transpose()?;
+    let history = open_history(args.history.as_deref())?;
+    let first = &points[0];
+    println!(
+        "Chirper: {} run(s) of {:?} warm-up + {:?} measured, each on a fresh local cluster; \
+         {} clients, {} users ({:.0} % of follows in-community), DS-SMR destination {}",
+        points.len(),
+        first.warmup,
+        first.duration,
+        first.clients,
+        first.graph.users,
+        first.graph.intra_community * 100.0,
+        match first.destination {
+            DestinationPolicy::Majority => "majority",
+            DestinationPolicy::Random => "random",
+        }
+    );
+    let records = chirper_bench::run_points(&points, history.as_ref(), !args.quiet, |r| {
+        let m = &r.measured;
+        println!(
+            "{}",
+            summary(r.label(), m.throughput_cps, m.p50_ms, m.moves_per_s)
+        );
+    })
+    .await;
+    // Whatever the runs recorded is kept, also when one of them failed.
+    close_history(history.as_ref(), args.history.as_deref())?;
+    let records = records?;
+    println!();
+    print!("{}", chirper_bench::table(&records));
+    for (workload, partitions, ratio) in chirper_bench::speedups(&records) {
+        println!("{workload} on {partitions} partition(s): DS-SMR / S-SMR throughput {ratio:.2}x");
+    }
+    if let Some(json) = json {
+        json.write(&records)?;
+    }
+    Ok(())
+}
+
+async fn bench_kv(args: BenchKvArgs) -> anyhow::Result<()> {
+    let cfg = args.validate().map_err(anyhow::Error::msg)?;
+    let json = args.json.as_deref().map(JsonOutput::create).transpose()?;
+    let history = open_history(args.history.as_deref())?;
+    println!(
+        "kv: {} keys, mix {}, {} clients, {:?} warm-up + {:?} measured on {} partition(s) \
+         ({}, retry threshold {})",
+        cfg.keys,
+        cfg.mix,
+        cfg.clients,
+        cfg.warmup,
+        cfg.duration,
+        cfg.partitions,
+        mode_label(cfg.mode),
+        cfg.retry_threshold
+    );
+    let bar = chirper_bench::progress_bar(&cfg.label(), !args.quiet);
+    let record = kv_bench::run(&cfg, history.as_ref(), &bar).await;
+    bar.finish_and_clear();
+    close_history(history.as_ref(), args.history.as_deref())?;
+    let records = vec![record?];
+    print!("{}", kv_bench::table(&records));
+    if let Some(path) = &args.history {
+        println!(
+            "check it with: dssmr history check --app kv {}",
+            path.display()
+        );
+    }
+    if let Some(json) = json {
+        json.write(&records)?;
+    }
+    Ok(())
+}
+
+/// `dssmr history check`: the verdict on stdout; success only for a linearizable history.
+fn history_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    if args.app != AppKind::Kv {
+        anyhow::bail!("--app: only kv histories can be checked, not {}", args.app);
+    }
+    if args.max_configurations == 0 {
+        anyhow::bail!("--max-configurations: must be at least 1");
+    }
+    let events = read_jsonl(&args.file)?;
+    let count = |kind: EventKind| events.iter().filter(|e| e.kind == kind).count();
+    let file = args.file.display();
+    match check_kv_bounded(&events, &BTreeMap::new(), args.max_configurations) {
+        Ok(()) => {
+            println!(
+                "{file}: linearizable ({} events, {} operations: {} ok, {} failed, {} with \
+                 unknown outcome)",
+                events.len(),
+                count(EventKind::Invoke),
+                count(EventKind::Ok),
+                count(EventKind::Fail),
+                count(EventKind::Info)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("{file}: {}", error_chain(&anyhow::Error::new(e)));
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 async fn local(args: LocalArgs) -> anyhow::Result<()> {
@@ -593,59 +972,28 @@ async fn client(args: ClientArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The history encoding of a kv reply (see `dssmr::history::kv_model`).
-fn kv_json(reply: KvReply) -> Value {
-    match reply {
-        KvReply::Value(v) => KvRet::Value(v),
-        KvReply::Done => KvRet::Done,
-        KvReply::Cas(swapped) => KvRet::Swapped(swapped),
-        KvReply::Transfer(moved) => KvRet::Transferred(moved),
-        KvReply::Values(values) => KvRet::Values(values),
-        KvReply::Missing(keys) => KvRet::Missing(keys),
-    }
-    .encode()
-}
-
+/// Runs a kv command the way `dssmr bench kv` does (a put creates a missing key) and returns
+/// the reply in the history encoding (see `dssmr::history::kv_model`).
 async fn kv_command(p: Proxy<Kv>, op: KvOp) -> anyhow::Result<Value> {
-    let cmd = match op {
-        KvOp::Get { key } => KvCommand::Get { key },
-        KvOp::Put { key, value } => return kv_put(&p, key, value).await,
-        KvOp::Cas { key, expected, new } => KvCommand::Cas { key, expected, new },
-        KvOp::Transfer { from, to, amount } => KvCommand::Transfer { from, to, amount },
-        KvOp::Read { keys } => KvCommand::ReadMany { keys },
+    let op = match op {
+        KvOp::Get { key } => kv_model::KvOp::Get { key },
+        KvOp::Put { key, value } => kv_model::KvOp::Put { key, value },
+        KvOp::Cas { key, expected, new } => kv_model::KvOp::Cas { key, expected, new },
+        KvOp::Transfer { from, to, amount } => kv_model::KvOp::Transfer { from, to, amount },
+        KvOp::Read { keys } => kv_model::KvOp::ReadMany { keys },
         KvOp::Delete { key } => {
             p.delete(kv_var(&key)).await?;
             return Ok(json!("done"));
         }
     };
-    Ok(kv_json(p.access(&cmd).await?))
-}
-
-/// Put, creating the key if it is missing. A create that finds the key (someone else created
-/// it meanwhile) retries the put.
-async fn kv_put(p: &Proxy<Kv>, key: String, value: i64) -> anyhow::Result<Value> {
-    const ATTEMPTS: usize = 5;
-    let put = KvCommand::Put {
-        key: key.clone(),
-        value,
-    };
-    for _ in 0..ATTEMPTS {
-        match p.access(&put).await? {
-            KvReply::Missing(_) => match p.create(kv_var(&key), &value).await? {
-                Created::Created => return Ok(kv_json(KvReply::Done)),
-                Created::Exists => continue,
-            },
-            reply => return Ok(kv_json(reply)),
-        }
-    }
-    anyhow::bail!("put {key}: the key kept appearing and disappearing ({ATTEMPTS} attempts)")
+    Ok(kv_bench::execute(&p, &op).await?.encode())
 }
 
 async fn chirper_command(p: Proxy<Chirper>, op: ChirperOp) -> anyhow::Result<Value> {
     let cmd = match op {
         ChirperOp::CreateUser { user } => {
             let created = p.create(user_var(user), &User::new(user)).await?;
-            return Ok(json!({ "created": created == Created::Created }));
+            return Ok(chirper_bench::created_json(&created));
         }
         ChirperOp::Post { user, text } => ChirperCommand::Post {
             user,
@@ -673,35 +1021,43 @@ fn unix_micros() -> u64 {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        // Elections at start-up make openraft warn about votes it ignores; in the demo's and a
-        // local cluster's output that is noise (RUST_LOG still overrides).
-        Command::Demo(_) | Command::Local(_) => dssmr::telemetry::init_for_tests(),
+        // Elections at start-up make openraft warn about votes it ignores; in the output of
+        // the demo, the benchmarks and a local cluster that is noise (RUST_LOG still
+        // overrides).
+        Command::Demo(_) | Command::Local(_) | Command::Bench { .. } => {
+            dssmr::telemetry::init_for_tests()
+        }
         _ => dssmr::telemetry::init(),
     }
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Demo(args) => demo(args).await,
-            Command::Local(args) => local(args).await,
-            Command::Client(args) => client(args).await,
-            Command::Bench {
-                which: BenchCommand::Mcast(args),
-            } => bench_mcast(args).await,
-        }
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    match run(cli.command) {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs a subcommand on a multi-threaded runtime.
+fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))?;
+    let done = |()| ExitCode::SUCCESS;
+    runtime.block_on(async {
+        match command {
+            Command::Demo(args) => demo(args).await.map(done),
+            Command::Local(args) => local(args).await.map(done),
+            Command::Client(args) => client(args).await.map(done),
+            Command::Bench { which } => match which {
+                BenchCommand::Mcast(args) => bench_mcast(args).await.map(done),
+                BenchCommand::Chirper(args) => bench_chirper(args).await.map(done),
+                BenchCommand::Kv(args) => bench_kv(args).await.map(done),
+            },
+            Command::History {
+                which: HistoryCommand::Check(args),
+            } => history_check(args),
+        }
+    })
 }
 
 /// `e` and its causes, joined by `: `, skipping a cause whose text its parent already shows
@@ -913,22 +1269,195 @@ mod tests {
         assert_eq!(text.matches("No such file").count(), 1, "{text}");
     }
 
+    fn bench_chirper_args(extra: &[&str]) -> BenchChirperArgs {
+        let mut argv = vec!["bench", "chirper"];
+        argv.extend_from_slice(extra);
+        match parse(&argv) {
+            Command::Bench {
+                which: BenchCommand::Chirper(a),
+            } => a,
+            _ => panic!("not bench chirper"),
+        }
+    }
+
+    fn bench_kv_args(extra: &[&str]) -> BenchKvArgs {
+        let mut argv = vec!["bench", "kv"];
+        argv.extend_from_slice(extra);
+        match parse(&argv) {
+            Command::Bench {
+                which: BenchCommand::Kv(a),
+            } => a,
+            _ => panic!("not bench kv"),
+        }
+    }
+
     #[test]
-    fn kv_replies_use_the_history_encoding() {
-        assert_eq!(kv_json(KvReply::Value(5)), json!({"value": 5}));
-        assert_eq!(kv_json(KvReply::Done), json!("done"));
-        assert_eq!(kv_json(KvReply::Cas(true)), json!({"swapped": true}));
+    fn bench_chirper_runs_every_workload_partitions_and_mode() {
+        let points = bench_chirper_args(&[]).validate().expect("valid");
+        assert_eq!(points.len(), 4 * 4 * 2, "the paper's table by default");
+        let points = bench_chirper_args(&[
+            "--workload",
+            "mix,post",
+            "--partitions",
+            "2,4",
+            "--mode",
+            "ssmr,dssmr",
+            "--duration",
+            "2s",
+            "--users",
+            "200",
+            "--destination",
+            "random",
+        ])
+        .validate()
+        .expect("valid");
+        let order: Vec<_> = points
+            .iter()
+            .map(|p| (p.workload, p.partitions, p.mode))
+            .collect();
         assert_eq!(
-            kv_json(KvReply::Transfer(false)),
-            json!({"transferred": false})
+            order,
+            vec![
+                (Workload::Mix, 2, Mode::Ssmr),
+                (Workload::Mix, 2, Mode::Dssmr),
+                (Workload::Mix, 4, Mode::Ssmr),
+                (Workload::Mix, 4, Mode::Dssmr),
+                (Workload::Post, 2, Mode::Ssmr),
+                (Workload::Post, 2, Mode::Dssmr),
+                (Workload::Post, 4, Mode::Ssmr),
+                (Workload::Post, 4, Mode::Dssmr),
+            ]
         );
+        assert!(points.iter().all(|p| p.graph.users == 200
+            && p.duration == Duration::from_secs(2)
+            && p.destination == DestinationPolicy::Random));
+        // The demo is one point of the benchmark: same defaults.
+        let demo = demo_args(&[]).validate().unwrap();
+        let bench = bench_chirper_args(&["--workload", "mix", "--partitions", "2"])
+            .validate()
+            .unwrap();
+        for (d, b) in demo.iter().zip(&bench) {
+            assert_eq!(
+                (d.workload, d.partitions, d.mode, d.clients, &d.graph),
+                (b.workload, b.partitions, b.mode, b.clients, &b.graph)
+            );
+            assert_eq!((d.duration, d.warmup), (b.duration, b.warmup));
+            assert_eq!(d.destination, b.destination);
+        }
+    }
+
+    #[test]
+    fn bench_chirper_arguments_are_validated_with_the_field_named() {
+        for (argv, flag) in [
+            (&["--partitions", "2,9"][..], "--partitions"),
+            (&["--partitions", "2,2"][..], "--partitions"),
+            (&["--mode", "dssmr,ds-smr"][..], "--mode"),
+            (&["--workload", "mix,mix"][..], "--workload"),
+            (&["--duration", "0s"][..], "--duration"),
+            (&["--users", "1"][..], "--users"),
+            (&["--intra-community", "1.5"][..], "--intra-community"),
+        ] {
+            let err = bench_chirper_args(argv).validate().unwrap_err();
+            assert!(err.starts_with(flag), "{argv:?}: {err}");
+        }
+        for bad in [
+            &["--workload", "mix,tweets"][..],
+            &["--mode", "paxos"][..],
+            &["--destination", "nearest"][..],
+            &["--partitions", "two"][..],
+        ] {
+            let mut argv = vec!["dssmr", "bench", "chirper"];
+            argv.extend_from_slice(bad);
+            let err = Cli::try_parse_from(argv).err().expect("refused");
+            assert!(err.to_string().contains(bad[0]), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn bench_kv_arguments_are_validated_with_the_field_named() {
+        let cfg = bench_kv_args(&[]).validate().expect("valid");
+        assert_eq!((cfg.keys, cfg.mode, cfg.partitions), (16, Mode::Dssmr, 2));
+        assert_eq!(cfg.mix, KvMix::default());
+        let cfg = bench_kv_args(&[
+            "--keys",
+            "1",
+            "--mix",
+            "get=3,put=1",
+            "--mode",
+            "ssmr",
+            "--retry-threshold",
+            "1",
+        ])
+        .validate()
+        .expect("valid");
         assert_eq!(
-            kv_json(KvReply::Values(vec![1, 2])),
-            json!({"values": [1, 2]})
+            (cfg.keys, cfg.mix.get, cfg.mix.put, cfg.mix.cas),
+            (1, 3, 1, 0)
         );
-        assert_eq!(
-            kv_json(KvReply::Missing(vec!["k".into()])),
-            json!({"missing": ["k"]})
-        );
+        assert_eq!((cfg.mode, cfg.retry_threshold), (Mode::Ssmr, 1));
+        for (argv, flag) in [
+            (&["--keys", "0"][..], "--keys"),
+            (&["--keys", "1"][..], "--keys"),
+            (&["--partitions", "0"][..], "--partitions"),
+            (&["--replicas", "2"][..], "--replicas"),
+            (&["--clients", "0"][..], "--clients"),
+            (&["--duration", "0s"][..], "--duration"),
+        ] {
+            let err = bench_kv_args(argv).validate().unwrap_err();
+            assert!(err.starts_with(flag), "{argv:?}: {err}");
+        }
+        let err = Cli::try_parse_from(["dssmr", "bench", "kv", "--mix", "incr=1"])
+            .err()
+            .expect("refused");
+        assert!(err.to_string().contains("--mix"), "{err}");
+    }
+
+    #[test]
+    fn history_check_parses_and_refuses_other_apps() {
+        match parse(&["history", "check", "--app", "kv", "h.jsonl"]) {
+            Command::History {
+                which: HistoryCommand::Check(args),
+            } => {
+                assert_eq!(args.app, AppKind::Kv);
+                assert_eq!(args.file, PathBuf::from("h.jsonl"));
+                assert_eq!(args.max_configurations, DEFAULT_MAX_CONFIGURATIONS);
+            }
+            _ => panic!("not history check"),
+        }
+        assert!(Cli::try_parse_from(["dssmr", "history", "check", "h.jsonl"]).is_err());
+        let args = CheckArgs {
+            app: AppKind::Chirper,
+            max_configurations: 1,
+            file: PathBuf::from("h.jsonl"),
+        };
+        let err = history_check(args).unwrap_err().to_string();
+        assert!(err.starts_with("--app"), "{err}");
+    }
+
+    #[test]
+    fn history_check_judges_a_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("h.jsonl");
+        let history = History::to_file(&path).expect("history file");
+        let put = json!({"key": "k0", "value": 100});
+        history.invoke(0, "put", put.clone());
+        history.complete(0, EventKind::Ok, "put", put, Some(json!("done")));
+        history.invoke(1, "get", json!({"key": "k0"}));
+        let read = |value| Some(json!({ "value": value }));
+        history.complete(1, EventKind::Ok, "get", json!({"key": "k0"}), read(100));
+        history.flush().expect("flush");
+        let check = |file: &Path| {
+            history_check(CheckArgs {
+                app: AppKind::Kv,
+                max_configurations: DEFAULT_MAX_CONFIGURATIONS,
+                file: file.to_path_buf(),
+            })
+        };
+        assert_eq!(check(&path).expect("checked"), ExitCode::SUCCESS);
+        let text = std::fs::read_to_string(&path).expect("read");
+        let bad = dir.path().join("bad.jsonl");
+        std::fs::write(&bad, text.replace(r#"{"value":100}"#, r#"{"value":7}"#)).unwrap();
+        assert_eq!(check(&bad).expect("checked"), ExitCode::FAILURE);
+        assert!(check(&dir.path().join("absent.jsonl")).is_err());
     }
 }

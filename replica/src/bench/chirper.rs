@@ -1,5 +1,6 @@
 //! Chirper (§5.2) under closed-loop load: the workloads of §6.1 on S-SMR or DS-SMR. Used by
-//! `dssmr demo`, and meant for a fuller `dssmr bench chirper`.
+//! `dssmr demo` (one workload, both modes) and `dssmr bench chirper` (workloads × partition
+//! counts × modes, [`run_points`]).
 //!
 //! Setup: a seeded [`SocialGraph`] is generated, a local cluster started ([`run`]) or a running
 //! one used ([`run_against`]), and every user created through client proxies, concurrently,
@@ -28,13 +29,16 @@
 //! (throughput, latency percentiles, variables moved, retries and S-SMR fallbacks per second,
 //! errors) with a per-second [`Sample`] series from the start of the load.
 //!
-//! With a [`History`], every workload command is recorded (creates of the setup are not):
-//! `invoke`, then `ok` with the reply, `fail` when the proxy reports
-//! [`ProxyError::Rejected`], or `info` for [`ProxyError::Indeterminate`], after which the client
-//! carries on under a fresh process id. The encoding ([`command_json`], [`reply_json`]):
+//! With a [`BenchHistory`], every command is recorded, the creates of the setup included (so a
+//! history holds the initial graph): `invoke`, then `ok` with the reply, `fail` when the proxy
+//! reports [`ProxyError::Rejected`], or `info` for [`ProxyError::Indeterminate`], after which
+//! the client carries on under a fresh process id. Process ids come from the
+//! [`BenchHistory`], so several runs can share one history. The encoding ([`command_json`],
+//! [`reply_json`], [`create_json`]):
 //!
 //! | `f`            | `args`                               | `result`                          |
 //! |----------------|--------------------------------------|-----------------------------------|
+//! | `create_user`  | `{"user":1,"following":[2],"followers":[3]}` | `{"created":bool}`        |
 //! | `post`         | `{"user":1,"text":"..","time":7}`    | `{"posted":{"seq":0}}`            |
 //! | `follow`       | `{"follower":1,"followee":2}`        | `{"followed":bool}`               |
 //! | `unfollow`     | `{"follower":1,"followee":2}`        | `{"unfollowed":bool}`             |
@@ -47,13 +51,13 @@
 use crate::app::chirper::graph::{GraphSpec, SocialGraph};
 use crate::app::chirper::{user_var, Chirper, ChirperCommand, ChirperReply, User, UserId};
 use crate::bench::stats::Latencies;
-use crate::client::proxy::{ProxyStats, StatsSnapshot};
+use crate::bench::{drive, recorded, BenchHistory, Load, Measurement};
+use crate::client::proxy::ProxyStats;
 use crate::client::{
     Connections, Created, DestinationPolicy, LocationCache, Mode, Proxy, ProxyConfig, ProxyError,
     Topology,
 };
 use crate::cluster::{ClusterOptions, LocalCluster};
-use crate::history::{EventKind, History};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -63,9 +67,11 @@ use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+pub use crate::bench::Sample;
 
 /// A command mix of §6.1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -246,21 +252,16 @@ impl ChirperBench {
         anyhow::ensure!(!self.duration.is_zero(), "duration: must be positive");
         Ok(())
     }
-}
 
-/// One second of load.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Sample {
-    /// End of the second, in seconds since the load started (warm-up included).
-    pub t_s: f64,
-    /// Whether the second lies in the measured window.
-    pub measured: bool,
-    /// Commands completed per second.
-    pub throughput_cps: f64,
-    /// Variables moved per second.
-    pub moves_per_s: f64,
-    /// Retry replies per second.
-    pub retries_per_s: f64,
+    /// A short name of the point for people: `mix ×2 DS-SMR`.
+    pub fn label(&self) -> String {
+        format!(
+            "{} ×{} {}",
+            self.workload,
+            self.partitions,
+            mode_label(self.mode)
+        )
+    }
 }
 
 /// The result of one run.
@@ -276,34 +277,23 @@ pub struct ChirperRecord {
     pub clients: usize,
     /// Users in the social graph.
     pub users: u64,
-    /// Commands completed per second in the measured window.
-    pub throughput_cps: f64,
-    /// Median command latency.
-    pub p50_ms: f64,
-    /// 95th percentile latency.
-    pub p95_ms: f64,
-    /// 99th percentile latency.
-    pub p99_ms: f64,
-    /// Variables moved per second (DS-SMR).
-    pub moves_per_s: f64,
-    /// Retry replies per second (DS-SMR).
-    pub retries_per_s: f64,
-    /// Oracle consults per second (DS-SMR).
-    pub consults_per_s: f64,
-    /// Share of commands whose variables were all in the location cache (DS-SMR).
-    pub cache_hit_ratio: f64,
-    /// Commands that fell back to S-SMR in the measured window.
-    pub fallbacks: u64,
-    /// Commands completed in the measured window.
-    pub commands: u64,
-    /// Commands that failed in the measured window.
-    pub errors: u64,
-    /// Measured seconds.
-    pub duration_s: f64,
+    /// Throughput, latencies, moves, retries, fallbacks, errors and the per-second series.
+    #[serde(flatten)]
+    pub measured: Measurement,
     /// Seconds spent creating the users.
     pub setup_s: f64,
-    /// Per-second series from the start of the load (warm-up included).
-    pub series: Vec<Sample>,
+}
+
+impl ChirperRecord {
+    /// A short name of the run for people: `mix ×2 DS-SMR`.
+    pub fn label(&self) -> String {
+        format!(
+            "{} ×{} {}",
+            self.workload,
+            self.partitions,
+            mode_label(self.mode)
+        )
+    }
 }
 
 /// The history name and arguments of a Chirper command.
@@ -322,6 +312,19 @@ pub fn command_json(cmd: &ChirperCommand) -> (&'static str, Value) {
         ),
         ChirperCommand::GetTimeline { user } => ("get_timeline", json!({ "user": user })),
     }
+}
+
+/// The history name and arguments of the create of `user` (with its initial edges).
+pub fn create_json(user: &User) -> (&'static str, Value) {
+    (
+        "create_user",
+        json!({ "user": user.id, "following": user.following, "followers": user.followers }),
+    )
+}
+
+/// The history result of a create.
+pub fn created_json(created: &Created) -> Value {
+    json!({ "created": *created == Created::Created })
 }
 
 /// A Chirper reply as JSON (history results and `dssmr client` output).
@@ -351,11 +354,33 @@ pub fn progress_bar(prefix: &str, visible: bool) -> ProgressBar {
     bar
 }
 
+/// Runs every point, one after the other, each on a fresh local cluster ([`run`]) with its own
+/// progress bar (hidden unless `progress`), all recording into `history`; `report` sees each
+/// record as soon as its run is done. Stops at the first failed run.
+pub async fn run_points(
+    points: &[ChirperBench],
+    history: Option<&BenchHistory>,
+    progress: bool,
+    mut report: impl FnMut(&ChirperRecord),
+) -> anyhow::Result<Vec<ChirperRecord>> {
+    let mut records = Vec::with_capacity(points.len());
+    for (i, point) in points.iter().enumerate() {
+        let prefix = format!("[{}/{}] {}", i + 1, points.len(), point.label());
+        let bar = progress_bar(&prefix, progress);
+        let record = run(point, history, &bar).await;
+        bar.finish_and_clear();
+        let record = record.map_err(|e| e.context(format!("run {}", point.label())))?;
+        report(&record);
+        records.push(record);
+    }
+    Ok(records)
+}
+
 /// Starts a local cluster (oracle for DS-SMR, `partitions` × `replicas`), runs the workload on
 /// it and shuts it down.
 pub async fn run(
     cfg: &ChirperBench,
-    history: Option<&History>,
+    history: Option<&BenchHistory>,
     bar: &ProgressBar,
 ) -> anyhow::Result<ChirperRecord> {
     cfg.check()?;
@@ -388,7 +413,7 @@ pub async fn run_against(
     cfg: &ChirperBench,
     app: Arc<Chirper>,
     topology: &Topology,
-    history: Option<&History>,
+    history: Option<&BenchHistory>,
     bar: &ProgressBar,
 ) -> anyhow::Result<ChirperRecord> {
     cfg.check()?;
@@ -415,7 +440,7 @@ pub async fn run_against(
         .collect::<Result<Vec<_>, _>>()?;
 
     let setup = Instant::now();
-    load_users(&graph, &proxies, bar).await?;
+    load_users(&graph, &proxies, history, bar).await?;
     let setup_s = setup.elapsed().as_secs_f64();
 
     let following: Arc<Vec<Vec<UserId>>> = Arc::new(
@@ -423,14 +448,7 @@ pub async fn run_against(
             .map(|u| graph.following_of(u).collect())
             .collect(),
     );
-    let shared = Arc::new(Shared {
-        measuring: AtomicBool::new(false),
-        stop: AtomicBool::new(false),
-        done: AtomicU64::new(0),
-        measured_done: AtomicU64::new(0),
-        measured_errors: AtomicU64::new(0),
-        next_process: AtomicU64::new(cfg.clients as u64),
-    });
+    let load = Arc::new(Load::default());
     let clock = Instant::now();
     let intra = if cfg.graph.intra_community >= 0.0 {
         cfg.graph.intra_community.min(1.0)
@@ -454,19 +472,12 @@ pub async fn run_against(
                 client: i,
                 posts: 0,
             };
-            tokio::spawn(client(
-                i as u64,
-                proxy,
-                generator,
-                shared.clone(),
-                history.cloned(),
-            ))
+            tokio::spawn(client(proxy, generator, load.clone(), history.cloned()))
         })
         .collect();
 
-    let drove = drive(cfg, &shared, &stats, bar).await;
-    shared.measuring.store(false, Ordering::Relaxed);
-    shared.stop.store(true, Ordering::Relaxed);
+    let window = drive(cfg.warmup, cfg.duration, &load, &stats, bar).await;
+    load.stop();
     bar.set_message("waiting for commands in flight");
     let mut lat = Latencies::default();
     let mut fatal = None;
@@ -479,46 +490,23 @@ pub async fn run_against(
     if let Some(e) = fatal {
         return Err(e.into());
     }
-    let Window {
-        seconds,
-        start,
-        end,
-        series,
-    } = drove;
-    let per_s = |n: u64| n as f64 / seconds;
-    let lookups = (end.cache_hits - start.cache_hits) + (end.cache_misses - start.cache_misses);
-    let commands = shared.measured_done.load(Ordering::Relaxed);
     Ok(ChirperRecord {
         workload: cfg.workload,
         mode: cfg.mode,
         partitions: conns.partitions().len(),
         clients: cfg.clients,
         users: graph.users,
-        throughput_cps: per_s(commands),
-        p50_ms: lat.quantile_ms(0.50),
-        p95_ms: lat.quantile_ms(0.95),
-        p99_ms: lat.quantile_ms(0.99),
-        moves_per_s: per_s(end.moves - start.moves),
-        retries_per_s: per_s(end.retries - start.retries),
-        consults_per_s: per_s(end.consults - start.consults),
-        cache_hit_ratio: if lookups == 0 {
-            0.0
-        } else {
-            (end.cache_hits - start.cache_hits) as f64 / lookups as f64
-        },
-        fallbacks: end.fallbacks - start.fallbacks,
-        commands,
-        errors: shared.measured_errors.load(Ordering::Relaxed),
-        duration_s: seconds,
+        measured: window.measure(&load, &lat),
         setup_s,
-        series,
     })
 }
 
-/// Creates every user of `graph` with its edges, `proxies.len()` at a time.
+/// Creates every user of `graph` with its edges, `proxies.len()` at a time, each loader under
+/// its own history process.
 async fn load_users(
     graph: &SocialGraph,
     proxies: &[Proxy<Chirper>],
+    history: Option<&BenchHistory>,
     bar: &ProgressBar,
 ) -> anyhow::Result<()> {
     let followers = graph.followers_index();
@@ -527,6 +515,7 @@ async fn load_users(
     bar.set_position(0);
     bar.set_message(format!("creating {} users", graph.users));
     let loaders = proxies.iter().map(|proxy| async {
+        let mut process = history.map(BenchHistory::fresh_process).unwrap_or_default();
         loop {
             let u = next.fetch_add(1, Ordering::Relaxed);
             if u >= graph.users {
@@ -537,7 +526,7 @@ async fn load_users(
                 following: graph.following_of(u).collect::<BTreeSet<_>>(),
                 ..User::new(u)
             };
-            create_user(proxy, &user).await?;
+            create_user(proxy, &user, history, &mut process).await?;
             bar.inc(1);
         }
     });
@@ -547,11 +536,17 @@ async fn load_users(
 
 /// Creates `user`; an indeterminate outcome is retried (a create is idempotent: a second one
 /// finds the user and changes nothing).
-async fn create_user(proxy: &Proxy<Chirper>, user: &User) -> anyhow::Result<Created> {
+async fn create_user(
+    proxy: &Proxy<Chirper>,
+    user: &User,
+    history: Option<&BenchHistory>,
+    process: &mut u64,
+) -> anyhow::Result<Created> {
     const ATTEMPTS: usize = 5;
     let mut last = None;
     for _ in 0..ATTEMPTS {
-        match proxy.create(user_var(user.id), user).await {
+        let create = proxy.create(user_var(user.id), user);
+        match recorded(history, process, || create_json(user), create, created_json).await {
             Ok(c) => return Ok(c),
             Err(ProxyError::Indeterminate(e)) => last = Some(e),
             Err(e) => return Err(anyhow::anyhow!("creating user {}: {e}", user.id)),
@@ -562,19 +557,6 @@ async fn create_user(proxy: &Proxy<Chirper>, user: &User) -> anyhow::Result<Crea
         user.id,
         last.map(|e| e.to_string()).unwrap_or_default()
     ))
-}
-
-struct Shared {
-    measuring: AtomicBool,
-    stop: AtomicBool,
-    /// Commands completed since the load started.
-    done: AtomicU64,
-    /// Commands completed in the measured window.
-    measured_done: AtomicU64,
-    /// Commands failed in the measured window.
-    measured_errors: AtomicU64,
-    /// The next fresh history process id.
-    next_process: AtomicU64,
 }
 
 /// Draws the commands of one client.
@@ -642,152 +624,68 @@ impl Generator {
 /// One closed-loop client: issues commands until told to stop. Returns the latencies of the
 /// commands that completed in the measured window; fails only on a configuration error.
 async fn client(
-    id: u64,
     proxy: Proxy<Chirper>,
     mut generator: Generator,
-    shared: Arc<Shared>,
-    history: Option<History>,
+    load: Arc<Load>,
+    history: Option<BenchHistory>,
 ) -> Result<Latencies, ProxyError> {
     let mut lat = Latencies::default();
-    let mut process = id;
-    while !shared.stop.load(Ordering::Relaxed) {
+    let history = history.as_ref();
+    let mut process = history.map(BenchHistory::fresh_process).unwrap_or_default();
+    while load.running() {
         let cmd = generator.next_command();
-        let recorded = history.as_ref().map(|h| {
-            let (f, args) = command_json(&cmd);
-            h.invoke(process, f, args.clone());
-            (h, f, args)
-        });
         let start = Instant::now();
-        let outcome = proxy.access(&cmd).await;
-        let elapsed = start.elapsed();
-        let measuring = shared.measuring.load(Ordering::Relaxed);
-        let kind = match &outcome {
-            Ok(_) => EventKind::Ok,
-            Err(ProxyError::Indeterminate(_)) => EventKind::Info,
-            Err(_) => EventKind::Fail,
-        };
-        if let Some((h, f, args)) = recorded {
-            let result = outcome.as_ref().ok().map(reply_json);
-            h.complete(process, kind, f, args, result);
-        }
+        let outcome = recorded(
+            history,
+            &mut process,
+            || command_json(&cmd),
+            proxy.access(&cmd),
+            reply_json,
+        )
+        .await;
+        load.count(&outcome, start.elapsed(), &mut lat);
         match outcome {
-            Ok(_) => {
-                shared.done.fetch_add(1, Ordering::Relaxed);
-                if measuring {
-                    lat.record(elapsed);
-                    shared.measured_done.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            Ok(_) => {}
             Err(ProxyError::Config(m)) => return Err(ProxyError::Config(m)),
             Err(e) => {
-                if measuring {
-                    shared.measured_errors.fetch_add(1, Ordering::Relaxed);
-                }
-                if matches!(e, ProxyError::Indeterminate(_)) {
-                    process = shared.next_process.fetch_add(1, Ordering::Relaxed);
-                }
-                tracing::debug!(client = id, error = %e, "chirper command failed");
+                tracing::debug!(client = generator.client, error = %e, "chirper command failed");
             }
         }
     }
     Ok(lat)
 }
 
-/// What the driver saw of the measured window.
-struct Window {
-    seconds: f64,
-    start: StatsSnapshot,
-    end: StatsSnapshot,
-    series: Vec<Sample>,
-}
-
-/// Runs the clock: warm-up, then the measured window, sampling every second and updating the
-/// progress bar.
-async fn drive(
-    cfg: &ChirperBench,
-    shared: &Shared,
-    stats: &ProxyStats,
-    bar: &ProgressBar,
-) -> Window {
-    let total = cfg.warmup + cfg.duration;
-    bar.set_length(total.as_millis().max(1) as u64);
-    bar.set_position(0);
-    let begin = Instant::now();
-    let mut window_start: Option<(Instant, StatsSnapshot)> = None;
-    if cfg.warmup.is_zero() {
-        shared.measuring.store(true, Ordering::Relaxed);
-        window_start = Some((begin, stats.snapshot()));
-    }
-    let mut series = Vec::new();
-    let mut last = (begin, 0u64, stats.snapshot());
-    let mut tick = tokio::time::interval(Duration::from_millis(250));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let now = Instant::now();
-        let elapsed = now - begin;
-        if window_start.is_none() && elapsed >= cfg.warmup {
-            shared.measuring.store(true, Ordering::Relaxed);
-            window_start = Some((now, stats.snapshot()));
-        }
-        let finished = elapsed >= total;
-        if now - last.0 >= Duration::from_secs(1) || finished {
-            let done = shared.done.load(Ordering::Relaxed);
-            let snap = stats.snapshot();
-            let secs = (now - last.0).as_secs_f64().max(1e-3);
-            let sample = Sample {
-                t_s: elapsed.as_secs_f64(),
-                measured: window_start.is_some_and(|(t, _)| t < now),
-                throughput_cps: (done - last.1) as f64 / secs,
-                moves_per_s: (snap.moves - last.2.moves) as f64 / secs,
-                retries_per_s: (snap.retries - last.2.retries) as f64 / secs,
-            };
-            bar.set_message(format!(
-                "{}{:.0} cmd/s, {:.0} moves/s",
-                if window_start.is_some() {
-                    ""
-                } else {
-                    "warm-up: "
-                },
-                sample.throughput_cps,
-                sample.moves_per_s
-            ));
-            series.push(sample);
-            last = (now, done, snap);
-        }
-        bar.set_position(elapsed.as_millis().min(total.as_millis()) as u64);
-        if finished {
-            break;
+/// DS-SMR throughput over S-SMR throughput for each workload and partition count measured
+/// under both modes, in the order of the records.
+pub fn speedups(records: &[ChirperRecord]) -> Vec<(Workload, usize, f64)> {
+    let mut out: Vec<(Workload, usize, f64)> = Vec::new();
+    for d in records.iter().filter(|r| r.mode == Mode::Dssmr) {
+        let ssmr = records.iter().find(|s| {
+            s.mode == Mode::Ssmr && s.workload == d.workload && s.partitions == d.partitions
+        });
+        if let Some(s) = ssmr.filter(|s| s.measured.throughput_cps > 0.0) {
+            if !out
+                .iter()
+                .any(|(w, p, _)| *w == d.workload && *p == d.partitions)
+            {
+                let ratio = d.measured.throughput_cps / s.measured.throughput_cps;
+                out.push((d.workload, d.partitions, ratio));
+            }
         }
     }
-    shared.measuring.store(false, Ordering::Relaxed);
-    let end = stats.snapshot();
-    let (t0, start) = window_start.unwrap_or((begin, end));
-    Window {
-        seconds: t0.elapsed().as_secs_f64().max(1e-3),
-        start,
-        end,
-        series,
-    }
-}
-
-/// DS-SMR throughput over S-SMR throughput, when `records` hold one of each.
-pub fn speedup(records: &[ChirperRecord]) -> Option<f64> {
-    let of = |m: Mode| records.iter().find(|r| r.mode == m);
-    match (of(Mode::Ssmr), of(Mode::Dssmr)) {
-        (Some(s), Some(d)) if s.throughput_cps > 0.0 => Some(d.throughput_cps / s.throughput_cps),
-        _ => None,
-    }
+    out
 }
 
 /// Renders records as an aligned table.
 pub fn table(records: &[ChirperRecord]) -> String {
     let mut s = format!(
-        "{:<7} {:>9} {:>11} {:>8} {:>8} {:>9} {:>10} {:>10} {:>7}\n",
+        "{:<7} {:>9} {:>5} {:>11} {:>8} {:>8} {:>8} {:>9} {:>10} {:>10} {:>7}\n",
         "mode",
         "workload",
+        "parts",
         "commands/s",
         "p50 ms",
+        "p95 ms",
         "p99 ms",
         "moves/s",
         "retries/s",
@@ -795,17 +693,20 @@ pub fn table(records: &[ChirperRecord]) -> String {
         "errors"
     );
     for r in records {
+        let m = &r.measured;
         s.push_str(&format!(
-            "{:<7} {:>9} {:>11.0} {:>8.1} {:>8.1} {:>9.1} {:>10.1} {:>10} {:>7}\n",
+            "{:<7} {:>9} {:>5} {:>11.0} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>10.1} {:>10} {:>7}\n",
             mode_label(r.mode),
             r.workload.name(),
-            r.throughput_cps,
-            r.p50_ms,
-            r.p99_ms,
-            r.moves_per_s,
-            r.retries_per_s,
-            r.fallbacks,
-            r.errors
+            r.partitions,
+            m.throughput_cps,
+            m.p50_ms,
+            m.p95_ms,
+            m.p99_ms,
+            m.moves_per_s,
+            m.retries_per_s,
+            m.fallbacks,
+            m.errors
         ));
     }
     s
@@ -814,6 +715,7 @@ pub fn table(records: &[ChirperRecord]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::history::EventKind;
     use std::collections::HashMap;
 
     fn generator(workload: Workload, seed: u64) -> Generator {
@@ -965,7 +867,7 @@ mod tests {
 
     /// A short DS-SMR post run on a real local cluster, with users spread over communities
     /// of 5 so that posts span partitions: commands complete, users move, and the history
-    /// pairs every invocation with one completion.
+    /// holds every create of the setup and pairs every invocation with one completion.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn short_run_moves_users_and_records_a_history() {
         crate::telemetry::init_for_tests();
@@ -983,40 +885,48 @@ mod tests {
             duration: Duration::from_secs(1),
             ..ChirperBench::default()
         };
-        let history = History::in_memory();
+        let history = BenchHistory::new(crate::history::History::in_memory());
         let record = run(&cfg, Some(&history), &ProgressBar::hidden())
             .await
             .expect("run");
-        assert!(record.commands > 0, "{record:?}");
-        assert!(record.throughput_cps > 0.0 && record.p50_ms > 0.0);
-        assert!(
-            record.moves_per_s > 0.0,
-            "posts span partitions: {record:?}"
-        );
-        assert!(!record.series.is_empty() && record.series.iter().any(|s| s.measured));
+        let m = &record.measured;
+        assert!(m.commands > 0, "{record:?}");
+        assert!(m.throughput_cps > 0.0 && m.p50_ms > 0.0);
+        assert!(m.moves_per_s > 0.0, "posts span partitions: {record:?}");
+        assert!(!m.series.is_empty() && m.series.iter().any(|s| s.measured));
         assert_eq!((record.partitions, record.users), (2, 60));
 
-        let events = history.events();
-        let mut open: std::collections::HashMap<u64, &str> = HashMap::new();
+        let events = history.history().events();
+        let mut open: HashMap<u64, &str> = HashMap::new();
+        let mut created = BTreeSet::new();
         let mut oks = 0;
         for e in &events {
-            assert_eq!(e.f, "post");
             match e.kind {
                 EventKind::Invoke => {
                     assert!(open.insert(e.process, &e.f).is_none(), "{e:?}");
                 }
                 kind => {
-                    assert_eq!(open.remove(&e.process), Some("post"), "{e:?}");
-                    if kind == EventKind::Ok {
-                        oks += 1;
-                        let seq = &e.result.as_ref().expect("ok has a result")["posted"]["seq"];
-                        assert!(seq.is_u64(), "{e:?}");
+                    assert_eq!(open.remove(&e.process), Some(e.f.as_str()), "{e:?}");
+                    match (e.f.as_str(), kind) {
+                        ("create_user", EventKind::Ok) => {
+                            let result = e.result.as_ref().expect("ok has a result");
+                            assert_eq!(result, &json!({"created": true}), "{e:?}");
+                            created.insert(e.args["user"].as_u64().expect("user id"));
+                        }
+                        ("post", EventKind::Ok) => {
+                            oks += 1;
+                            let result = e.result.as_ref().expect("ok has a result");
+                            assert!(result["posted"]["seq"].is_u64(), "{e:?}");
+                        }
+                        ("post", _) => {}
+                        _ => panic!("unexpected event {e:?}"),
                     }
                 }
             }
         }
         assert!(open.is_empty(), "every command completed: {open:?}");
-        assert!(oks as u64 >= record.commands);
+        assert_eq!(created, (0..60).collect(), "the setup is recorded");
+        assert!(oks as u64 >= m.commands);
     }
 
     #[test]
