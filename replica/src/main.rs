@@ -660,7 +660,7 @@ impl JsonOutput {
 /// The `--history` recorder, if asked for (the file is created now).
 fn open_history(path: Option<&Path>) -> anyhow::Result<Option<BenchHistory>> {
     path.map(|p| {
-        History::to_file(p)
+        History::streaming_to(p)
             .map(BenchHistory::new)
             .map_err(|e| anyhow::Error::new(e).context("--history"))
     })

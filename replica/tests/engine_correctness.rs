@@ -15,12 +15,13 @@ use common::engine::{crash_leaders, start, wait_quiescent};
 use common::Progress;
 use dssmr::app::chirper::graph::{GraphSpec, SocialGraph};
 use dssmr::app::chirper::{user_var, Chirper, ChirperCommand, ChirperReply, User, UserId};
-use dssmr::app::kv::{kv_var, Kv, KvCommand, KvReply};
+use dssmr::app::kv::{kv_var, Kv};
+use dssmr::bench::kv::run_kv_op;
 use dssmr::client::proxy::{ProxyStats, StatsSnapshot};
-use dssmr::client::{Created, LocationCache, Mode, Proxy, ProxyConfig, ProxyError};
+use dssmr::client::{Created, LocationCache, Mode, Proxy, ProxyConfig};
 use dssmr::cluster::{engine_apps_with_rule, LocalCluster};
-use dssmr::history::kv_model::{KvOp, KvRet};
-use dssmr::history::{bank::check_bank, linearizability::check_kv, EventKind, History};
+use dssmr::history::kv_model::KvOp;
+use dssmr::history::{bank::check_bank, linearizability::check_kv, History};
 use dssmr::ids::{GroupId, VarId, ORACLE};
 use dssmr::partition::{Partition, PartitionRule};
 use rand::rngs::StdRng;
@@ -57,73 +58,6 @@ fn proxy<A: dssmr::app::StateMachine>(
 
 // ---------------------------------------------------------------------------------------------
 // kv
-
-fn kv_command(op: &KvOp) -> KvCommand {
-    match op.clone() {
-        KvOp::Get { key } => KvCommand::Get { key },
-        KvOp::Put { key, value } => KvCommand::Put { key, value },
-        KvOp::Cas { key, expected, new } => KvCommand::Cas { key, expected, new },
-        KvOp::Transfer { from, to, amount } => KvCommand::Transfer { from, to, amount },
-        KvOp::ReadMany { keys } => KvCommand::ReadMany { keys },
-    }
-}
-
-fn kv_ret(r: KvReply) -> KvRet {
-    match r {
-        KvReply::Value(v) => KvRet::Value(v),
-        KvReply::Done => KvRet::Done,
-        KvReply::Cas(b) => KvRet::Swapped(b),
-        KvReply::Transfer(b) => KvRet::Transferred(b),
-        KvReply::Values(v) => KvRet::Values(v),
-        KvReply::Missing(k) => KvRet::Missing(k),
-    }
-}
-
-/// Runs one kv operation through the proxy as the kv client does (a put on a missing key
-/// creates it) and records it. Returns false when the process must be retired (info).
-async fn run_kv_op(p: &Proxy<Kv>, h: &History, process: u64, op: &KvOp) -> bool {
-    let (f, args) = op.encode();
-    h.invoke(process, f, args.clone());
-    let cmd = kv_command(op);
-    let mut outcome = p.access(&cmd).await;
-    if let (KvOp::Put { key, value }, Ok(KvReply::Missing(_))) = (op, &outcome) {
-        // Create it; if someone else created it meanwhile, put again (bounded).
-        outcome = Err(ProxyError::Rejected("put found the key missing".into()));
-        for _ in 0..5 {
-            match p.create(kv_var(key), value).await {
-                Ok(Created::Created) => {
-                    outcome = Ok(KvReply::Done);
-                    break;
-                }
-                Ok(Created::Exists) => match p.access(&cmd).await {
-                    Ok(KvReply::Missing(_)) => continue,
-                    other => {
-                        outcome = other;
-                        break;
-                    }
-                },
-                Err(e) => {
-                    outcome = Err(e);
-                    break;
-                }
-            }
-        }
-    }
-    match outcome {
-        Ok(r) => {
-            h.complete(process, EventKind::Ok, f, args, Some(kv_ret(r).encode()));
-            true
-        }
-        Err(ProxyError::Indeterminate(_)) => {
-            h.complete(process, EventKind::Info, f, args, None);
-            false
-        }
-        Err(_) => {
-            h.complete(process, EventKind::Fail, f, args, None);
-            true
-        }
-    }
-}
 
 fn random_kv_op(rng: &mut StdRng, keys: &[String]) -> KvOp {
     let key = || keys.choose(&mut rand::rng()).cloned().expect("keys");

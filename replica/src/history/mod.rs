@@ -136,7 +136,8 @@ struct Inner {
 
 #[derive(Debug)]
 struct State {
-    events: Vec<Event>,
+    /// `None` when the recorder only streams to its file (long benchmark runs).
+    events: Option<Vec<Event>>,
     file: Option<FileSink>,
 }
 
@@ -148,32 +149,44 @@ struct FileSink {
     error: Option<std::io::Error>,
 }
 
-impl History {
-    /// A recorder that only keeps events in memory.
-    pub fn in_memory() -> Self {
-        Self::with_sink(None)
-    }
-
-    /// A recorder that keeps events in memory and streams them to `path` (created or truncated).
-    pub fn to_file(path: impl AsRef<Path>) -> Result<Self> {
+impl FileSink {
+    fn create(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let file = File::create(&path).map_err(|source| HistoryError::Open {
             path: path.clone(),
             source,
         })?;
-        Ok(Self::with_sink(Some(FileSink {
+        Ok(FileSink {
             path,
             writer: BufWriter::new(file),
             error: None,
-        })))
+        })
+    }
+}
+
+impl History {
+    /// A recorder that only keeps events in memory.
+    pub fn in_memory() -> Self {
+        Self::with_sink(None, true)
     }
 
-    fn with_sink(file: Option<FileSink>) -> Self {
+    /// A recorder that only streams events to `path` (created or truncated) and keeps none in
+    /// memory, for runs too long to hold their history; [`History::events`] is then empty.
+    pub fn streaming_to(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(Self::with_sink(Some(FileSink::create(path)?), false))
+    }
+
+    /// A recorder that keeps events in memory and streams them to `path` (created or truncated).
+    pub fn to_file(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(Self::with_sink(Some(FileSink::create(path)?), true))
+    }
+
+    fn with_sink(file: Option<FileSink>, keep: bool) -> Self {
         History {
             inner: Arc::new(Inner {
                 start: Instant::now(),
                 state: Mutex::new(State {
-                    events: Vec::new(),
+                    events: keep.then(Vec::new),
                     file,
                 }),
             }),
@@ -223,13 +236,15 @@ impl History {
         if let Some(sink) = state.file.as_mut() {
             sink.append(&event);
         }
-        state.events.push(event);
+        if let Some(events) = state.events.as_mut() {
+            events.push(event);
+        }
         time_ns
     }
 
     /// A copy of every event recorded so far, in time order.
     pub fn events(&self) -> Vec<Event> {
-        self.lock().events.clone()
+        self.lock().events.clone().unwrap_or_default()
     }
 
     /// Flushes the file (if any) and reports the first write error since the last flush.
