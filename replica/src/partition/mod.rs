@@ -176,6 +176,16 @@ impl<A: StateMachine> Partition<A> {
                 cmd,
                 execution: Execution::Exchange,
             } => {
+                let others: Vec<GroupId> = head
+                    .dests
+                    .iter()
+                    .copied()
+                    .filter(|g| *g != self.me && *g != ORACLE)
+                    .collect();
+                if others.is_empty() {
+                    // A single destination (S-SMR on one partition) exchanges nothing.
+                    return;
+                }
                 let Ok(cmd) = decode::<A::Command>(cmd, "application command") else {
                     return;
                 };
@@ -185,16 +195,12 @@ impl<A: StateMachine> Partition<A> {
                     .into_iter()
                     .filter_map(|v| self.state.vars.get(&v).map(|x| (v.clone(), encode(x))))
                     .collect();
-                for g in head
-                    .dests
-                    .iter()
-                    .filter(|g| **g != self.me && **g != ORACLE)
-                {
-                    let t = Transfer::Exchange {
-                        cmd: head.id,
-                        values: values.clone(),
-                    };
-                    actions.send(*g, encode(&t));
+                let t = encode(&Transfer::Exchange {
+                    cmd: head.id,
+                    values,
+                });
+                for g in others {
+                    actions.send(g, t.clone());
                 }
             }
             Command::Move { vars, from, to } if *from == self.me && *to != self.me => {
