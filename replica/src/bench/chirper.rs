@@ -51,7 +51,7 @@
 use crate::app::chirper::graph::{GraphSpec, SocialGraph};
 use crate::app::chirper::{user_var, Chirper, ChirperCommand, ChirperReply, User, UserId};
 use crate::bench::stats::Latencies;
-use crate::bench::{drive, recorded, BenchHistory, Load, Measurement};
+use crate::bench::{drive, join_clients, recorded, BenchHistory, Load, Measurement};
 use crate::client::proxy::ProxyStats;
 use crate::client::{
     Connections, Created, DestinationPolicy, LocationCache, Mode, Proxy, ProxyConfig, ProxyError,
@@ -477,19 +477,7 @@ pub async fn run_against(
         .collect();
 
     let window = drive(cfg.warmup, cfg.duration, &load, &stats, bar).await;
-    load.stop();
-    bar.set_message("waiting for commands in flight");
-    let mut lat = Latencies::default();
-    let mut fatal = None;
-    for t in tasks {
-        match t.await? {
-            Ok(l) => lat.merge(&l),
-            Err(e) => fatal = Some(e),
-        }
-    }
-    if let Some(e) = fatal {
-        return Err(e.into());
-    }
+    let lat = join_clients(&load, bar, tasks).await?;
     Ok(ChirperRecord {
         workload: cfg.workload,
         mode: cfg.mode,

@@ -31,7 +31,9 @@
 use crate::app::kv::{kv_var, Kv, KvCommand, KvReply};
 use crate::bench::chirper::mode_label;
 use crate::bench::stats::Latencies;
-use crate::bench::{drive, record_outcome, recorded, BenchHistory, Load, Measurement};
+use crate::bench::{
+    drive, join_clients, record_outcome, recorded, BenchHistory, Load, Measurement,
+};
 use crate::client::proxy::ProxyStats;
 use crate::client::{
     Connections, Created, DestinationPolicy, LocationCache, Mode, Proxy, ProxyConfig, ProxyError,
@@ -412,19 +414,7 @@ pub async fn run_against(
         .collect();
 
     let window = drive(cfg.warmup, cfg.duration, &load, &stats, bar).await;
-    load.stop();
-    bar.set_message("waiting for operations in flight");
-    let mut lat = Latencies::default();
-    let mut fatal = None;
-    for t in tasks {
-        match t.await? {
-            Ok(l) => lat.merge(&l),
-            Err(e) => fatal = Some(e),
-        }
-    }
-    if let Some(e) = fatal {
-        return Err(e.into());
-    }
+    let lat = join_clients(&load, bar, tasks).await?;
     Ok(KvRecord {
         mode: cfg.mode,
         partitions: conns.partitions().len(),

@@ -263,6 +263,29 @@ impl Window {
     }
 }
 
+/// Stops the clients of a run and merges their latencies; the first client error, if any,
+/// fails the run.
+pub async fn join_clients(
+    load: &Load,
+    bar: &ProgressBar,
+    tasks: Vec<tokio::task::JoinHandle<Result<Latencies, ProxyError>>>,
+) -> anyhow::Result<Latencies> {
+    load.stop();
+    bar.set_message("waiting for commands in flight");
+    let mut lat = Latencies::default();
+    let mut fatal = None;
+    for t in tasks {
+        match t.await? {
+            Ok(l) => lat.merge(&l),
+            Err(e) => fatal = Some(e),
+        }
+    }
+    match fatal {
+        Some(e) => Err(e.into()),
+        None => Ok(lat),
+    }
+}
+
 /// Runs the clock of a run whose clients update `load`: `warmup` unmeasured, then `duration`
 /// measured, sampling every second and updating the progress bar. Closes the window when done
 /// (the caller stops the clients).
