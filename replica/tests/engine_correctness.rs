@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::engine::{crash_leaders, start, wait_quiescent};
+use common::engine::{faults_then_join, start, wait_quiescent};
 use common::Progress;
 use dssmr::app::chirper::graph::{GraphSpec, SocialGraph};
 use dssmr::app::chirper::{user_var, Chirper, ChirperCommand, ChirperReply, User, UserId};
@@ -146,20 +146,15 @@ async fn kv_linearizability(
     let progress = Arc::new(Progress::default());
     let (history, stats, tasks) =
         run_kv_clients(&cluster, &initial, 6, 50, 1, random_kv_op, progress.clone()).await;
-    if faults {
-        let log = crash_leaders(
-            &mut cluster,
-            &progress,
-            &[GroupId(1), ORACLE, GroupId(2)],
-            100,
-        )
-        .await;
-        eprintln!("faults: {log:#?}");
-    }
-    progress.stop();
-    for t in tasks {
-        t.await.expect("client");
-    }
+    faults_then_join(
+        &mut cluster,
+        &progress,
+        faults,
+        &[GroupId(1), ORACLE, GroupId(2)],
+        100,
+        tasks,
+    )
+    .await;
     let events = history.events();
     let s = stats.snapshot();
     eprintln!("kv ({rule:?}): {} events, {s:?}", events.len());
@@ -222,20 +217,15 @@ async fn bank(rule: PartitionRule, faults: bool) -> (Result<usize, String>, Stat
     let progress = Arc::new(Progress::default());
     let (history, stats, tasks) =
         run_kv_clients(&cluster, &initial, 6, 60, 1, bank_op, progress.clone()).await;
-    if faults {
-        let log = crash_leaders(
-            &mut cluster,
-            &progress,
-            &[GroupId(2), ORACLE, GroupId(3)],
-            100,
-        )
-        .await;
-        eprintln!("faults: {log:#?}");
-    }
-    progress.stop();
-    for t in tasks {
-        t.await.expect("client");
-    }
+    faults_then_join(
+        &mut cluster,
+        &progress,
+        faults,
+        &[GroupId(2), ORACLE, GroupId(3)],
+        100,
+        tasks,
+    )
+    .await;
     // A last read after everything settled.
     let p = proxy(Arc::new(Kv), &cluster, &stats, 1);
     let last = run_kv_op(
@@ -434,20 +424,15 @@ async fn chirper(rule: PartitionRule, faults: bool) -> (Result<usize, String>, S
             }
         }));
     }
-    if faults {
-        let log = crash_leaders(
-            &mut cluster,
-            &progress,
-            &[GroupId(3), ORACLE, GroupId(1)],
-            25,
-        )
-        .await;
-        eprintln!("faults: {log:#?}");
-    }
-    progress.stop();
-    for t in tasks {
-        t.await.expect("client");
-    }
+    faults_then_join(
+        &mut cluster,
+        &progress,
+        faults,
+        &[GroupId(3), ORACLE, GroupId(1)],
+        25,
+        tasks,
+    )
+    .await;
     assert!(
         wait_quiescent(&cluster, Duration::from_secs(60)).await,
         "the cluster settles"

@@ -80,6 +80,26 @@ pub async fn crash_leaders(
     log
 }
 
+/// While the clients run, crashes the leaders of `plan` (when `faults`), then stops the
+/// clients and waits for them.
+pub async fn faults_then_join(
+    cluster: &mut LocalCluster,
+    progress: &Progress,
+    faults: bool,
+    plan: &[GroupId],
+    step: u64,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+) {
+    if faults {
+        let log = crash_leaders(cluster, progress, plan, step).await;
+        eprintln!("faults: {log:#?}");
+    }
+    progress.stop();
+    for t in tasks {
+        t.await.expect("client");
+    }
+}
+
 /// What every running replica is doing: leadership, multicast, channel and application.
 pub fn describe(cluster: &LocalCluster) -> String {
     let mut out = String::new();
