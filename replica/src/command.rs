@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 /// How the destination partitions run an access command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Execution {
     /// DS-SMR (Algorithm 3): the single destination runs the command only if every variable
     /// it needs is local, and answers `retry` otherwise.
@@ -21,6 +21,17 @@ pub enum Execution {
     /// its local variables to the others and receiving theirs (the values double as the
     /// signals that make the execution atomic). Also the DS-SMR fallback.
     Exchange,
+    /// DS-SMR without moving: the destinations are only the partitions believed to hold
+    /// the variables, so each also reports which of `needed` (what the proxy believes the
+    /// command needs: ω and the dependencies a retry revealed) it holds. All run the command,
+    /// as with [`Execution::Exchange`], if the destinations together hold ω and every
+    /// dependency; otherwise all answer `retry` (the same decision everywhere: it depends
+    /// only on what was exchanged). Used where moving a variable would pull it away from the
+    /// variables it is usually accessed with.
+    Spread {
+        /// Variables the proxy believes the command needs, sorted.
+        needed: Vec<VarId>,
+    },
 }
 
 /// What a consult is for; the oracle's prophecy depends on it (Algorithm 4).
@@ -104,6 +115,8 @@ pub enum Transfer {
         cmd: MsgId,
         /// Encoded values of the sender's local variables of ω.
         values: Vec<(VarId, Vec<u8>)>,
+        /// [`Execution::Spread`] only: the variables of ω and `needed` the sender holds.
+        held: Vec<VarId>,
     },
 }
 

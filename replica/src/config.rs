@@ -7,8 +7,9 @@
 //! app: chirper               # kv | chirper
 //! chirper:                   # only with app chirper; optional
 //!   communitySize: 100       # users per interest community (default 100)
+//!   placement: interest      # interest | hash: where users are created (default interest)
 //! retryThreshold: 5          # retries before a command falls back to S-SMR (default 5)
-//! destination: random        # random | majority (default random)
+//! destination: random        # random | majority | affinity (default random)
 //! oracle:                    # group 0; required for dssmr, absent for ssmr
 //!   members: [127.0.0.1:7000, 127.0.0.1:7001, 127.0.0.1:7002]
 //! partitions:                # partition i (0-based) is group i+1
@@ -24,7 +25,7 @@
 //! [`ProxyConfig`] from them; it starts nothing and talks to no cluster. Its only I/O is
 //! reading and (atomically) writing the file.
 
-use crate::app::chirper::{Chirper, DEFAULT_COMMUNITY_SIZE};
+use crate::app::chirper::{Chirper, UserPlacement, DEFAULT_COMMUNITY_SIZE};
 use crate::client::{DestinationPolicy, Mode, ProxyConfig, Topology};
 use crate::ids::{GroupId, ORACLE};
 use serde::{Deserialize, Serialize};
@@ -133,12 +134,16 @@ pub struct ChirperSettings {
     /// Users per interest community; a community's users are placed together.
     #[serde(default = "default_community_size")]
     pub community_size: u64,
+    /// Where users are created: `interest` (their community's partition) or `hash`.
+    #[serde(default)]
+    pub placement: UserPlacement,
 }
 
 impl Default for ChirperSettings {
     fn default() -> Self {
         ChirperSettings {
             community_size: DEFAULT_COMMUNITY_SIZE,
+            placement: UserPlacement::Interest,
         }
     }
 }
@@ -376,13 +381,10 @@ impl ClusterConfig {
         }
     }
 
-    /// The Chirper app this config describes (its community size).
+    /// The Chirper app this config describes (its community size and placement).
     pub fn chirper_app(&self) -> Chirper {
-        Chirper::new(
-            self.chirper
-                .as_ref()
-                .map_or(DEFAULT_COMMUNITY_SIZE, |c| c.community_size),
-        )
+        let settings = self.chirper.clone().unwrap_or_default();
+        Chirper::new(settings.community_size).with_placement(settings.placement)
     }
 }
 
@@ -458,8 +460,9 @@ mode: dssmr
 app: chirper
 chirper:
   communitySize: 50
+  placement: hash
 retryThreshold: 3
-destination: majority
+destination: affinity
 oracle:
   members: [127.0.0.1:7000, 127.0.0.1:7001, 127.0.0.1:7002]
 partitions:
@@ -488,6 +491,7 @@ partitions:
         let c = ClusterConfig::from_yaml(GOOD).expect("valid");
         assert_eq!(c.app, AppKind::Chirper);
         assert_eq!(c.chirper_app().community_size, 50);
+        assert_eq!(c.chirper_app().placement, UserPlacement::Hash);
         let t = c.topology();
         assert_eq!(
             t.groups.keys().copied().collect::<Vec<_>>(),
@@ -497,7 +501,7 @@ partitions:
         let p = c.proxy_config();
         assert_eq!(p.mode, Mode::Dssmr);
         assert_eq!(p.retry_threshold, 3);
-        assert_eq!(p.destination, DestinationPolicy::Majority);
+        assert_eq!(p.destination, DestinationPolicy::Affinity);
     }
 
     #[test]
@@ -509,6 +513,7 @@ partitions:
         assert_eq!(c.retry_threshold, ProxyConfig::default().retry_threshold);
         assert_eq!(c.destination, DestinationPolicy::Random);
         assert_eq!(c.chirper_app().community_size, DEFAULT_COMMUNITY_SIZE);
+        assert_eq!(c.chirper_app().placement, UserPlacement::Interest);
         let back = ClusterConfig::from_yaml(&c.to_yaml()).expect("round trip");
         assert_eq!(back, c);
         let yaml = ClusterConfig::from_yaml(GOOD).unwrap().to_yaml();

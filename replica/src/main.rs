@@ -8,11 +8,14 @@
 
 use clap::{Args, Parser, Subcommand};
 use dssmr::app::chirper::graph::GraphSpec;
-use dssmr::app::chirper::{user_var, Chirper, ChirperCommand, User, UserId};
+use dssmr::app::chirper::{user_var, Chirper, ChirperCommand, User, UserId, UserPlacement};
 use dssmr::app::kv::{kv_var, Kv};
-use dssmr::bench::chirper::{self as chirper_bench, mode_label, ChirperBench, Workload};
+use dssmr::bench::chirper::{
+    self as chirper_bench, mode_label, ChirperBench, ChirperRecord, Workload,
+};
 use dssmr::bench::kv::{self as kv_bench, KvBench, KvMix};
 use dssmr::bench::mcast::{self, McastBench};
+use dssmr::bench::report;
 use dssmr::bench::BenchHistory;
 use dssmr::client::proxy::ProxyStats;
 use dssmr::client::{
@@ -71,11 +74,17 @@ enum BenchCommand {
     /// Atomic multicast throughput and latency per number of destination groups.
     Mcast(McastArgs),
     /// Chirper workloads (the paper's Table 1): every workload × partition count × mode, each
-    /// on a fresh local cluster; prints a table, optionally writes JSON and a history.
+    /// on a fresh local cluster; prints a table, optionally writes result files and plots
+    /// (--out DIR), JSON and a history.
     ///
     /// The defaults measure 4 workloads × 4 partition counts × 2 modes = 32 runs of 5 s
     /// warm-up + 20 s, about a quarter of an hour with set-ups; narrow them for a quick look
-    /// (e.g. --workload mix --partitions 2 --duration 5s).
+    /// (e.g. --workload mix --partitions 2 --duration 5s). --quick makes each run short (1 s
+    /// warm-up + 2 s, 300 users, 8 clients) for CI; flags given explicitly still win.
+    ///
+    /// With --out DIR, the directory receives results.json, results.csv, timeseries.csv,
+    /// throughput.png (like the paper's Figure 4), latency.png and moves.png, e.g.
+    /// `dssmr bench chirper --quick --workload post,mix --partitions 1,2 --out results`.
     Chirper(BenchChirperArgs),
     /// A mix of kv operations (get, put, cas, transfer, read_many) over a few keys; with
     /// --history, writes a self-contained history that `dssmr history check --app kv` judges.
@@ -206,21 +215,23 @@ fn check_partitions(partitions: usize) -> Result<(), String> {
 }
 
 /// The load and social graph of a Chirper run: flags shared by `dssmr demo` and
-/// `dssmr bench chirper` (same defaults, so the demo is one point of the benchmark).
+/// `dssmr bench chirper` (same defaults, so the demo is one point of the benchmark). The
+/// flags whose default `--quick` changes are optional; [`LoadDefaults`] fills them in.
 #[derive(Args)]
 struct ChirperLoadArgs {
-    /// Measured time per run (e.g. 20s, 1m).
-    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
-    duration: Duration,
-    /// Unmeasured load per run before the measurement.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
-    warmup: Duration,
-    /// Closed-loop clients, each with one command in flight.
-    #[arg(long, default_value_t = 64)]
-    clients: usize,
-    /// Users of the generated social graph (communities of 100, ~10 followees each).
-    #[arg(long, default_value_t = 2000)]
-    users: u64,
+    /// Measured time per run (e.g. 20s, 1m) [default: 20s]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Unmeasured load per run before the measurement [default: 5s]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    warmup: Option<Duration>,
+    /// Closed-loop clients, each with one command in flight [default: 64]
+    #[arg(long)]
+    clients: Option<usize>,
+    /// Users of the generated social graph (communities of 100, ~10 followees each)
+    /// [default: 2000]
+    #[arg(long)]
+    users: Option<u64>,
     /// Seed of the social graph and of the clients' command choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -228,27 +239,69 @@ struct ChirperLoadArgs {
     /// rest go to anyone, popular users first).
     #[arg(long, default_value_t = DEMO_INTRA_COMMUNITY)]
     intra_community: f64,
-    /// Where DS-SMR gathers the users of a command that spans partitions: majority (the
-    /// partition already holding most of them, which keeps interest communities together)
-    /// or random (any partition involved, the paper's load-balancing default).
-    #[arg(long, default_value = "majority")]
+    /// Where DS-SMR gathers the users of a command that spans partitions: affinity (where
+    /// the users they are usually accessed with already are; a user settled elsewhere is not
+    /// moved, the command runs spread over the partitions instead), majority (the partition
+    /// holding most of them) or random (any partition involved, the paper's choice).
+    #[arg(long, default_value = "affinity")]
     destination: DestinationPolicy,
+    /// Where users are created, under both modes: hash (a hash of the user id: a static
+    /// partitioning that knows nothing of the social graph; DS-SMR has to find the
+    /// communities) or interest (the user's community, so S-SMR starts from a partitioning
+    /// that already follows the graph).
+    #[arg(long, default_value = "hash")]
+    placement: UserPlacement,
     /// Retries before a DS-SMR command gives up moving users and runs the S-SMR way.
     #[arg(long, default_value_t = ProxyConfig::default().retry_threshold)]
     retry_threshold: u32,
 }
 
+/// What a Chirper run uses for the load flags that were not given.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct LoadDefaults {
+    duration: Duration,
+    warmup: Duration,
+    clients: usize,
+    users: u64,
+}
+
+impl LoadDefaults {
+    /// The documented defaults (those of [`ChirperBench::default`]).
+    fn standard() -> Self {
+        let d = ChirperBench::default();
+        LoadDefaults {
+            duration: d.duration,
+            warmup: d.warmup,
+            clients: d.clients,
+            users: d.graph.users,
+        }
+    }
+
+    /// `dssmr bench chirper --quick`: a short run for CI.
+    const QUICK: LoadDefaults = LoadDefaults {
+        duration: Duration::from_secs(2),
+        warmup: Duration::from_secs(1),
+        clients: 8,
+        users: 300,
+    };
+}
+
 impl ChirperLoadArgs {
-    /// The run these flags describe, on the default workload, mode and partitions.
-    fn base(&self) -> Result<ChirperBench, String> {
-        if self.duration.is_zero() {
+    /// The run these flags describe, on the default workload, mode and partitions; a flag
+    /// not given takes its value from `defaults`.
+    fn base(&self, defaults: LoadDefaults) -> Result<ChirperBench, String> {
+        let duration = self.duration.unwrap_or(defaults.duration);
+        let warmup = self.warmup.unwrap_or(defaults.warmup);
+        let clients = self.clients.unwrap_or(defaults.clients);
+        let users = self.users.unwrap_or(defaults.users);
+        if duration.is_zero() {
             return Err("--duration: must be positive".into());
         }
-        if self.clients == 0 {
+        if clients == 0 {
             return Err("--clients: must be at least 1".into());
         }
-        if self.users < 2 {
-            return Err(format!("--users: need at least 2, got {}", self.users));
+        if users < 2 {
+            return Err(format!("--users: need at least 2, got {users}"));
         }
         if !(0.0..=1.0).contains(&self.intra_community) {
             return Err(format!(
@@ -258,16 +311,17 @@ impl ChirperLoadArgs {
         }
         Ok(ChirperBench {
             graph: GraphSpec {
-                users: self.users,
+                users,
                 seed: self.seed,
                 intra_community: self.intra_community,
                 ..ChirperBench::default().graph
             },
             destination: self.destination,
+            placement: self.placement,
             retry_threshold: self.retry_threshold,
-            clients: self.clients,
-            duration: self.duration,
-            warmup: self.warmup,
+            clients,
+            duration,
+            warmup,
             seed: self.seed,
             ..ChirperBench::default()
         })
@@ -300,7 +354,7 @@ impl DemoArgs {
         let base = ChirperBench {
             workload: self.workload,
             partitions: self.partitions,
-            ..self.load.base()?
+            ..self.load.base(LoadDefaults::standard())?
         };
         Ok([Mode::Ssmr, Mode::Dssmr]
             .into_iter()
@@ -331,6 +385,18 @@ struct BenchChirperArgs {
     mode: Vec<Mode>,
     #[command(flatten)]
     load: ChirperLoadArgs,
+    /// A short run for CI and smoke tests: unless given explicitly, --warmup 1s --duration 2s
+    /// --users 300 --clients 8.
+    #[arg(long)]
+    quick: bool,
+    /// Write the result files into this directory (created if missing): results.json (the
+    /// records, as --json), results.csv (one row per run), timeseries.csv (one row per second
+    /// of every run), throughput.png (commands/s by partitions, one panel per workload, one
+    /// line per mode), latency.png (p50 and p99 by partitions) and moves.png (DS-SMR moves/s
+    /// and commands/s over time). Written after the runs, also when one of them fails (with
+    /// the runs that finished).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
     /// Write one record per run (workload × partitions × mode, with per-second series) as a
     /// JSON array to this file.
     #[arg(long)]
@@ -354,7 +420,12 @@ impl BenchChirperArgs {
         for p in &self.partitions {
             check_partitions(*p)?;
         }
-        let base = self.load.base()?;
+        let defaults = if self.quick {
+            LoadDefaults::QUICK
+        } else {
+            LoadDefaults::standard()
+        };
+        let base = self.load.base(defaults)?;
         let mut points = Vec::new();
         for workload in &self.workload {
             for partitions in &self.partitions {
@@ -417,8 +488,8 @@ struct BenchKvArgs {
     /// Retries before a DS-SMR operation gives up moving keys and runs the S-SMR way.
     #[arg(long, default_value_t = ProxyConfig::default().retry_threshold)]
     retry_threshold: u32,
-    /// Where DS-SMR gathers the keys of a multi-key operation: random (the paper's default)
-    /// or majority.
+    /// Where DS-SMR gathers the keys of a multi-key operation: random (the paper's default),
+    /// majority or affinity.
     #[arg(long, default_value = "random")]
     destination: DestinationPolicy,
     /// Seed of the clients' operation choices.
@@ -531,6 +602,7 @@ impl LocalArgs {
             (_, Some(0)) => return Err("--community-size: must be at least 1".into()),
             (AppKind::Chirper, size) => Some(ChirperSettings {
                 community_size: size.unwrap_or(ChirperSettings::default().community_size),
+                ..ChirperSettings::default()
             }),
             (AppKind::Kv, None) => None,
         };
@@ -704,20 +776,18 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         g.seed
     );
     println!(
-        "  cluster: {} partition(s) × {} replicas, gRPC on 127.0.0.1, users placed by \
-         community; DS-SMR adds a {}-replica oracle",
+        "  cluster: {} partition(s) × {} replicas, gRPC on 127.0.0.1; DS-SMR adds a \
+         {}-replica oracle",
         first.partitions, first.replicas, first.replicas
     );
     println!(
-        "  load: {} closed-loop clients, {:?} warm-up + {:?} measured per mode; DS-SMR gathers \
-         a command's users at the {} partition",
+        "  load: {} closed-loop clients, {:?} warm-up + {:?} measured per mode; users created \
+         by {} placement; DS-SMR destination policy {}",
         first.clients,
         first.warmup,
         first.duration,
-        match first.destination {
-            DestinationPolicy::Majority => "majority",
-            DestinationPolicy::Random => "a random",
-        }
+        first.placement.name(),
+        first.destination.name()
     );
     let records = chirper_bench::run_points(&runs, None, !args.quiet, |r| {
         let m = &r.measured;
@@ -750,6 +820,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
 async fn bench_chirper(args: BenchChirperArgs) -> anyhow::Result<()> {
     let points = args.validate().map_err(anyhow::Error::msg)?;
     let json = args.json.as_deref().map(JsonOutput::create).transpose()?;
+    if let Some(dir) = &args.out {
+        // Fail before minutes of load, not after.
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("--out: cannot create {}: {e}", dir.display()))?;
+    }
     let history = open_history(args.history.as_deref())?;
     let first = &points[0];
     println!(
@@ -761,22 +836,31 @@ async fn bench_chirper(args: BenchChirperArgs) -> anyhow::Result<()> {
         first.clients,
         first.graph.users,
         first.graph.intra_community * 100.0,
-        match first.destination {
-            DestinationPolicy::Majority => "majority",
-            DestinationPolicy::Random => "random",
-        }
+        first.destination.name()
     );
+    let mut finished = Vec::new();
     let records = chirper_bench::run_points(&points, history.as_ref(), !args.quiet, |r| {
         let m = &r.measured;
         println!(
             "{}",
             summary(r.label(), m.throughput_cps, m.p50_ms, m.moves_per_s)
         );
+        finished.push(r.clone());
     })
     .await;
     // Whatever the runs recorded is kept, also when one of them failed.
     close_history(history.as_ref(), args.history.as_deref())?;
-    let records = records?;
+    let records = match records {
+        Ok(records) => records,
+        Err(e) => {
+            if let (Some(dir), false) = (&args.out, finished.is_empty()) {
+                if let Err(w) = write_report(dir, &finished) {
+                    eprintln!("error: {}", error_chain(&w));
+                }
+            }
+            return Err(e);
+        }
+    };
     println!();
     print!("{}", chirper_bench::table(&records));
     for (workload, partitions, ratio) in chirper_bench::speedups(&records) {
@@ -785,6 +869,26 @@ async fn bench_chirper(args: BenchChirperArgs) -> anyhow::Result<()> {
     if let Some(json) = json {
         json.write(&records)?;
     }
+    if let Some(dir) = &args.out {
+        write_report(dir, &records)?;
+    }
+    Ok(())
+}
+
+/// Writes the `--out` files of `records` into `dir` and says where they went.
+fn write_report(dir: &Path, records: &[ChirperRecord]) -> anyhow::Result<()> {
+    let files = report::write_all(dir, records).map_err(|e| e.context("--out"))?;
+    let names: Vec<String> = files
+        .iter()
+        .filter_map(|f| f.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .collect();
+    println!(
+        "results of {} run(s) written to {}: {}",
+        records.len(),
+        dir.display(),
+        names.join(", ")
+    );
     Ok(())
 }
 
@@ -1154,7 +1258,8 @@ mod tests {
         assert_eq!(r.warmup, Duration::from_secs(5));
         assert_eq!(runs[1].graph, r.graph);
         assert_eq!(r.graph.intra_community, DEMO_INTRA_COMMUNITY);
-        assert_eq!(r.destination, DestinationPolicy::Majority);
+        assert_eq!(r.destination, DestinationPolicy::Affinity);
+        assert_eq!(r.placement, UserPlacement::Hash);
         let runs = demo_args(&["--partitions", "4", "--workload", "post", "--seed", "9"])
             .validate()
             .unwrap();
@@ -1371,6 +1476,36 @@ mod tests {
             let err = Cli::try_parse_from(argv).err().expect("refused");
             assert!(err.to_string().contains(bad[0]), "{bad:?}: {err}");
         }
+    }
+
+    #[test]
+    fn bench_chirper_quick_shortens_only_the_flags_not_given() {
+        let secs = Duration::from_secs;
+        let settings = |argv: &[&str]| {
+            let points = bench_chirper_args(argv).validate().expect("valid");
+            assert!(!points.is_empty());
+            let p = &points[0];
+            (p.warmup, p.duration, p.graph.users, p.clients)
+        };
+        assert_eq!(settings(&[]), (secs(5), secs(20), 2000, 64));
+        assert_eq!(settings(&["--quick"]), (secs(1), secs(2), 300, 8));
+        assert_eq!(
+            settings(&["--quick", "--duration", "7s", "--users", "50"]),
+            (secs(1), secs(7), 50, 8)
+        );
+        assert_eq!(
+            settings(&["--quick", "--warmup", "0s", "--clients", "3"]),
+            (secs(0), secs(2), 300, 3)
+        );
+        let err = bench_chirper_args(&["--quick", "--clients", "0"])
+            .validate()
+            .unwrap_err();
+        assert!(err.starts_with("--clients"), "{err}");
+        assert_eq!(
+            bench_chirper_args(&["--out", "results"]).out,
+            Some(PathBuf::from("results"))
+        );
+        assert!(Cli::try_parse_from(["dssmr", "demo", "--quick"]).is_err());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The benchmark commands of the `dssmr` binary end to end, on short runs: `bench chirper`
 //! writes one JSON record per workload × partitions × mode and a history file in the
-//! documented event schema (process ids distinct across runs); `bench kv` writes a
-//! self-contained history that `history check --app kv` accepts, and rejects once a read in it
-//! is corrupted. No timing is asserted.
+//! documented event schema (process ids distinct across runs), and with `--quick --out DIR`
+//! result files (JSON, CSV, per-second CSV) that agree with each other, and PNG plots;
+//! `bench kv` writes a self-contained history that `history check --app kv` accepts, and
+//! rejects once a read in it is corrupted. No timing is asserted.
 
 use serde_json::{Map, Value};
 use std::collections::{BTreeSet, HashMap};
@@ -16,6 +17,11 @@ const LIMIT: Duration = Duration::from_secs(120);
 
 /// Runs `dssmr <args>` to completion (killed after [`LIMIT`]), with stdout and stderr captured.
 fn dssmr(args: &[&str]) -> Output {
+    dssmr_within(args, LIMIT)
+}
+
+/// Runs `dssmr <args>` to completion (killed after `limit`), with stdout and stderr captured.
+fn dssmr_within(args: &[&str], limit: Duration) -> Output {
     let dir = tempfile::tempdir().expect("tempdir");
     let (out, err) = (dir.path().join("out"), dir.path().join("err"));
     let mut child = Command::new(BIN)
@@ -26,7 +32,7 @@ fn dssmr(args: &[&str]) -> Output {
         .stderr(std::fs::File::create(&err).expect("stderr file"))
         .spawn()
         .expect("spawn dssmr");
-    let deadline = Instant::now() + LIMIT;
+    let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
             break status;
@@ -35,7 +41,7 @@ fn dssmr(args: &[&str]) -> Output {
             let _ = child.kill();
             let _ = child.wait();
             panic!(
-                "dssmr {args:?} did not finish within {LIMIT:?}:\n{}",
+                "dssmr {args:?} did not finish within {limit:?}:\n{}",
                 std::fs::read_to_string(&err).unwrap_or_default()
             );
         }
@@ -54,7 +60,12 @@ fn text(bytes: &[u8]) -> String {
 
 /// Runs `dssmr <args>` and expects success.
 fn dssmr_ok(args: &[&str]) -> Output {
-    let out = dssmr(args);
+    dssmr_ok_within(args, LIMIT)
+}
+
+/// Runs `dssmr <args>` (killed after `limit`) and expects success.
+fn dssmr_ok_within(args: &[&str], limit: Duration) -> Output {
+    let out = dssmr_within(args, limit);
     assert!(
         out.status.success(),
         "dssmr {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
@@ -240,6 +251,230 @@ fn bench_chirper_writes_records_and_a_history_of_every_run() {
         .filter(|e| e.kind == "ok" && e.f == "create_user")
         .count();
     assert_eq!(created, 4 * 200, "every user of every run is created");
+}
+
+/// The fields of a `results.json` record and of a `results.csv` row checked here, with whether
+/// each is a number (else a string).
+const RESULT_FIELDS: [(&str, Kind); 14] = [
+    ("workload", Kind::Text),
+    ("partitions", Kind::Count),
+    ("mode", Kind::Text),
+    ("placement", Kind::Text),
+    ("destination", Kind::Text),
+    ("spreads_per_s", Kind::Real),
+    ("throughput_cps", Kind::Real),
+    ("p50_ms", Kind::Real),
+    ("p95_ms", Kind::Real),
+    ("p99_ms", Kind::Real),
+    ("moves_per_s", Kind::Real),
+    ("retries_per_s", Kind::Real),
+    ("fallbacks", Kind::Count),
+    ("duration_s", Kind::Real),
+];
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Text,
+    Count,
+    Real,
+}
+
+/// The PNG plots `--out` writes, each [`dssmr::bench::report::FIGURE_SIZE`].
+const PLOTS: [&str; 3] = ["throughput.png", "latency.png", "moves.png"];
+
+/// Reads a CSV file with the csv crate: its header and its rows as maps from column to cell.
+fn read_csv(path: &Path) -> (Vec<String>, Vec<HashMap<String, String>>) {
+    let mut reader = csv::Reader::from_path(path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    let header: Vec<String> = reader
+        .headers()
+        .expect("a header")
+        .iter()
+        .map(str::to_string)
+        .collect();
+    let rows = reader
+        .records()
+        .map(|row| {
+            let row = row.expect("a well-formed row");
+            header
+                .iter()
+                .cloned()
+                .zip(row.iter().map(str::to_string))
+                .collect()
+        })
+        .collect();
+    (header, rows)
+}
+
+/// Whether two numbers written by different encoders are the same measurement.
+fn same(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+#[test]
+fn bench_chirper_quick_writes_result_files_and_plots() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out_dir = dir.path().join("results").join("quick");
+    let out_arg = out_dir.to_str().unwrap();
+    // 8 short runs, each on a fresh cluster.
+    let out = dssmr_ok_within(
+        &[
+            "bench",
+            "chirper",
+            "--quick",
+            "--workload",
+            "post,mix",
+            "--partitions",
+            "1,2",
+            "--mode",
+            "ssmr,dssmr",
+            "--out",
+            out_arg,
+            "--quiet",
+        ],
+        Duration::from_secs(600),
+    );
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("1s warm-up + 2s measured") && stdout.contains("8 clients, 300 users"),
+        "--quick settings: {stdout}"
+    );
+    assert!(
+        stdout.contains(out_arg),
+        "says where the files went: {stdout}"
+    );
+    for file in ["results.json", "results.csv", "timeseries.csv"]
+        .into_iter()
+        .chain(PLOTS)
+    {
+        assert!(out_dir.join(file).is_file(), "{file} is written");
+    }
+
+    // results.json: one record per workload × partitions × mode, with typed fields.
+    let body = std::fs::read_to_string(out_dir.join("results.json")).expect("read json");
+    let records: Vec<Value> = serde_json::from_str(&body).expect("results.json is JSON");
+    assert_eq!(records.len(), 2 * 2 * 2, "{records:#?}");
+    let mut points = BTreeSet::new();
+    let mut runs: HashMap<(String, u64, String), &Value> = HashMap::new();
+    for r in &records {
+        for (field, kind) in RESULT_FIELDS {
+            let v = &r[field];
+            let ok = match kind {
+                Kind::Text => v.is_string(),
+                Kind::Count => v.is_u64(),
+                Kind::Real => v.as_f64().is_some_and(|x| x.is_finite() && x >= 0.0),
+            };
+            assert!(ok, "{field} should be {kind:?} in {r}");
+        }
+        assert!(r["series"].is_array(), "the series is kept: {r}");
+        let key = (
+            r["workload"].as_str().unwrap().to_string(),
+            r["partitions"].as_u64().unwrap(),
+            r["mode"].as_str().unwrap().to_string(),
+        );
+        points.insert(key.clone());
+        runs.insert(key, r);
+    }
+    let mut expected = BTreeSet::new();
+    for workload in ["post", "mix"] {
+        for partitions in [1, 2] {
+            for mode in ["ssmr", "dssmr"] {
+                expected.insert((workload.to_string(), partitions, mode.to_string()));
+            }
+        }
+    }
+    assert_eq!(points, expected);
+
+    // results.csv: the same records, one row each.
+    let (header, rows) = read_csv(&out_dir.join("results.csv"));
+    for (field, _) in RESULT_FIELDS {
+        assert!(header.iter().any(|h| h == field), "{field} in {header:?}");
+    }
+    assert_eq!(rows.len(), records.len());
+    let mut seen = BTreeSet::new();
+    for row in &rows {
+        let partitions: u64 = row["partitions"].parse().expect("partitions is a count");
+        let key = (row["workload"].clone(), partitions, row["mode"].clone());
+        let record = runs
+            .get(&key)
+            .unwrap_or_else(|| panic!("csv row {row:?} has no JSON record"));
+        assert!(seen.insert(key), "one row per run: {row:?}");
+        for (field, kind) in RESULT_FIELDS {
+            let cell = &row[field];
+            match kind {
+                Kind::Text => assert_eq!(Some(cell.as_str()), record[field].as_str(), "{field}"),
+                Kind::Count => {
+                    let n: u64 = cell.parse().unwrap_or_else(|e| panic!("{field}: {e}"));
+                    assert_eq!(Some(n), record[field].as_u64(), "{field}");
+                }
+                Kind::Real => {
+                    let x: f64 = cell.parse().unwrap_or_else(|e| panic!("{field}: {e}"));
+                    let json = record[field].as_f64().unwrap();
+                    assert!(same(x, json), "{field}: csv {x} vs json {json}");
+                }
+            }
+        }
+    }
+
+    // timeseries.csv: every second of every run, in time order within a run.
+    let (header, rows) = read_csv(&out_dir.join("timeseries.csv"));
+    let columns = [
+        "workload",
+        "partitions",
+        "mode",
+        "t_s",
+        "measured",
+        "throughput_cps",
+        "moves_per_s",
+        "retries_per_s",
+    ];
+    for column in columns {
+        assert!(header.iter().any(|h| h == column), "{column} in {header:?}");
+    }
+    let mut times: HashMap<(String, u64, String), Vec<f64>> = HashMap::new();
+    for row in &rows {
+        let key = (
+            row["workload"].clone(),
+            row["partitions"].parse().expect("partitions"),
+            row["mode"].clone(),
+        );
+        assert!(
+            ["true", "false"].contains(&row["measured"].as_str()),
+            "{row:?}"
+        );
+        for column in ["throughput_cps", "moves_per_s", "retries_per_s"] {
+            let v: f64 = row[column].parse().expect("a number");
+            assert!(v >= 0.0, "{column} in {row:?}");
+        }
+        times
+            .entry(key)
+            .or_default()
+            .push(row["t_s"].parse().expect("t_s"));
+    }
+    assert_eq!(
+        times.keys().cloned().collect::<BTreeSet<_>>(),
+        expected,
+        "rows for every run"
+    );
+    for (run, ts) in &times {
+        assert!(ts.windows(2).all(|w| w[0] <= w[1]), "{run:?}: {ts:?}");
+        let series = runs[run]["series"].as_array().unwrap();
+        assert_eq!(ts.len(), series.len(), "{run:?}: one row per sample");
+    }
+
+    // The plots are PNG images of the documented size.
+    for plot in PLOTS {
+        let path = out_dir.join(plot);
+        let bytes = std::fs::read(&path).expect("read plot");
+        assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{plot} is a PNG");
+        let image = image::load_from_memory_with_format(&bytes, image::ImageFormat::Png)
+            .unwrap_or_else(|e| panic!("{plot} decodes: {e}"));
+        assert_eq!(
+            (image.width(), image.height()),
+            dssmr::bench::report::FIGURE_SIZE,
+            "{plot}"
+        );
+    }
 }
 
 #[test]

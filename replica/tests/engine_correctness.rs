@@ -5,7 +5,8 @@
 //! (c) Chirper: each timeline holds exactly the posts of the users its owner follows.
 //! Clients run concurrently, each with its own location cache (so caches go stale and
 //! commands retry), a low retry threshold (so the S-SMR fallback runs), random move
-//! destinations (so variables move all the time), while leaders of partitions and of the
+//! destinations (so variables move all the time; every other client of (a) and (c) uses the
+//! affinity destination policy instead), while leaders of partitions and of the
 //! oracle are crashed and restarted. Each check is also run against a deliberately broken
 //! partition rule and must catch it.
 
@@ -14,10 +15,13 @@ mod common;
 use common::engine::{faults_then_join, start, wait_quiescent};
 use common::Progress;
 use dssmr::app::chirper::graph::{GraphSpec, SocialGraph};
-use dssmr::app::chirper::{user_var, Chirper, ChirperCommand, ChirperReply, User, UserId};
+use dssmr::app::chirper::{
+    user_var, Chirper, ChirperCommand, ChirperReply, User, UserId, TIMELINE_CAP,
+};
 use dssmr::app::kv::{kv_var, Kv};
 use dssmr::bench::kv::run_kv_op;
 use dssmr::client::proxy::{ProxyStats, StatsSnapshot};
+use dssmr::client::DestinationPolicy::{self, Random};
 use dssmr::client::{Created, LocationCache, Mode, Proxy, ProxyConfig};
 use dssmr::cluster::{engine_apps_with_rule, LocalCluster};
 use dssmr::history::kv_model::KvOp;
@@ -39,12 +43,13 @@ fn proxy<A: dssmr::app::StateMachine>(
     cluster: &LocalCluster,
     stats: &Arc<ProxyStats>,
     retry_threshold: u32,
+    destination: DestinationPolicy,
 ) -> Proxy<A> {
     let config = ProxyConfig {
         mode: Mode::Dssmr,
         retry_threshold,
+        destination,
         timeout: Duration::from_secs(60),
-        ..Default::default()
     };
     Proxy::new(
         app,
@@ -54,6 +59,15 @@ fn proxy<A: dssmr::app::StateMachine>(
         stats.clone(),
     )
     .expect("proxy")
+}
+
+/// Client `c`'s destination policy: random and affinity, alternately.
+fn policy(c: usize) -> DestinationPolicy {
+    if c.is_multiple_of(2) {
+        Random
+    } else {
+        DestinationPolicy::Affinity
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -100,7 +114,7 @@ async fn run_kv_clients(
     progress: Arc<Progress>,
 ) -> (History, Arc<ProxyStats>, Vec<tokio::task::JoinHandle<()>>) {
     let stats = Arc::new(ProxyStats::default());
-    let setup = proxy(Arc::new(Kv), cluster, &stats, retry_threshold);
+    let setup = proxy(Arc::new(Kv), cluster, &stats, retry_threshold, Random);
     for (k, v) in initial {
         assert_eq!(
             setup.create(kv_var(k), v).await.expect("create"),
@@ -111,7 +125,7 @@ async fn run_kv_clients(
     let keys: Vec<String> = initial.keys().cloned().collect();
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let p = proxy(Arc::new(Kv), cluster, &stats, retry_threshold);
+        let p = proxy(Arc::new(Kv), cluster, &stats, retry_threshold, policy(c));
         let (h, keys, progress) = (history.clone(), keys.clone(), progress.clone());
         tasks.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(c as u64);
@@ -227,7 +241,7 @@ async fn bank(rule: PartitionRule, faults: bool) -> (Result<usize, String>, Stat
     )
     .await;
     // A last read after everything settled.
-    let p = proxy(Arc::new(Kv), &cluster, &stats, 1);
+    let p = proxy(Arc::new(Kv), &cluster, &stats, 1, Random);
     let last = run_kv_op(
         &p,
         &history,
@@ -271,6 +285,10 @@ async fn bank_check_catches_a_move_that_leaves_a_copy_behind() {
 // Chirper
 
 const USERS: u64 = 30;
+/// Posts per client of the Chirper test: all clients together stay below the timeline and
+/// post caps, so that "exactly the followed posts" is the invariant (beyond the caps the oldest
+/// posts are dropped by design).
+const POSTS_PER_CLIENT: u64 = (TIMELINE_CAP as u64 - 1) / 4;
 const COMMUNITY: u64 = 10;
 
 /// The users held by each running replica, per group: (group, ordinal) → users.
@@ -376,7 +394,7 @@ async fn chirper(rule: PartitionRule, faults: bool) -> (Result<usize, String>, S
         seed: 7,
     });
     let stats = Arc::new(ProxyStats::default());
-    let setup = proxy(app.clone(), &cluster, &stats, 2);
+    let setup = proxy(app.clone(), &cluster, &stats, 2, Random);
     for u in 0..USERS {
         let mut user = User::new(u);
         user.following = graph.following_of(u).collect();
@@ -390,10 +408,11 @@ async fn chirper(rule: PartitionRule, faults: bool) -> (Result<usize, String>, S
     let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for c in 0..4u64 {
-        let p = proxy(app.clone(), &cluster, &stats, 2);
+        let p = proxy(app.clone(), &cluster, &stats, 2, policy(c as usize));
         let (progress, acked) = (progress.clone(), acked.clone());
         tasks.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(100 + c);
+            let mut posts = 0;
             for i in 0..900 {
                 if i >= 45 && progress.stopped() {
                     break;
@@ -402,7 +421,7 @@ async fn chirper(rule: PartitionRule, faults: bool) -> (Result<usize, String>, S
                 let b = rng.random_range(0..USERS);
                 let text = format!("c{c}-{i}");
                 let cmd = match rng.random_range(0..10) {
-                    0..5 => ChirperCommand::Post {
+                    0..5 if posts < POSTS_PER_CLIENT => ChirperCommand::Post {
                         user: a,
                         text: text.clone(),
                         time: c * 1000 + i,
@@ -417,6 +436,9 @@ async fn chirper(rule: PartitionRule, faults: bool) -> (Result<usize, String>, S
                     },
                     _ => ChirperCommand::GetTimeline { user: a },
                 };
+                if matches!(cmd, ChirperCommand::Post { .. }) {
+                    posts += 1;
+                }
                 if let Ok(ChirperReply::Posted { .. }) = p.access(&cmd).await {
                     acked.lock().unwrap().push((a, text));
                 }

@@ -1,10 +1,11 @@
 //! The engine end to end on a small cluster: kv commands under DS-SMR and S-SMR, moves,
-//! creates, deletes, missing variables, and the S-SMR fallback.
+//! creates, deletes, missing variables, the S-SMR fallback, and commands run spread.
 
 use dssmr::app::kv::{kv_var, Kv, KvCommand, KvReply};
 use dssmr::client::proxy::ProxyStats;
-use dssmr::client::{Created, LocationCache, Mode, Proxy, ProxyConfig};
+use dssmr::client::{Created, DestinationPolicy, LocationCache, Mode, Proxy, ProxyConfig};
 use dssmr::cluster::{ClusterOptions, LocalCluster};
+use dssmr::ids::VarId;
 use std::sync::Arc;
 
 async fn kv_proxy(cluster: &LocalCluster, mode: Mode, retry_threshold: u32) -> Proxy<Kv> {
@@ -133,5 +134,67 @@ async fn malformed_commands_are_refused_with_invalid_argument() {
     // The cluster still serves.
     let p = kv_proxy(&cluster, Mode::Dssmr, 5).await;
     assert_eq!(p.create(kv_var("x"), &1).await.unwrap(), Created::Created);
+    cluster.shutdown().await;
+}
+
+/// The affinity policy runs a command spread over the partitions instead of moving a variable
+/// settled where it is: both keys stay put and the transfer takes effect once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn affinity_runs_commands_spread_instead_of_moving_settled_variables() {
+    let cluster = LocalCluster::start(ClusterOptions::engine(Arc::new(Kv), 3, Mode::Dssmr))
+        .await
+        .expect("cluster");
+    let cache = Arc::new(LocationCache::default());
+    let stats = Arc::new(ProxyStats::default());
+    let p = Proxy::new(
+        Arc::new(Kv),
+        ProxyConfig {
+            destination: DestinationPolicy::Affinity,
+            ..Default::default()
+        },
+        Arc::new(cluster.connections().expect("connections")),
+        cache.clone(),
+        stats.clone(),
+    )
+    .expect("proxy");
+    let keys: Vec<String> = (0..12).map(|i| format!("k{i}")).collect();
+    for k in &keys {
+        assert_eq!(p.create(kv_var(k), &10).await.unwrap(), Created::Created);
+    }
+    let vars: Vec<VarId> = keys.iter().map(|k| kv_var(k)).collect();
+    let at = cache.lookup(&vars).expect("creates fill the cache");
+    let (a, pa) = at[0].clone();
+    let (b, pb) = at
+        .iter()
+        .find(|(_, g)| *g != pa)
+        .cloned()
+        .expect("hash placement spreads 12 keys over 3 partitions");
+    // Each key has a neighbourhood (seen twice) in its own partition: both are settled.
+    for (v, g, friend) in [(&a, pa, "friend-a"), (&b, pb, "friend-b")] {
+        let friend = VarId::new(friend);
+        cache.update([(friend.clone(), g)]);
+        for _ in 0..2 {
+            cache
+                .affinity()
+                .record(std::slice::from_ref(v), &[v.clone(), friend.clone()]);
+        }
+    }
+    let key = |v: &VarId| v.as_str().to_string();
+    let t = KvCommand::Transfer {
+        from: key(&a),
+        to: key(&b),
+        amount: 4,
+    };
+    assert_eq!(p.access(&t).await.unwrap(), KvReply::Transfer(true));
+    let s = stats.snapshot();
+    assert_eq!((s.spreads, s.moves), (1, 0), "{s:?}");
+    assert_eq!(
+        cache.lookup(&[a.clone(), b.clone()]),
+        Some(vec![(a.clone(), pa), (b.clone(), pb)])
+    );
+    let both = KvCommand::ReadMany {
+        keys: vec![key(&a), key(&b)],
+    };
+    assert_eq!(p.access(&both).await.unwrap(), KvReply::Values(vec![6, 14]));
     cluster.shutdown().await;
 }

@@ -49,7 +49,9 @@
 //! This module generates load and measures; it changes nothing in the engine.
 
 use crate::app::chirper::graph::{GraphSpec, SocialGraph};
-use crate::app::chirper::{user_var, Chirper, ChirperCommand, ChirperReply, User, UserId};
+use crate::app::chirper::{
+    user_var, Chirper, ChirperCommand, ChirperReply, User, UserId, UserPlacement,
+};
 use crate::bench::stats::Latencies;
 use crate::bench::{drive, join_clients, recorded, BenchHistory, Load, Measurement};
 use crate::client::proxy::ProxyStats;
@@ -201,6 +203,8 @@ pub struct ChirperBench {
     pub retry_threshold: u32,
     /// Where DS-SMR gathers the variables of a multi-partition command.
     pub destination: DestinationPolicy,
+    /// Where users are created (and, under S-SMR, stay).
+    pub placement: UserPlacement,
     /// Worker threads of each replica's runtime (local cluster).
     pub threads_per_replica: usize,
     /// Seed of the command generators (the graph has its own in `graph.seed`).
@@ -208,9 +212,10 @@ pub struct ChirperBench {
 }
 
 /// Mix on 2 partitions × 3 replicas, 2 000 users on the generator's default graph (communities
-/// of 100, ~10 followees, 90 % inside the community), 64 clients, 5 s warm-up + 20 s, and the
-/// paper's defaults for DS-SMR (random destination, retry threshold 5). `dssmr demo` tightens
-/// the communities and gathers at the majority partition.
+/// of 100, ~10 followees, 90 % inside the community) created by a hash of their id (a static
+/// partitioning that knows nothing of the graph), 64 clients, 5 s warm-up + 20 s, the affinity
+/// destination policy and the paper's retry threshold (5). `dssmr demo` and `dssmr bench
+/// chirper` tighten the communities (99 %).
 impl Default for ChirperBench {
     fn default() -> Self {
         ChirperBench {
@@ -227,7 +232,8 @@ impl Default for ChirperBench {
             duration: Duration::from_secs(20),
             warmup: Duration::from_secs(5),
             retry_threshold: ProxyConfig::default().retry_threshold,
-            destination: DestinationPolicy::Random,
+            destination: DestinationPolicy::Affinity,
+            placement: UserPlacement::Hash,
             threads_per_replica: 1,
             seed: 1,
         }
@@ -277,6 +283,10 @@ pub struct ChirperRecord {
     pub clients: usize,
     /// Users in the social graph.
     pub users: u64,
+    /// Where users were created.
+    pub placement: UserPlacement,
+    /// Where DS-SMR gathered the variables of multi-partition commands.
+    pub destination: DestinationPolicy,
     /// Throughput, latencies, moves, retries, fallbacks, errors and the per-second series.
     #[serde(flatten)]
     pub measured: Measurement,
@@ -384,7 +394,7 @@ pub async fn run(
     bar: &ProgressBar,
 ) -> anyhow::Result<ChirperRecord> {
     cfg.check()?;
-    let app = Arc::new(Chirper::new(cfg.graph.community_size));
+    let app = Arc::new(Chirper::new(cfg.graph.community_size).with_placement(cfg.placement));
     bar.set_message(format!(
         "starting {} partition(s) × {} replicas{}",
         cfg.partitions,
@@ -484,6 +494,8 @@ pub async fn run_against(
         partitions: conns.partitions().len(),
         clients: cfg.clients,
         users: graph.users,
+        placement: cfg.placement,
+        destination: cfg.destination,
         measured: window.measure(&load, &lat),
         setup_s,
     })
@@ -667,7 +679,7 @@ pub fn speedups(records: &[ChirperRecord]) -> Vec<(Workload, usize, f64)> {
 /// Renders records as an aligned table.
 pub fn table(records: &[ChirperRecord]) -> String {
     let mut s = format!(
-        "{:<7} {:>9} {:>5} {:>11} {:>8} {:>8} {:>8} {:>9} {:>10} {:>10} {:>7}\n",
+        "{:<7} {:>9} {:>5} {:>11} {:>8} {:>8} {:>8} {:>9} {:>10} {:>10} {:>10} {:>7}\n",
         "mode",
         "workload",
         "parts",
@@ -677,13 +689,14 @@ pub fn table(records: &[ChirperRecord]) -> String {
         "p99 ms",
         "moves/s",
         "retries/s",
+        "spreads/s",
         "fallbacks",
         "errors"
     );
     for r in records {
         let m = &r.measured;
         s.push_str(&format!(
-            "{:<7} {:>9} {:>5} {:>11.0} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>10.1} {:>10} {:>7}\n",
+            "{:<7} {:>9} {:>5} {:>11.0} {:>8.1} {:>8.1} {:>8.1} {:>9.1} {:>10.1} {:>10.1} {:>10} {:>7}\n",
             mode_label(r.mode),
             r.workload.name(),
             r.partitions,
@@ -693,6 +706,7 @@ pub fn table(records: &[ChirperRecord]) -> String {
             m.p99_ms,
             m.moves_per_s,
             m.retries_per_s,
+            m.spreads_per_s,
             m.fallbacks,
             m.errors
         ));
@@ -871,6 +885,8 @@ mod tests {
             clients: 4,
             warmup: Duration::from_millis(200),
             duration: Duration::from_secs(1),
+            // Random destinations keep users moving through the measured window.
+            destination: DestinationPolicy::Random,
             ..ChirperBench::default()
         };
         let history = BenchHistory::new(crate::history::History::in_memory());

@@ -3,7 +3,8 @@
 //! [`mcast`] measures atomic multicast throughput and latency per destination count;
 //! [`chirper`] runs the Chirper workloads of the paper (§6.1) on S-SMR or DS-SMR (`dssmr demo`,
 //! `dssmr bench chirper`); [`kv`] runs a mix of kv operations whose history a linearizability
-//! checker can judge (`dssmr bench kv`).
+//! checker can judge (`dssmr bench kv`); [`report`] writes the result files and plots of
+//! `dssmr bench chirper --out DIR`.
 //!
 //! This module holds what the closed-loop benchmarks share:
 //! - [`BenchHistory`]: one history that several runs write to, handing out process ids that
@@ -19,6 +20,7 @@
 pub mod chirper;
 pub mod kv;
 pub mod mcast;
+pub mod report;
 pub mod stats;
 
 use crate::bench::stats::Latencies;
@@ -200,6 +202,9 @@ pub struct Measurement {
     pub moves_per_s: f64,
     /// Retry replies per second (DS-SMR).
     pub retries_per_s: f64,
+    /// Commands run spread over several partitions per second (DS-SMR, affinity policy).
+    #[serde(default)]
+    pub spreads_per_s: f64,
     /// Oracle consults per second (DS-SMR).
     pub consults_per_s: f64,
     /// Share of commands whose variables were all in the location cache (DS-SMR).
@@ -247,6 +252,7 @@ impl Window {
             p99_ms: lat.quantile_ms(0.99),
             moves_per_s: per_s(end.moves - start.moves),
             retries_per_s: per_s(end.retries - start.retries),
+            spreads_per_s: per_s(end.spreads - start.spreads),
             consults_per_s: per_s(end.consults - start.consults),
             cache_hit_ratio: if lookups == 0 {
                 0.0

@@ -3,8 +3,10 @@
 //!
 //! The cache may be stale; that is safe, because a partition runs a command only when every
 //! variable it needs is local, and answers `retry` otherwise, which makes the proxy ask the
-//! oracle again. Shared by every proxy of a process (one cache per client process).
+//! oracle again. Shared by every proxy of a process (one cache per client process), together
+//! with what the process learned about which variables are accessed together ([`Affinity`]).
 
+use crate::client::affinity::Affinity;
 use crate::ids::{GroupId, VarId};
 use std::collections::HashMap;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -13,6 +15,8 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 #[derive(Debug, Default)]
 pub struct LocationCache {
     map: RwLock<HashMap<VarId, GroupId>>,
+    dependencies: RwLock<HashMap<Vec<VarId>, Vec<VarId>>>,
+    affinity: Affinity,
 }
 
 impl LocationCache {
@@ -22,6 +26,44 @@ impl LocationCache {
         vars.iter()
             .map(|v| map.get(v).map(|p| (v.clone(), *p)))
             .collect()
+    }
+
+    /// The cached location of each variable of `vars`, where known.
+    pub fn locate_each(&self, vars: &[VarId]) -> Vec<Option<GroupId>> {
+        let map = self.read();
+        vars.iter().map(|v| map.get(v).copied()).collect()
+    }
+
+    /// The dependencies a command over `omega` (sorted) had last time a partition told
+    /// (`retry(γ)`), so that the next such command locates and gathers them at once instead
+    /// of learning them from another retry. A hint only: partitions still check.
+    pub fn dependencies(&self, omega: &[VarId]) -> Option<Vec<VarId>> {
+        self.dependencies
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(omega)
+            .cloned()
+    }
+
+    /// Remembers the dependencies `gamma` of a command over `omega` (sorted), if it names any.
+    pub fn remember_dependencies(&self, omega: &[VarId], gamma: &[VarId]) {
+        let deps: Vec<VarId> = gamma
+            .iter()
+            .filter(|v| omega.binary_search(v).is_err())
+            .cloned()
+            .collect();
+        // A retry that names no dependency (say ω itself was elsewhere) tells nothing new.
+        if !deps.is_empty() {
+            self.dependencies
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(omega.to_vec(), deps);
+        }
+    }
+
+    /// The process's co-access counts (used by the `affinity` destination policy).
+    pub fn affinity(&self) -> &Affinity {
+        &self.affinity
     }
 
     /// Records that each variable is at its partition.
@@ -75,5 +117,18 @@ mod tests {
         assert_eq!(c.lookup(&[a.clone(), b.clone()]), None);
         c.forget([&a]);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn dependencies_are_remembered_per_omega() {
+        let c = LocationCache::default();
+        let omega = [VarId::new("p")];
+        assert_eq!(c.dependencies(&omega), None);
+        c.remember_dependencies(&omega, &[VarId::new("f"), VarId::new("p")]);
+        assert_eq!(c.dependencies(&omega), Some(vec![VarId::new("f")]));
+        c.remember_dependencies(&omega, &[VarId::new("p")]);
+        assert_eq!(c.dependencies(&omega), Some(vec![VarId::new("f")]));
+        c.remember_dependencies(&omega, &[VarId::new("g"), VarId::new("p")]);
+        assert_eq!(c.dependencies(&omega), Some(vec![VarId::new("g")]));
     }
 }

@@ -1,6 +1,7 @@
 //! Clients of groups (finding a group's leader, following redirects, retrying) and the DS-SMR
 //! client proxy built on them.
 
+pub mod affinity;
 pub mod cache;
 pub mod group_client;
 pub mod proxy;

@@ -7,7 +7,13 @@
 //! partition. A `retry` reply (a variable moved away meanwhile, or the command needs more
 //! variables than it could tell, such as a poster's followers) updates the cache and starts
 //! over; after `retry_threshold` retries the command falls back to S-SMR, multicast to every
-//! partition, which always terminates.
+//! partition, which always terminates. The dependencies a retry revealed are remembered per ω
+//! (a hint in the [`LocationCache`]), so the next such command gathers them at once.
+//!
+//! Under the `affinity` destination policy ([`crate::client::affinity`]) the destination is
+//! where the variables' co-access neighbourhood lives, and a variable settled in another
+//! partition is not moved: the command then runs spread over the partitions holding its
+//! variables ([`Execution::Spread`]), which check together that they hold all of them.
 //!
 //! S-SMR: the placement is static (the application's rule), so the proxy computes the
 //! partitions itself and multicasts the command to all of them; they exchange variables.
@@ -73,6 +79,21 @@ pub enum DestinationPolicy {
     Random,
     /// The involved partition holding most of the variables (fewest moves); ties at random.
     Majority,
+    /// The involved partition holding most of the variables and of the variables this
+    /// process saw accessed together with them (label propagation over the co-access graph,
+    /// see [`crate::client::affinity`]); ties at random.
+    Affinity,
+}
+
+impl DestinationPolicy {
+    /// The name used in configs, command lines and results.
+    pub fn name(self) -> &'static str {
+        match self {
+            DestinationPolicy::Random => "random",
+            DestinationPolicy::Majority => "majority",
+            DestinationPolicy::Affinity => "affinity",
+        }
+    }
 }
 
 impl FromStr for DestinationPolicy {
@@ -81,8 +102,9 @@ impl FromStr for DestinationPolicy {
         match s {
             "random" => Ok(DestinationPolicy::Random),
             "majority" => Ok(DestinationPolicy::Majority),
+            "affinity" => Ok(DestinationPolicy::Affinity),
             _ => Err(format!(
-                "unknown destination policy {s:?} (expected random or majority)"
+                "unknown destination policy {s:?} (expected random, majority or affinity)"
             )),
         }
     }
@@ -133,6 +155,8 @@ pub struct ProxyStats {
     pub retries: AtomicU64,
     /// Commands that fell back to S-SMR.
     pub fallbacks: AtomicU64,
+    /// Commands run spread over several partitions instead of moving settled variables.
+    pub spreads: AtomicU64,
 }
 
 /// A copy of [`ProxyStats`] at one instant.
@@ -156,6 +180,9 @@ pub struct StatsSnapshot {
     pub retries: u64,
     /// See [`ProxyStats::fallbacks`].
     pub fallbacks: u64,
+    /// See [`ProxyStats::spreads`].
+    #[serde(default)]
+    pub spreads: u64,
 }
 
 impl ProxyStats {
@@ -172,6 +199,7 @@ impl ProxyStats {
             move_commands: l(&self.move_commands),
             retries: l(&self.retries),
             fallbacks: l(&self.fallbacks),
+            spreads: l(&self.spreads),
         }
     }
 }
@@ -424,6 +452,11 @@ impl<A: StateMachine> Proxy<A> {
         omega.dedup();
         let payload = encode(cmd);
         let mut needed = omega.clone();
+        if let Some(deps) = self.cache.dependencies(&omega) {
+            needed.extend(deps);
+            needed.sort();
+            needed.dedup();
+        }
         let mut attempt: u32 = 0;
         loop {
             if attempt >= self.config.retry_threshold {
@@ -463,7 +496,37 @@ impl<A: StateMachine> Proxy<A> {
                     }
                 }
             };
-            let target = self.gather(&locations).await?;
+            let (target, spread) = self.gather(&locations).await?;
+            if self.config.destination == DestinationPolicy::Affinity {
+                // After the choice: what this command accesses is evidence for the next ones.
+                self.cache.affinity().record(&omega, &needed);
+            }
+            if !spread.is_empty() {
+                bump(&self.stats.spreads, 1);
+                let c = Command::Access {
+                    cmd: payload.clone(),
+                    execution: Execution::Spread {
+                        needed: needed.clone(),
+                    },
+                };
+                let mut dests = spread;
+                dests.push(target);
+                dests.sort();
+                match self.multicast_first(dests, &c).await? {
+                    Reply::Done(bytes) => return self.app_reply(&bytes),
+                    Reply::Retry { needed: gamma, .. } => {
+                        bump(&self.stats.retries, 1);
+                        self.cache.remember_dependencies(&omega, &gamma);
+                        self.cache.forget(gamma.iter().chain(&needed));
+                        let mut next: BTreeSet<VarId> = gamma.into_iter().collect();
+                        next.extend(omega.iter().cloned());
+                        needed = next.into_iter().collect();
+                        attempt += 1;
+                        continue;
+                    }
+                    other => return Err(Self::unexpected(other)),
+                }
+            }
             let c = Command::Access {
                 cmd: payload.clone(),
                 execution: Execution::Local,
@@ -475,6 +538,7 @@ impl<A: StateMachine> Proxy<A> {
                     local,
                 }) => {
                     bump(&self.stats.retries, 1);
+                    self.cache.remember_dependencies(&omega, &gamma);
                     let here: BTreeSet<&VarId> = local.iter().collect();
                     self.cache
                         .forget(gamma.iter().chain(&needed).filter(|v| !here.contains(v)));
@@ -491,8 +555,13 @@ impl<A: StateMachine> Proxy<A> {
     }
 
     /// Picks the destination partition and moves every variable there (one move per source
-    /// partition, all multicast at once); waits until the destination has them.
-    async fn gather(&self, locations: &[(VarId, GroupId)]) -> Result<GroupId, ProxyError> {
+    /// partition, all multicast at once); waits until the destination has them. Under the
+    /// affinity policy, variables settled where they are stay there; the partitions holding
+    /// them are returned, and the command must run spread over them and the destination.
+    async fn gather(
+        &self,
+        locations: &[(VarId, GroupId)],
+    ) -> Result<(GroupId, Vec<GroupId>), ProxyError> {
         let mut by_partition: BTreeMap<GroupId, Vec<VarId>> = BTreeMap::new();
         for (v, p) in locations {
             by_partition.entry(*p).or_default().push(v.clone());
@@ -502,18 +571,29 @@ impl<A: StateMachine> Proxy<A> {
             0 => {
                 // Nothing to locate (a command without variables): any partition runs it.
                 let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
-                return Ok(*self
+                let any = *self
                     .conns
                     .partitions()
                     .choose(&mut *rng)
-                    .unwrap_or(&GroupId(1)));
+                    .unwrap_or(&GroupId(1));
+                return Ok((any, Vec::new()));
             }
-            1 => return Ok(involved[0]),
+            1 => return Ok((involved[0], Vec::new())),
             _ => self.choose_destination(&by_partition),
         };
+        let mut spread = Vec::new();
+        if self.config.destination == DestinationPolicy::Affinity {
+            let affinity = self.cache.affinity();
+            for (p, vars) in by_partition.iter_mut().filter(|(p, _)| **p != target) {
+                vars.retain(|v| !affinity.settled(v, *p, target, &self.cache));
+                if vars.len() < locations.iter().filter(|(_, at)| at == p).count() {
+                    spread.push(*p);
+                }
+            }
+        }
         let moves: Vec<(GroupId, Vec<VarId>)> = by_partition
             .into_iter()
-            .filter(|(p, _)| *p != target)
+            .filter(|(p, vars)| *p != target && !vars.is_empty())
             .collect();
         let calls = moves.iter().map(|(from, vars)| {
             bump(&self.stats.move_commands, 1);
@@ -537,7 +617,7 @@ impl<A: StateMachine> Proxy<A> {
                 Err(e) => return Err(e),
             }
         }
-        Ok(target)
+        Ok((target, spread))
     }
 
     fn choose_destination(&self, by_partition: &BTreeMap<GroupId, Vec<VarId>>) -> GroupId {
@@ -551,6 +631,12 @@ impl<A: StateMachine> Proxy<A> {
                     .filter(|(_, v)| v.len() == most)
                     .map(|(p, _)| *p)
                     .collect()
+            }
+            DestinationPolicy::Affinity => {
+                match self.cache.affinity().destination(by_partition, &self.cache) {
+                    Some(p) => return p,
+                    None => by_partition.keys().copied().collect(),
+                }
             }
         };
         *candidates.choose(&mut *rng).unwrap_or(&GroupId(1))

@@ -15,6 +15,9 @@
 //! * `access(ω)`, [`Execution::Exchange`]: sends the values of its local variables of ω to the
 //!   other destinations, waits for theirs, runs the command on the union, keeps only the
 //!   updates of its own variables;
+//! * `access(ω)`, [`Execution::Spread`]: the same, but each destination also reports which
+//!   needed variables it holds, and all answer `retry` unless together they hold ω and every
+//!   dependency;
 //! * `move(V, Ps, Pd)`: the source sends the values it holds and forgets them; the destination
 //!   waits for them and takes them in;
 //! * `create(v)`: waits for the oracle's decision (DS-SMR) or decides itself (S-SMR);
@@ -172,16 +175,8 @@ impl<A: StateMachine> Partition<A> {
     /// Sends what the head must send when its turn comes (values as of this point).
     fn start(&mut self, head: &Queued, actions: &mut Actions) {
         match &head.cmd {
-            Command::Access {
-                cmd,
-                execution: Execution::Exchange,
-            } => {
-                let others: Vec<GroupId> = head
-                    .dests
-                    .iter()
-                    .copied()
-                    .filter(|g| *g != self.me && *g != ORACLE)
-                    .collect();
+            Command::Access { cmd, execution } if *execution != Execution::Local => {
+                let others = self.others(head);
                 if others.is_empty() {
                     // A single destination (S-SMR on one partition) exchanges nothing.
                     return;
@@ -189,15 +184,19 @@ impl<A: StateMachine> Partition<A> {
                 let Ok(cmd) = decode::<A::Command>(cmd, "application command") else {
                     return;
                 };
-                let values: Vec<(VarId, Vec<u8>)> = self
-                    .app
-                    .variables(&cmd)
-                    .into_iter()
-                    .filter_map(|v| self.state.vars.get(&v).map(|x| (v.clone(), encode(x))))
+                let omega = self.app.variables(&cmd);
+                let values: Vec<(VarId, Vec<u8>)> = omega
+                    .iter()
+                    .filter_map(|v| self.state.vars.get(v).map(|x| (v.clone(), encode(x))))
                     .collect();
+                let held = match execution {
+                    Execution::Spread { needed } => self.held(&omega, needed),
+                    _ => Vec::new(),
+                };
                 let t = encode(&Transfer::Exchange {
                     cmd: head.id,
                     values,
+                    held,
                 });
                 for g in others {
                     actions.send(g, t.clone());
@@ -229,6 +228,28 @@ impl<A: StateMachine> Partition<A> {
         }
     }
 
+    /// The other partitions among the head's destinations.
+    fn others(&self, head: &Queued) -> Vec<GroupId> {
+        head.dests
+            .iter()
+            .copied()
+            .filter(|g| *g != self.me && *g != ORACLE)
+            .collect()
+    }
+
+    /// The variables of `omega` and `needed` held here, sorted (what a spread reports).
+    fn held(&self, omega: &[VarId], needed: &[VarId]) -> Vec<VarId> {
+        let mut held: Vec<VarId> = omega
+            .iter()
+            .chain(needed)
+            .filter(|v| self.state.vars.contains_key(*v))
+            .cloned()
+            .collect();
+        held.sort();
+        held.dedup();
+        held
+    }
+
     fn received(&self, id: MsgId) -> &[(GroupId, Transfer)] {
         self.state.inbox.get(&id).map(Vec::as_slice).unwrap_or(&[])
     }
@@ -243,7 +264,10 @@ impl<A: StateMachine> Partition<A> {
                 };
                 match execution {
                     Execution::Local => Step::Finished(self.execute_local(&cmd)),
-                    Execution::Exchange => self.execute_exchanged(head, &cmd),
+                    Execution::Exchange => self.execute_exchanged(head, &cmd, None),
+                    Execution::Spread { needed } => {
+                        self.execute_exchanged(head, &cmd, Some(needed))
+                    }
                 }
             }
             Command::Move { from, to, .. } => {
@@ -333,22 +357,31 @@ impl<A: StateMachine> Partition<A> {
     }
 
     /// Algorithm 1: execution with variable exchange and signals.
-    fn execute_exchanged(&mut self, head: &Queued, cmd: &A::Command) -> Step {
-        let others: Vec<GroupId> = head
-            .dests
-            .iter()
-            .copied()
-            .filter(|g| *g != self.me && *g != ORACLE)
-            .collect();
+    /// With `spread` (the proxy's `needed`), the destinations run the command only if
+    /// together they hold ω and every dependency, judged from the reported `held` lists alone
+    /// so that every destination decides the same; otherwise all answer `retry`.
+    fn execute_exchanged(
+        &mut self,
+        head: &Queued,
+        cmd: &A::Command,
+        spread: Option<&Vec<VarId>>,
+    ) -> Step {
+        let others = self.others(head);
+        let omega = self.app.variables(cmd);
+        let mut covered: Vec<VarId> = match spread {
+            Some(needed) => self.held(&omega, needed),
+            None => Vec::new(),
+        };
         let mut remote: HashMap<VarId, A::Value> = HashMap::new();
         for g in &others {
             let got = self.received(head.id).iter().find_map(|(from, t)| match t {
-                Transfer::Exchange { values, .. } if from == g => Some(values),
+                Transfer::Exchange { values, held, .. } if from == g => Some((values, held)),
                 _ => None,
             });
-            let Some(values) = got else {
+            let Some((values, held)) = got else {
                 return Step::Blocked;
             };
+            covered.extend(held.iter().cloned());
             for (v, bytes) in values {
                 match decode::<A::Value>(bytes, "exchanged value") {
                     Ok(x) => {
@@ -366,9 +399,26 @@ impl<A: StateMachine> Partition<A> {
             local: &mut self.state.vars,
             remote,
         };
-        let mut missing: Vec<VarId> = self
-            .app
-            .variables(cmd)
+        if spread.is_some() {
+            covered.sort();
+            covered.dedup();
+            let mut needed = omega.clone();
+            if omega.iter().all(|v| store.get(v).is_some()) {
+                needed.extend(self.app.dependencies(cmd, &store));
+            }
+            needed.sort();
+            needed.dedup();
+            if needed.iter().any(|v| covered.binary_search(v).is_err()) {
+                let local = needed
+                    .iter()
+                    .filter(|v| store.local.contains_key(*v))
+                    .cloned()
+                    .collect();
+                self.counters.retries += 1;
+                return Step::Finished(Reply::Retry { needed, local });
+            }
+        }
+        let mut missing: Vec<VarId> = omega
             .into_iter()
             .filter(|v| store.get(v).is_none())
             .collect();
@@ -604,6 +654,73 @@ mod tests {
             !p1.vars().contains_key(&kv_var("b")),
             "remote values stay remote"
         );
+    }
+
+    /// Delivers `m` at both partitions, swaps their exchange messages, and returns what each
+    /// answered.
+    fn exchange_both(
+        p1: &mut Partition<Kv>,
+        p2: &mut Partition<Kv>,
+        m: &McastMessage,
+    ) -> [Vec<(u64, Reply)>; 2] {
+        let (mut a1, mut a2) = (Actions::default(), Actions::default());
+        p1.deliver(m, 5, &mut a1);
+        p2.deliver(m, 5, &mut a2);
+        let s1: Vec<_> = a1.drain_sends().collect();
+        let s2: Vec<_> = a2.drain_sends().collect();
+        p1.receive(GroupId(2), &s2[0].1, &mut a1);
+        p2.receive(GroupId(1), &s1[0].1, &mut a2);
+        [replies(&mut a1), replies(&mut a2)]
+    }
+
+    #[test]
+    fn spread_runs_only_when_the_destinations_hold_everything() {
+        let (mut p1, mut p2) = (partition(1), partition(2));
+        create(&mut p1, 0, "a", 10);
+        create(&mut p2, 1, "b", 0);
+        let t = KvCommand::Transfer {
+            from: "a".into(),
+            to: "b".into(),
+            amount: 4,
+        };
+        let needed = vec![kv_var("a"), kv_var("b")];
+        let spread = Execution::Spread {
+            needed: needed.clone(),
+        };
+        let [r1, r2] = exchange_both(&mut p1, &mut p2, &msg(2, &[1, 2], &access(&t, spread)));
+        assert_eq!(done(&r1[0].1), KvReply::Transfer(true));
+        assert_eq!(done(&r2[0].1), KvReply::Transfer(true));
+        assert_eq!((p1.vars()[&kv_var("a")], p2.vars()[&kv_var("b")]), (6, 4));
+        // c lives in neither destination: both answer retry, the same way, and nothing runs.
+        let t = KvCommand::Transfer {
+            from: "a".into(),
+            to: "c".into(),
+            amount: 1,
+        };
+        let spread = Execution::Spread { needed };
+        let [r1, r2] = exchange_both(&mut p1, &mut p2, &msg(3, &[1, 2], &access(&t, spread)));
+        let needed = vec![kv_var("a"), kv_var("c")];
+        assert_eq!(
+            r1,
+            vec![(
+                3,
+                Reply::Retry {
+                    needed: needed.clone(),
+                    local: vec![kv_var("a")]
+                }
+            )]
+        );
+        assert_eq!(
+            r2,
+            vec![(
+                3,
+                Reply::Retry {
+                    needed,
+                    local: vec![]
+                }
+            )]
+        );
+        assert_eq!(p1.vars()[&kv_var("a")], 6, "a retry changes nothing");
     }
 
     #[test]

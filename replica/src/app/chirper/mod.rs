@@ -4,9 +4,10 @@
 //! Every user is one variable ([`user_var`]) holding a [`User`]: its follow edges, its own
 //! recent posts and its materialized timeline. `getTimeline` therefore touches one variable,
 //! `follow` / `unfollow` two, and `post` the poster plus all of its followers, which only the
-//! poster's value reveals ([`StateMachine::dependencies`]). Users are placed by interest: a
-//! user's community decides its partition ([`Chirper::place`]), and [`graph`] generates social
-//! graphs with the same community structure.
+//! poster's value reveals ([`StateMachine::dependencies`]). Users are placed by interest (a
+//! user's community decides its partition) or, for a placement that knows nothing of the social
+//! graph, by a hash of the user id ([`UserPlacement`], [`Chirper::place`]); [`graph`] generates
+//! social graphs with the same community structure.
 //!
 //! This module owns the command semantics and the placement rule; it never creates or deletes
 //! users (the engine does) and never sees partitions beyond `place`.
@@ -162,25 +163,68 @@ pub enum ChirperReply {
     Missing(Vec<UserId>),
 }
 
+/// Where a user is placed when it is created (S-SMR keeps it there for good).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserPlacement {
+    /// The paper's f(uid): the user's interest community, round-robin over the partitions.
+    /// A static partitioning that already knows the social graph.
+    #[default]
+    Interest,
+    /// A stable hash of the user id: knows nothing of the social graph.
+    Hash,
+}
+
+impl UserPlacement {
+    /// The name used on command lines and in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            UserPlacement::Interest => "interest",
+            UserPlacement::Hash => "hash",
+        }
+    }
+}
+
+impl std::str::FromStr for UserPlacement {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "interest" => Ok(UserPlacement::Interest),
+            "hash" => Ok(UserPlacement::Hash),
+            _ => Err(format!(
+                "unknown placement {s:?} (expected interest or hash)"
+            )),
+        }
+    }
+}
+
 /// The Chirper state machine; each variable holds a [`User`].
 #[derive(Clone, Debug)]
 pub struct Chirper {
     /// How many consecutive user ids form one community (see [`community_of`]).
     pub community_size: u64,
+    /// Where users are created.
+    pub placement: UserPlacement,
 }
 
 impl Default for Chirper {
     fn default() -> Self {
-        Chirper {
-            community_size: DEFAULT_COMMUNITY_SIZE,
-        }
+        Chirper::new(DEFAULT_COMMUNITY_SIZE)
     }
 }
 
 impl Chirper {
-    /// A Chirper whose communities have `community_size` users.
+    /// A Chirper whose communities have `community_size` users, placed by interest.
     pub fn new(community_size: u64) -> Self {
-        Chirper { community_size }
+        Chirper {
+            community_size,
+            placement: UserPlacement::Interest,
+        }
+    }
+
+    /// The same Chirper with users created by `placement`.
+    pub fn with_placement(self, placement: UserPlacement) -> Self {
+        Chirper { placement, ..self }
     }
 }
 
@@ -320,9 +364,10 @@ impl StateMachine for Chirper {
     }
 
     /// Interest-based placement f(uid): the user's community, round-robin over the
-    /// partitions. Names that are not user variables fall back to the stable hash.
+    /// partitions; with [`UserPlacement::Hash`], and for names that are not user variables,
+    /// the stable hash of the name.
     fn place(&self, var: &VarId, partitions: &[GroupId]) -> GroupId {
-        match user_of(var) {
+        match user_of(var).filter(|_| self.placement == UserPlacement::Interest) {
             Some(u) => {
                 let community = community_of(u, self.community_size);
                 partitions[(community % partitions.len() as u64) as usize]
@@ -582,6 +627,22 @@ mod tests {
         assert_eq!(c.place(&junk, &parts), parts[hash_slot(&junk, 3)]);
         assert_eq!(Chirper::new(0).place(&user_var(4), &parts), GroupId(2));
         assert_eq!(Chirper::default().community_size, DEFAULT_COMMUNITY_SIZE);
+    }
+
+    #[test]
+    fn hash_placement_ignores_communities() {
+        let c = Chirper::new(10).with_placement(UserPlacement::Hash);
+        let parts = [GroupId(1), GroupId(2), GroupId(3), GroupId(4)];
+        let mut seen = BTreeSet::new();
+        for u in 0..10 {
+            let v = user_var(u);
+            assert_eq!(c.place(&v, &parts), parts[hash_slot(&v, 4)]);
+            seen.insert(c.place(&v, &parts));
+        }
+        assert!(seen.len() > 1, "one community spreads over partitions");
+        assert_eq!("hash".parse(), Ok(UserPlacement::Hash));
+        assert_eq!("interest".parse(), Ok(UserPlacement::Interest));
+        assert!("range".parse::<UserPlacement>().is_err());
     }
 
     #[test]
