@@ -184,6 +184,9 @@ pub struct Sample {
     pub moves_per_s: f64,
     /// Retry replies per second.
     pub retries_per_s: f64,
+    /// Commands run spread over several partitions per second.
+    #[serde(default)]
+    pub spreads_per_s: f64,
 }
 
 /// What one run measured, common to every closed-loop benchmark (serialised flat into the
@@ -334,6 +337,7 @@ pub async fn drive(
                 throughput_cps: (done - last.1) as f64 / secs,
                 moves_per_s: (snap.moves - last.2.moves) as f64 / secs,
                 retries_per_s: (snap.retries - last.2.retries) as f64 / secs,
+                spreads_per_s: (snap.spreads - last.2.spreads) as f64 / secs,
             };
             bar.set_message(format!(
                 "{}{:.0} cmd/s, {:.0} moves/s",

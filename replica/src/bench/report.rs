@@ -172,11 +172,13 @@ pub struct SeriesRow {
     pub moves_per_s: f64,
     /// Retry replies per second.
     pub retries_per_s: f64,
+    /// Commands run spread over several partitions per second.
+    pub spreads_per_s: f64,
 }
 
 impl SeriesRow {
     /// The header of `timeseries.csv`, in the order of the fields.
-    pub const COLUMNS: [&'static str; 8] = [
+    pub const COLUMNS: [&'static str; 9] = [
         "workload",
         "partitions",
         "mode",
@@ -185,6 +187,7 @@ impl SeriesRow {
         "throughput_cps",
         "moves_per_s",
         "retries_per_s",
+        "spreads_per_s",
     ];
 
     fn new(r: &ChirperRecord, s: &Sample) -> Self {
@@ -197,6 +200,7 @@ impl SeriesRow {
             throughput_cps: s.throughput_cps,
             moves_per_s: s.moves_per_s,
             retries_per_s: s.retries_per_s,
+            spreads_per_s: s.spreads_per_s,
         }
     }
 }
@@ -749,6 +753,7 @@ mod tests {
             throughput_cps: cps,
             moves_per_s: moves,
             retries_per_s: moves / 2.0,
+            spreads_per_s: moves / 4.0,
         }
     }
 

@@ -33,6 +33,12 @@ pub const MAX_NEIGHBOURS: usize = 48;
 /// Co-access weight a variable needs at its partition before it counts as settled there.
 pub const SETTLED_WEIGHT: u64 = 2;
 
+/// How many times its weight at the destination a variable's weight where it is must be for
+/// it to count as settled. Above 1, so that a community split evenly over two partitions
+/// (about as many neighbours on each side) keeps moving until one side wins, instead of
+/// freezing with every command between the halves running spread.
+pub const SETTLED_FACTOR: u64 = 2;
+
 /// Co-access counts, shared by the proxies of a process.
 #[derive(Debug, Default)]
 pub struct Affinity {
@@ -92,9 +98,9 @@ impl Affinity {
         }
     }
 
-    /// Whether `v`, now at `at`, belongs there more than at `target`: more of its known
-    /// neighbours (by co-access weight) are at `at` than at `target`, and at least
-    /// [`SETTLED_WEIGHT`] of them. Moving such a variable would pull it away from the
+    /// Whether `v`, now at `at`, belongs there rather than at `target`: its known neighbours
+    /// at `at` weigh (by co-access counts) at least [`SETTLED_WEIGHT`] and [`SETTLED_FACTOR`]
+    /// times those at `target`. Moving such a variable would pull it away from the
     /// variables it is usually accessed with, which then pull it back: a command that needs
     /// it runs spread over the partitions instead ([`crate::command::Execution::Spread`]).
     pub fn settled(&self, v: &VarId, at: GroupId, target: GroupId, cache: &LocationCache) -> bool {
@@ -114,7 +120,7 @@ impl Affinity {
                 _ => {}
             }
         }
-        here >= SETTLED_WEIGHT && here > there
+        here >= SETTLED_WEIGHT && here >= SETTLED_FACTOR * there.max(1)
     }
 
     /// Variables with recorded neighbours.

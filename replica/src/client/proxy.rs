@@ -8,7 +8,8 @@
 //! variables than it could tell, such as a poster's followers) updates the cache and starts
 //! over; after `retry_threshold` retries the command falls back to S-SMR, multicast to every
 //! partition, which always terminates. The dependencies a retry revealed are remembered per ω
-//! (a hint in the [`LocationCache`]), so the next such command gathers them at once.
+//! (a hint in the [`LocationCache`], for commands that may have dependencies at all), so the
+//! next such command gathers them at once.
 //!
 //! Under the `affinity` destination policy ([`crate::client::affinity`]) the destination is
 //! where the variables' co-access neighbourhood lives, and a variable settled in another
@@ -452,7 +453,10 @@ impl<A: StateMachine> Proxy<A> {
         omega.dedup();
         let payload = encode(cmd);
         let mut needed = omega.clone();
-        if let Some(deps) = self.cache.dependencies(&omega) {
+        // Only commands that can have dependencies use (and leave) hints: a getTimeline has
+        // the same ω as its user's posts but needs none of the followers.
+        let hinted = self.app.may_have_dependencies(cmd);
+        if let Some(deps) = self.cache.dependencies(&omega).filter(|_| hinted) {
             needed.extend(deps);
             needed.sort();
             needed.dedup();
@@ -512,11 +516,14 @@ impl<A: StateMachine> Proxy<A> {
                 let mut dests = spread;
                 dests.push(target);
                 dests.sort();
+                tracing::debug!(?omega, needed = needed.len(), ?dests, "spread");
                 match self.multicast_first(dests, &c).await? {
                     Reply::Done(bytes) => return self.app_reply(&bytes),
                     Reply::Retry { needed: gamma, .. } => {
                         bump(&self.stats.retries, 1);
-                        self.cache.remember_dependencies(&omega, &gamma);
+                        if hinted {
+                            self.cache.remember_dependencies(&omega, &gamma);
+                        }
                         self.cache.forget(gamma.iter().chain(&needed));
                         let mut next: BTreeSet<VarId> = gamma.into_iter().collect();
                         next.extend(omega.iter().cloned());
@@ -538,7 +545,9 @@ impl<A: StateMachine> Proxy<A> {
                     local,
                 }) => {
                     bump(&self.stats.retries, 1);
-                    self.cache.remember_dependencies(&omega, &gamma);
+                    if hinted {
+                        self.cache.remember_dependencies(&omega, &gamma);
+                    }
                     let here: BTreeSet<&VarId> = local.iter().collect();
                     self.cache
                         .forget(gamma.iter().chain(&needed).filter(|v| !here.contains(v)));
