@@ -222,10 +222,10 @@ struct ChirperLoadArgs {
     /// Measured time per run (e.g. 20s, 1m) [default: 20s]
     #[arg(long, value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
-    /// Unmeasured load per run before the measurement [default: 5s]
+    /// Unmeasured load per run before the measurement [default: 15s]
     #[arg(long, value_parser = humantime::parse_duration)]
     warmup: Option<Duration>,
-    /// Closed-loop clients, each with one command in flight [default: 64]
+    /// Closed-loop clients, each with one command in flight [default: 256]
     #[arg(long)]
     clients: Option<usize>,
     /// Users of the generated social graph (communities of 100, ~10 followees each)
@@ -1253,9 +1253,9 @@ mod tests {
         );
         let r = &runs[0];
         assert_eq!(r.workload, Workload::Mix);
-        assert_eq!((r.partitions, r.clients, r.graph.users), (2, 64, 2000));
+        assert_eq!((r.partitions, r.clients, r.graph.users), (2, 256, 2000));
         assert_eq!(r.duration, Duration::from_secs(20));
-        assert_eq!(r.warmup, Duration::from_secs(5));
+        assert_eq!(r.warmup, Duration::from_secs(15));
         assert_eq!(runs[1].graph, r.graph);
         assert_eq!(r.graph.intra_community, DEMO_INTRA_COMMUNITY);
         assert_eq!(r.destination, DestinationPolicy::Affinity);
@@ -1487,7 +1487,7 @@ mod tests {
             let p = &points[0];
             (p.warmup, p.duration, p.graph.users, p.clients)
         };
-        assert_eq!(settings(&[]), (secs(5), secs(20), 2000, 64));
+        assert_eq!(settings(&[]), (secs(15), secs(20), 2000, 256));
         assert_eq!(settings(&["--quick"]), (secs(1), secs(2), 300, 8));
         assert_eq!(
             settings(&["--quick", "--duration", "7s", "--users", "50"]),

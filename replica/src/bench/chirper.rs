@@ -213,7 +213,7 @@ pub struct ChirperBench {
 
 /// Mix on 2 partitions × 3 replicas, 2 000 users on the generator's default graph (communities
 /// of 100, ~10 followees, 90 % inside the community) created by a hash of their id (a static
-/// partitioning that knows nothing of the graph), 64 clients, 5 s warm-up + 20 s, the affinity
+/// partitioning that knows nothing of the graph), 256 clients, 15 s warm-up + 20 s, the affinity
 /// destination policy and the paper's retry threshold (5). `dssmr demo` and `dssmr bench
 /// chirper` tighten the communities (99 %).
 impl Default for ChirperBench {
@@ -228,9 +228,9 @@ impl Default for ChirperBench {
                 seed: 1,
                 ..GraphSpec::default()
             },
-            clients: 64,
+            clients: 256,
             duration: Duration::from_secs(20),
-            warmup: Duration::from_secs(5),
+            warmup: Duration::from_secs(15),
             retry_threshold: ProxyConfig::default().retry_threshold,
             destination: DestinationPolicy::Affinity,
             placement: UserPlacement::Hash,
