@@ -1122,6 +1122,12 @@ fn unix_micros() -> u64 {
         .unwrap_or(0)
 }
 
+/// mimalloc instead of glibc's malloc: every replica of a local cluster and its clients share
+/// one process, and with glibc the second of two benchmark runs in a process was measured
+/// ~13 % slower than the first (fragmented arenas; malloc was ~15 % of the CPU profile).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

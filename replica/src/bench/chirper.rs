@@ -5,8 +5,9 @@
 //! Setup: a seeded [`SocialGraph`] is generated, a local cluster started ([`run`]) or a running
 //! one used ([`run_against`]), and every user created through client proxies, concurrently,
 //! with its follow edges already in its initial [`User`] value, so loading the graph needs no
-//! follow commands. Where a user lands is the app's interest rule f(uid): the oracle applies it
-//! under DS-SMR, the static map under S-SMR. A user that already exists is left as it is.
+//! follow commands. Where a user lands is the app's placement ([`UserPlacement`]: a hash of the
+//! id by default, or the interest rule f(uid)), the same under both modes: the oracle applies
+//! it under DS-SMR, the static map under S-SMR. A user that already exists is left as it is.
 //!
 //! Load: `clients` closed-loop clients, each a [`Proxy`] with one command in flight, sharing
 //! one [`Connections`], one [`LocationCache`] and one [`ProxyStats`] like the client threads of

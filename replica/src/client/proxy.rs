@@ -456,7 +456,7 @@ impl<A: StateMachine> Proxy<A> {
         // Only commands that can have dependencies use (and leave) hints: a getTimeline has
         // the same ω as its user's posts but needs none of the followers.
         let hinted = self.app.may_have_dependencies(cmd);
-        if let Some(deps) = self.cache.dependencies(&omega).filter(|_| hinted) {
+        if let Some(deps) = hinted.then(|| self.cache.dependencies(&omega)).flatten() {
             needed.extend(deps);
             needed.sort();
             needed.dedup();
