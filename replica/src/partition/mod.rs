@@ -638,16 +638,9 @@ mod tests {
             amount: 4,
         };
         let m = msg(2, &[1, 2], &access(&t, Execution::Exchange));
-        let (mut a1, mut a2) = (Actions::default(), Actions::default());
-        p1.deliver(&m, 5, &mut a1);
-        p2.deliver(&m, 5, &mut a2);
-        assert!(replies(&mut a1).is_empty(), "waits for the other's signal");
-        let s1: Vec<_> = a1.drain_sends().collect();
-        let s2: Vec<_> = a2.drain_sends().collect();
-        p1.receive(GroupId(2), &s2[0].1, &mut a1);
-        p2.receive(GroupId(1), &s1[0].1, &mut a2);
-        assert_eq!(done(&replies(&mut a1)[0].1), KvReply::Transfer(true));
-        assert_eq!(done(&replies(&mut a2)[0].1), KvReply::Transfer(true));
+        let [r1, r2] = exchange_both(&mut p1, &mut p2, &m);
+        assert_eq!(done(&r1[0].1), KvReply::Transfer(true));
+        assert_eq!(done(&r2[0].1), KvReply::Transfer(true));
         assert_eq!(p1.vars()[&kv_var("a")], 6);
         assert_eq!(p2.vars()[&kv_var("b")], 4);
         assert!(
@@ -656,8 +649,8 @@ mod tests {
         );
     }
 
-    /// Delivers `m` at both partitions, swaps their exchange messages, and returns what each
-    /// answered.
+    /// Delivers `m` at both partitions (neither answers before it has the other's signal),
+    /// swaps their exchange messages, and returns what each answered.
     fn exchange_both(
         p1: &mut Partition<Kv>,
         p2: &mut Partition<Kv>,
@@ -666,6 +659,8 @@ mod tests {
         let (mut a1, mut a2) = (Actions::default(), Actions::default());
         p1.deliver(m, 5, &mut a1);
         p2.deliver(m, 5, &mut a2);
+        assert!(replies(&mut a1).is_empty(), "waits for the other's signal");
+        assert!(replies(&mut a2).is_empty(), "waits for the other's signal");
         let s1: Vec<_> = a1.drain_sends().collect();
         let s2: Vec<_> = a2.drain_sends().collect();
         p1.receive(GroupId(2), &s2[0].1, &mut a1);
