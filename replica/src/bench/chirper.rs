@@ -644,14 +644,13 @@ async fn client(
             reply_json,
         )
         .await;
-        load.count(&outcome, start.elapsed(), &mut lat);
-        match outcome {
-            Ok(_) => {}
-            Err(ProxyError::Config(m)) => return Err(ProxyError::Config(m)),
-            Err(e) => {
-                tracing::debug!(client = generator.client, error = %e, "chirper command failed");
-            }
-        }
+        load.tally(
+            &outcome,
+            start.elapsed(),
+            &mut lat,
+            generator.client,
+            "chirper command",
+        )?;
     }
     Ok(lat)
 }

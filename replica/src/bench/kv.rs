@@ -553,12 +553,7 @@ async fn client(
             KvRet::encode,
         )
         .await;
-        load.count(&outcome, start.elapsed(), &mut lat);
-        match outcome {
-            Ok(_) => {}
-            Err(ProxyError::Config(m)) => return Err(ProxyError::Config(m)),
-            Err(e) => tracing::debug!(client = id, error = %e, "kv operation failed"),
-        }
+        load.tally(&outcome, start.elapsed(), &mut lat, id, "kv operation")?;
     }
     Ok(lat)
 }

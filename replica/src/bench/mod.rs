@@ -169,6 +169,28 @@ impl Load {
             Err(_) => {}
         }
     }
+
+    /// Counts the outcome of one command of closed-loop client `client` ([`Load::count`]):
+    /// a configuration error ends the client (returned); any other failure is logged as a
+    /// failed `what` and the client carries on.
+    pub fn tally<T>(
+        &self,
+        outcome: &Result<T, ProxyError>,
+        elapsed: Duration,
+        lat: &mut Latencies,
+        client: usize,
+        what: &str,
+    ) -> Result<(), ProxyError> {
+        self.count(outcome, elapsed, lat);
+        match outcome {
+            Ok(_) => Ok(()),
+            Err(ProxyError::Config(m)) => Err(ProxyError::Config(m.clone())),
+            Err(e) => {
+                tracing::debug!(client, error = %e, "{what} failed");
+                Ok(())
+            }
+        }
+    }
 }
 
 /// One second of load.
