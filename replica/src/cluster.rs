@@ -165,6 +165,8 @@ impl LocalCluster {
             app,
             faults: self.faults.clone(),
             listener,
+            listen: None,
+            latency: None,
             delivery_rule: self.options.delivery_rule,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()

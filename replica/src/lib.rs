@@ -13,9 +13,11 @@ pub mod config;
 pub mod group;
 pub mod history;
 pub mod ids;
+pub mod metrics;
 pub mod multicast;
 pub mod oracle;
 pub mod partition;
+pub mod server;
 pub mod telemetry;
 
 /// Generated gRPC types and services (`proto/dssmr.proto`).

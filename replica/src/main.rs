@@ -25,6 +25,7 @@ use dssmr::cluster::{ClusterOptions, LocalCluster};
 use dssmr::config::{validate_name, AppKind, ChirperSettings, ClusterConfig};
 use dssmr::history::linearizability::{check_kv_bounded, DEFAULT_MAX_CONFIGURATIONS};
 use dssmr::history::{kv_model, read_jsonl, EventKind, History};
+use dssmr::server::ReplicaSettings;
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -55,6 +56,14 @@ enum Command {
     /// Run a local cluster in this process, write its config file and serve until Ctrl-C or
     /// SIGTERM.
     Local(LocalArgs),
+    /// Run one replica of one group of a cluster, as a Kubernetes StatefulSet pod does: gRPC
+    /// for peers and clients, HTTP for /metrics, /healthz and /readyz. Stops on SIGTERM or
+    /// Ctrl-C, handing leadership over first if it leads.
+    ///
+    /// Which replica it is comes from --group and --ordinal, or from POD_NAME
+    /// (`<cluster>-oracle-<ordinal>` or `<cluster>-p<N>-<ordinal>`). Example:
+    /// `dssmr replica --config cluster.yaml --group p1 --ordinal 0 --data-dir /var/lib/dssmr`.
+    Replica(ReplicaArgs),
     /// Send one application command to a running cluster and print the reply as JSON.
     Client(ClientArgs),
     /// Measure the system on a local cluster (every replica on 127.0.0.1).
@@ -619,6 +628,48 @@ impl LocalArgs {
 }
 
 #[derive(Args)]
+struct ReplicaArgs {
+    /// The cluster config (YAML; see `dssmr local --help` for the schema).
+    #[arg(long, env = "DSSMR_CONFIG")]
+    config: PathBuf,
+    /// The group: oracle, or a partition as p1, p2, ... (default: from POD_NAME).
+    #[arg(long, env = "DSSMR_GROUP")]
+    group: Option<String>,
+    /// The replica's ordinal in its group, 0-based (default: the POD_NAME suffix).
+    #[arg(long, env = "DSSMR_ORDINAL")]
+    ordinal: Option<usize>,
+    /// Keep log, vote and snapshots here (created if missing); without it state is in memory
+    /// and lost when the process stops.
+    #[arg(long, env = "DSSMR_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// gRPC listen address (default: the replica's member address if it is an IP:port,
+    /// else 0.0.0.0 on its port).
+    #[arg(long, env = "DSSMR_LISTEN")]
+    listen: Option<String>,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, env = "DSSMR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: String,
+    /// How long a stopping leader tries to hand leadership to an up-to-date follower.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    handover_timeout: Duration,
+}
+
+impl ReplicaArgs {
+    fn settings(&self) -> ReplicaSettings {
+        ReplicaSettings {
+            config: self.config.clone(),
+            group: self.group.clone(),
+            ordinal: self.ordinal,
+            pod_name: std::env::var("POD_NAME").ok(),
+            data_dir: self.data_dir.clone(),
+            listen: self.listen.clone(),
+            http_addr: self.http_addr.clone(),
+            handover_timeout: self.handover_timeout,
+        }
+    }
+}
+
+#[derive(Args)]
 struct ClientArgs {
     /// The cluster config (as `dssmr local --write-config` writes it).
     #[arg(long)]
@@ -1033,6 +1084,12 @@ impl Signals {
     }
 }
 
+async fn replica(args: ReplicaArgs) -> anyhow::Result<()> {
+    let plan = args.settings().resolve()?;
+    let mut stop = Signals::install()?;
+    dssmr::server::run(plan, async move { stop.wait().await }).await
+}
+
 /// A proxy for `app` on the cluster of `config`.
 fn proxy<A: dssmr::app::StateMachine>(
     config: &ClusterConfig,
@@ -1157,6 +1214,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         match command {
             Command::Demo(args) => demo(args).await.map(done),
             Command::Local(args) => local(args).await.map(done),
+            Command::Replica(args) => replica(args).await.map(done),
             Command::Client(args) => client(args).await.map(done),
             Command::Bench { which } => match which {
                 BenchCommand::Mcast(args) => bench_mcast(args).await.map(done),

@@ -81,6 +81,12 @@ pub trait Application: Send + Sync + 'static {
         String::new()
     }
 
+    /// What the application did so far and holds now, read when metrics are scraped.
+    /// Default: nothing to report.
+    fn stats(&self) -> crate::metrics::AppStats {
+        crate::metrics::AppStats::default()
+    }
+
     /// Serialises the whole application state.
     fn snapshot(&self) -> Vec<u8>;
 

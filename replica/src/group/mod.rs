@@ -6,6 +6,7 @@
 //! operations into entries) and [`node`] (assembles and runs a replica).
 
 pub mod faults;
+pub mod handover;
 pub mod log_store;
 pub mod network;
 pub mod node;
@@ -17,4 +18,5 @@ pub mod state_machine;
 pub mod types;
 
 pub use faults::Faults;
+pub use handover::{hand_over, Handover, HandoverError};
 pub use node::{bind_local, GroupNode, RaftTuning, ReplicaSpec, Storage};

@@ -79,6 +79,11 @@ pub struct ReplicaSpec {
     pub faults: Arc<Faults>,
     /// A listener already bound to its address, or `None` to bind it here.
     pub listener: Option<std::net::TcpListener>,
+    /// The address to listen on when it differs from the member address peers dial (a pod
+    /// listens on `0.0.0.0:7000` and is reached as `name-0.name.ns.svc:7000`).
+    pub listen: Option<String>,
+    /// Where served submissions' latency is observed (`None`: not observed).
+    pub latency: Option<prometheus::Histogram>,
     /// The delivery rule (always `Skeen` outside mutation tests).
     pub delivery_rule: DeliveryRule,
 }
@@ -123,6 +128,7 @@ pub struct GroupNode {
     shared: Arc<Shared>,
     proposer: Proposer,
     coordinator: Arc<Coordinator>,
+    members: Vec<String>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -154,12 +160,15 @@ impl GroupNode {
                     source,
                 })?
             }
-            None => TcpListener::bind(&addr)
-                .await
-                .map_err(|source| NodeError::Bind {
-                    addr: addr.clone(),
-                    source,
-                })?,
+            None => {
+                let listen = spec.listen.clone().unwrap_or_else(|| addr.clone());
+                TcpListener::bind(&listen)
+                    .await
+                    .map_err(|source| NodeError::Bind {
+                        addr: listen.clone(),
+                        source,
+                    })?
+            }
         };
 
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -198,6 +207,7 @@ impl GroupNode {
             shared: shared.clone(),
             proposer: proposer.clone(),
             faults: spec.faults.clone(),
+            latency: spec.latency.unwrap_or_else(unobserved_latency),
         })?;
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(coordinator.clone().run(events_rx)));
@@ -245,6 +255,7 @@ impl GroupNode {
             shared,
             proposer,
             coordinator,
+            members,
             tasks,
         })
     }
@@ -285,6 +296,21 @@ impl GroupNode {
         self.coordinator.is_leader()
     }
 
+    /// The replicated state shared with the state machine (for metrics).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// The multicast runtime of this replica.
+    pub fn coordinator(&self) -> &Arc<Coordinator> {
+        &self.coordinator
+    }
+
+    /// Addresses of the group's members, index = ordinal.
+    pub fn members(&self) -> &[String] {
+        &self.members
+    }
+
     /// Reads the application state.
     pub fn with_app<R>(&self, f: impl FnOnce(&dyn Application) -> R) -> R {
         f(self.shared.state().app.as_ref())
@@ -301,6 +327,15 @@ impl GroupNode {
             .propose(Op::ChannelSend { dst, payload })
             .await
     }
+}
+
+/// A histogram nobody reads, for replicas started without metrics (tests, local clusters).
+fn unobserved_latency() -> prometheus::Histogram {
+    prometheus::Histogram::with_opts(prometheus::HistogramOpts::new(
+        "dssmr_command_duration_seconds",
+        "unobserved",
+    ))
+    .expect("static histogram options are valid")
 }
 
 /// Binds `n` listeners on 127.0.0.1 with OS-assigned ports (for tests, benches and the demo).

@@ -59,6 +59,29 @@ impl proto::raft_server::Raft for RaftService {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(req)?;
         encode(&self.raft.install_snapshot(rpc).await)
     }
+
+    async fn timeout_now(
+        &self,
+        req: Request<proto::TimeoutNowRequest>,
+    ) -> Result<Response<proto::TimeoutNowReply>, Status> {
+        let req = req.into_inner();
+        let (term, leader) = {
+            let m = self.raft.metrics();
+            let m = m.borrow();
+            (m.current_term, m.current_leader)
+        };
+        // Only the leader this replica follows, in its current term, may hand over to it: a
+        // stale or forged request must not depose a healthy leader.
+        let electing = term == req.term && leader == Some(req.leader_id);
+        if electing {
+            self.raft
+                .trigger()
+                .elect()
+                .await
+                .map_err(|e| Status::unavailable(format!("raft stopped: {e}")))?;
+        }
+        Ok(Response::new(proto::TimeoutNowReply { electing }))
+    }
 }
 
 /// Serves multicast submissions, timestamp announces and channel transmissions.

@@ -73,3 +73,5 @@ pub type Entry = openraft::Entry<TypeConfig>;
 pub type LogId = openraft::LogId<NodeId>;
 /// Storage error of a group.
 pub type StorageError = openraft::StorageError<NodeId>;
+/// What a replica's Raft reports about itself.
+pub type RaftMetrics = openraft::RaftMetrics<NodeId, openraft::BasicNode>;

@@ -26,7 +26,9 @@ use crate::multicast::skeen::Status;
 use crate::multicast::{McastMessage, MessageError};
 use crate::proto::{self, LeaderHint};
 use openraft::ServerState;
+use prometheus::Histogram;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -74,6 +76,11 @@ pub struct Coordinator {
     proposer: Proposer,
     peers: HashMap<GroupId, Arc<GroupClient>>,
     volatile: Mutex<Volatile>,
+    /// Set once the replica is handing leadership over: it then acts as a follower (refers
+    /// clients to the group, stops leader duties) so its log stops growing.
+    handing_over: AtomicBool,
+    /// Time from a client's submission arriving at this leader to its reply.
+    latency: Histogram,
 }
 
 /// What a [`Coordinator`] is built from.
@@ -94,6 +101,8 @@ pub struct CoordinatorParts {
     pub proposer: Proposer,
     /// Link faults honoured by calls to other groups.
     pub faults: Arc<Faults>,
+    /// Where the latency of served submissions is observed.
+    pub latency: Histogram,
 }
 
 /// A request that cannot be served, mapped to a gRPC status by the service.
@@ -128,6 +137,7 @@ impl Coordinator {
             shared,
             proposer,
             faults,
+            latency,
         } = parts;
         let self_addr = members
             .get((node_id - 1) as usize)
@@ -150,6 +160,8 @@ impl Coordinator {
             proposer,
             peers,
             volatile: Mutex::new(Volatile::default()),
+            handing_over: AtomicBool::new(false),
+            latency,
         }))
     }
 
@@ -157,11 +169,20 @@ impl Coordinator {
         self.volatile.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// True when this replica currently leads its group.
+    /// True when this replica currently leads its group (and is not handing over).
     pub fn is_leader(&self) -> bool {
+        if self.handing_over.load(Ordering::Relaxed) {
+            return false;
+        }
         let m = self.raft.metrics();
         let m = m.borrow();
         m.state == ServerState::Leader && m.current_leader == Some(self.node_id)
+    }
+
+    /// Stops acting as leader for good (the replica is about to hand leadership over and
+    /// stop): submissions are referred elsewhere and no new entries are proposed by it.
+    pub fn stop_leading(&self) {
+        self.handing_over.store(true, Ordering::Relaxed);
     }
 
     /// Where the leader is, as far as this replica knows.
@@ -218,12 +239,16 @@ impl Coordinator {
                 self.shared.waiters.register(msg.id),
             )
         };
+        let arrived = Instant::now();
         if status == Status::Unknown {
-            self.vol().started.insert(msg.id, Instant::now());
+            self.vol().started.insert(msg.id, arrived);
             self.proposer.submit(Op::Start(msg)).await;
         }
         match tokio::time::timeout(DELIVERY_WAIT, waiter).await {
-            Ok(Ok(c)) => Ok((Outcome::DeliveredTs(c.ts), c.reply)),
+            Ok(Ok(c)) => {
+                self.latency.observe(arrived.elapsed().as_secs_f64());
+                Ok((Outcome::DeliveredTs(c.ts), c.reply))
+            }
             Ok(Err(_)) => Err(RequestError::Stopped),
             Err(_) => Err(RequestError::Timeout(DELIVERY_WAIT)),
         }

@@ -9,6 +9,7 @@
 use crate::app::{Actions, Application, RestoreError, StateMachine};
 use crate::command::{decode, encode, Command, Prophecy, Purpose, Reply, Transfer};
 use crate::ids::{GroupId, VarId, ORACLE};
+use crate::metrics::{AppStats, CommandCounts, CommandKind, CommandOutcome};
 use crate::multicast::McastMessage;
 use serde::{Deserialize, Serialize};
 use std::any::Any;
@@ -38,6 +39,9 @@ struct OracleState {
 pub struct Oracle {
     placement: Arc<dyn Placement>,
     state: OracleState,
+    /// Commands executed since this replica started (not replicated state: a counter reset
+    /// on restart, as Prometheus expects of counters).
+    commands: CommandCounts,
 }
 
 impl Oracle {
@@ -52,6 +56,7 @@ impl Oracle {
                 partitions,
                 locations: HashMap::new(),
             },
+            commands: CommandCounts::default(),
         }
     }
 
@@ -201,7 +206,19 @@ impl Oracle {
 impl Application for Oracle {
     fn deliver(&mut self, msg: &McastMessage, ts: u64, actions: &mut Actions) {
         let reply = self.execute(msg, actions);
+        let kind = decode::<Command>(&msg.payload, "command")
+            .map(|c| CommandKind::of(&c))
+            .unwrap_or(CommandKind::Consult);
+        self.commands.add(kind, CommandOutcome::of(&reply));
         actions.reply(msg.id, ts, encode(&reply));
+    }
+
+    fn stats(&self) -> AppStats {
+        AppStats {
+            commands: self.commands,
+            placement: self.state.counts.iter().map(|(p, n)| (*p, *n)).collect(),
+            ..AppStats::default()
+        }
     }
 
     fn validate(&self, msg: &McastMessage) -> Result<(), String> {

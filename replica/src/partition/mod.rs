@@ -26,6 +26,7 @@
 use crate::app::{Actions, Application, RestoreError, StateMachine, Store};
 use crate::command::{decode, encode, Command, Execution, Reply, Transfer};
 use crate::ids::{GroupId, MsgId, VarId, ORACLE};
+use crate::metrics::{AppStats, CommandCounts, CommandKind, CommandOutcome};
 use crate::multicast::McastMessage;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -79,6 +80,8 @@ pub struct PartitionCounters {
     pub moved_in: u64,
     /// Variables moved out.
     pub moved_out: u64,
+    /// Finished commands by kind and outcome.
+    pub commands: CommandCounts,
 }
 
 /// Store over the local variables plus values received from other partitions; updates to
@@ -163,6 +166,9 @@ impl<A: StateMachine> Partition<A> {
             match self.finish(&head) {
                 Step::Blocked => return,
                 Step::Finished(reply) => {
+                    self.counters
+                        .commands
+                        .add(CommandKind::of(&head.cmd), CommandOutcome::of(&reply));
                     self.state.queue.pop_front();
                     self.state.inbox.remove(&head.id);
                     self.state.head_started = false;
@@ -446,7 +452,22 @@ impl<A: StateMachine> Application for Partition<A> {
                 });
                 self.pump(actions);
             }
-            Err(e) => actions.reply(msg.id, ts, encode(&Reply::Rejected(e.to_string()))),
+            Err(e) => {
+                self.counters
+                    .commands
+                    .add(CommandKind::Access, CommandOutcome::Rejected);
+                actions.reply(msg.id, ts, encode(&Reply::Rejected(e.to_string())))
+            }
+        }
+    }
+
+    fn stats(&self) -> AppStats {
+        AppStats {
+            commands: self.counters.commands,
+            moves_in: self.counters.moved_in,
+            variables: Some(self.state.vars.len() as u64),
+            queued: self.state.queue.len() as u64,
+            placement: Vec::new(),
         }
     }
 

@@ -1,0 +1,105 @@
+//! The HTTP side of a replica process: `/metrics` for Prometheus, `/healthz` and `/readyz` for
+//! Kubernetes probes.
+//!
+//! * `/healthz`: 200 while the replica's Raft runs (a fatal storage error stops it: 503).
+//! * `/readyz`: 200 once the replica is a voter of its group, knows the group's leader, and has
+//!   applied every entry it knows to be committed (within [`READY_LAG`] entries of apply work in
+//!   flight); otherwise 503 with the reason. A replica that is catching up after a restart is
+//!   live but not ready.
+//!
+//! Handlers only read; they never take part in the protocol.
+
+use crate::group::types::Raft;
+use crate::ids::NodeId;
+use crate::metrics::ReplicaMetrics;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use std::sync::Arc;
+
+/// Committed entries a ready replica may still have to apply (apply work in flight under load).
+pub const READY_LAG: u64 = 64;
+
+/// What the handlers read.
+pub struct Probe {
+    /// The replica's metrics.
+    pub metrics: Arc<ReplicaMetrics>,
+    /// Its Raft.
+    pub raft: Raft,
+    /// Its Raft node id.
+    pub node_id: NodeId,
+}
+
+/// The router of a replica's HTTP port.
+pub fn router(probe: Arc<Probe>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(probe)
+}
+
+async fn metrics(State(p): State<Arc<Probe>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        p.metrics.render(),
+    )
+}
+
+async fn healthz(State(p): State<Arc<Probe>>) -> (StatusCode, String) {
+    let running = p.raft.metrics().borrow().running_state.clone();
+    match running {
+        Ok(()) => (StatusCode::OK, "ok\n".into()),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("raft stopped: {e}\n"),
+        ),
+    }
+}
+
+async fn readyz(State(p): State<Arc<Probe>>) -> (StatusCode, String) {
+    match readiness(&p).await {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
+}
+
+/// Why the replica is not ready, if it is not.
+pub async fn readiness(p: &Probe) -> Result<(), String> {
+    let m = p.raft.metrics().borrow().clone();
+    m.running_state
+        .as_ref()
+        .map_err(|e| format!("raft stopped: {e}"))?;
+    let voter = m
+        .membership_config
+        .membership()
+        .voter_ids()
+        .any(|id| id == p.node_id);
+    if !voter {
+        return Err("not a voter of its group (yet)".into());
+    }
+    if m.current_leader.is_none() {
+        return Err("no known leader".into());
+    }
+    let committed = p
+        .raft
+        .with_raft_state(|st| st.committed.map(|c| c.index))
+        .await
+        .map_err(|e| format!("raft stopped: {e}"))?
+        .unwrap_or(0);
+    let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
+    if committed > applied + READY_LAG {
+        return Err(format!(
+            "catching up: applied {applied} of {committed} committed entries"
+        ));
+    }
+    Ok(())
+}
