@@ -89,6 +89,19 @@ pub enum Command {
         /// The variable.
         var: VarId,
     },
+    /// An administrative change of the oracle's placement, to the oracle only.
+    Admin(AdminOp),
+}
+
+/// An administrative change of where the oracle places variables (the operator's scaling).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AdminOp {
+    /// Place new variables in this partition too (a partition added to the cluster, or a
+    /// drained one taken back).
+    AddPartition(GroupId),
+    /// Stop placing new variables in this partition; the oracle leader then moves every
+    /// variable out of it.
+    DrainPartition(GroupId),
 }
 
 /// A message one group sends another over the reliable channel, about command `cmd`.

@@ -406,6 +406,11 @@ struct BenchChirperArgs {
     /// the runs that finished).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// Load a running cluster (its config file) instead of starting local ones: one run per
+    /// workload, in the cluster's mode and on its partitions (--mode and --partitions are not
+    /// allowed then). The cluster must run app chirper.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["mode", "partitions"])]
+    cluster: Option<PathBuf>,
     /// Write one record per run (workload × partitions × mode, with per-second series) as a
     /// JSON array to this file.
     #[arg(long)]
@@ -504,6 +509,11 @@ struct BenchKvArgs {
     /// Seed of the clients' operation choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Load a running cluster (its config file, as `dssmr local --write-config` writes it or
+    /// the operator's ConfigMap holds it) instead of starting a local one; --mode,
+    /// --partitions and --replicas then come from the config.
+    #[arg(long, value_name = "FILE")]
+    cluster: Option<PathBuf>,
     /// Write the record (with per-second series) as a JSON array to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -879,25 +889,59 @@ async fn bench_chirper(args: BenchChirperArgs) -> anyhow::Result<()> {
     let history = open_history(args.history.as_deref())?;
     let first = &points[0];
     println!(
-        "Chirper: {} run(s) of {:?} warm-up + {:?} measured, each on a fresh local cluster; \
+        "Chirper: {} run(s) of {:?} warm-up + {:?} measured, {}; \
          {} clients, {} users ({:.0} % of follows in-community), DS-SMR destination {}",
-        points.len(),
+        if args.cluster.is_some() {
+            args.workload.len()
+        } else {
+            points.len()
+        },
         first.warmup,
         first.duration,
+        match &args.cluster {
+            Some(path) => format!("against the cluster of {}", path.display()),
+            None => "each on a fresh local cluster".to_string(),
+        },
         first.clients,
         first.graph.users,
         first.graph.intra_community * 100.0,
         first.destination.name()
     );
     let mut finished = Vec::new();
-    let records = chirper_bench::run_points(&points, history.as_ref(), !args.quiet, |r| {
-        let m = &r.measured;
-        println!(
-            "{}",
-            summary(r.label(), m.throughput_cps, m.p50_ms, m.moves_per_s)
-        );
-        finished.push(r.clone());
-    })
+    let target = running_cluster(args.cluster.as_deref(), AppKind::Chirper)?;
+    let points: Vec<ChirperBench> = match &target {
+        None => points,
+        Some(config) => points
+            .into_iter()
+            // One point per workload: mode and partitions are the cluster's.
+            .filter(|p| p.mode == args.mode[0] && p.partitions == args.partitions[0])
+            .map(|p| ChirperBench {
+                mode: config.mode,
+                partitions: config.partitions.len(),
+                replicas: config.partitions[0].members.len(),
+                graph: GraphSpec {
+                    community_size: config.chirper.clone().unwrap_or_default().community_size,
+                    ..p.graph
+                },
+                placement: config.chirper.clone().unwrap_or_default().placement,
+                ..p
+            })
+            .collect(),
+    };
+    let records = chirper_bench::run_points_on(
+        &points,
+        target.as_ref().map(|c| c.topology()),
+        history.as_ref(),
+        !args.quiet,
+        |r| {
+            let m = &r.measured;
+            println!(
+                "{}",
+                summary(r.label(), m.throughput_cps, m.p50_ms, m.moves_per_s)
+            );
+            finished.push(r.clone());
+        },
+    )
     .await;
     // Whatever the runs recorded is kept, also when one of them failed.
     close_history(history.as_ref(), args.history.as_deref())?;
@@ -944,7 +988,13 @@ fn write_report(dir: &Path, records: &[ChirperRecord]) -> anyhow::Result<()> {
 }
 
 async fn bench_kv(args: BenchKvArgs) -> anyhow::Result<()> {
-    let cfg = args.validate().map_err(anyhow::Error::msg)?;
+    let mut cfg = args.validate().map_err(anyhow::Error::msg)?;
+    let target = running_cluster(args.cluster.as_deref(), AppKind::Kv)?;
+    if let Some(config) = &target {
+        cfg.mode = config.mode;
+        cfg.partitions = config.partitions.len();
+        cfg.replicas = config.partitions[0].members.len();
+    }
     let json = args.json.as_deref().map(JsonOutput::create).transpose()?;
     let history = open_history(args.history.as_deref())?;
     println!(
@@ -960,7 +1010,12 @@ async fn bench_kv(args: BenchKvArgs) -> anyhow::Result<()> {
         cfg.retry_threshold
     );
     let bar = chirper_bench::progress_bar(&cfg.label(), !args.quiet);
-    let record = kv_bench::run(&cfg, history.as_ref(), &bar).await;
+    let record = match &target {
+        Some(config) => {
+            kv_bench::run_against(&cfg, &config.topology(), history.as_ref(), &bar).await
+        }
+        None => kv_bench::run(&cfg, history.as_ref(), &bar).await,
+    };
     bar.finish_and_clear();
     close_history(history.as_ref(), args.history.as_deref())?;
     let records = vec![record?];
@@ -975,6 +1030,22 @@ async fn bench_kv(args: BenchKvArgs) -> anyhow::Result<()> {
         json.write(&records)?;
     }
     Ok(())
+}
+
+/// The config of the running cluster `--cluster` names, checked to run `app`.
+fn running_cluster(path: Option<&Path>, app: AppKind) -> anyhow::Result<Option<ClusterConfig>> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let config = ClusterConfig::load(path).map_err(|e| anyhow::anyhow!("--cluster: {e}"))?;
+    if config.app != app {
+        anyhow::bail!(
+            "--cluster: {} runs app {}, not {app}",
+            path.display(),
+            config.app
+        );
+    }
+    Ok(Some(config))
 }
 
 /// `dssmr history check`: the verdict on stdout; success only for a linearizable history.

@@ -43,11 +43,13 @@ pub enum CommandKind {
     Delete,
     /// consult(C), answered by the oracle with a prophecy.
     Consult,
+    /// An administrative change of the oracle's placement (add or drain a partition).
+    Admin,
 }
 
 impl CommandKind {
     /// Every kind, in label order.
-    pub const ALL: [CommandKind; 7] = [
+    pub const ALL: [CommandKind; 8] = [
         CommandKind::Access,
         CommandKind::Exchange,
         CommandKind::Spread,
@@ -55,6 +57,7 @@ impl CommandKind {
         CommandKind::Create,
         CommandKind::Delete,
         CommandKind::Consult,
+        CommandKind::Admin,
     ];
 
     /// The label value.
@@ -67,6 +70,7 @@ impl CommandKind {
             CommandKind::Create => "create",
             CommandKind::Delete => "delete",
             CommandKind::Consult => "consult",
+            CommandKind::Admin => "admin",
         }
     }
 }
@@ -106,7 +110,7 @@ impl CommandOutcome {
 
 /// Cumulative counts of executed commands per kind and outcome.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CommandCounts([[u64; 4]; 7]);
+pub struct CommandCounts([[u64; 4]; 8]);
 
 impl CommandCounts {
     /// Counts one command.
@@ -164,6 +168,7 @@ impl CommandKind {
             Command::Create { .. } => CommandKind::Create,
             Command::Delete { .. } => CommandKind::Delete,
             Command::Consult { .. } => CommandKind::Consult,
+            Command::Admin(_) => CommandKind::Admin,
         }
     }
 }

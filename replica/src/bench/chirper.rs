@@ -372,13 +372,33 @@ pub async fn run_points(
     points: &[ChirperBench],
     history: Option<&BenchHistory>,
     progress: bool,
+    report: impl FnMut(&ChirperRecord),
+) -> anyhow::Result<Vec<ChirperRecord>> {
+    run_points_on(points, None, history, progress, report).await
+}
+
+/// As [`run_points`], but with `cluster` every point runs against that running cluster
+/// ([`run_against`]) instead of a fresh local one.
+pub async fn run_points_on(
+    points: &[ChirperBench],
+    cluster: Option<Topology>,
+    history: Option<&BenchHistory>,
+    progress: bool,
     mut report: impl FnMut(&ChirperRecord),
 ) -> anyhow::Result<Vec<ChirperRecord>> {
     let mut records = Vec::with_capacity(points.len());
     for (i, point) in points.iter().enumerate() {
         let prefix = format!("[{}/{}] {}", i + 1, points.len(), point.label());
         let bar = progress_bar(&prefix, progress);
-        let record = run(point, history, &bar).await;
+        let record = match &cluster {
+            None => run(point, history, &bar).await,
+            Some(topology) => {
+                let app = Arc::new(
+                    Chirper::new(point.graph.community_size).with_placement(point.placement),
+                );
+                run_against(point, app, topology, history, &bar).await
+            }
+        };
         bar.finish_and_clear();
         let record = record.map_err(|e| e.context(format!("run {}", point.label())))?;
         report(&record);

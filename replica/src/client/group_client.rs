@@ -17,6 +17,11 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Longest wait for one member's answer before trying the next: longer than a healthy group
+/// takes to deliver even a multi-group message under load, short enough that a partitioned
+/// leader does not hold clients for long.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 use thiserror::Error;
 use tonic::transport::Channel;
 
@@ -124,7 +129,10 @@ impl GroupClient {
         self.group
     }
 
-    /// Calls the leader with `f`, following hints and rotating members until `deadline`.
+    /// Calls the leader with `f`, following hints and rotating members until `deadline`. One
+    /// attempt waits at most [`ATTEMPT_TIMEOUT`]: a member cut off by the network drops
+    /// requests silently, and the client must move on to the others (resubmitting a message
+    /// is safe: groups answer a known message id with its one outcome).
     pub async fn call<T, F, Fut>(&self, deadline: Instant, f: F) -> Result<T, ClientError>
     where
         F: Fn(RpcClient<Channel>) -> Fut,
@@ -144,9 +152,12 @@ impl GroupClient {
                 Err(tonic::Status::unavailable("link is cut"))
             } else {
                 let left = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(left, f(member.rpc.clone())).await {
+                match tokio::time::timeout(left.min(ATTEMPT_TIMEOUT), f(member.rpc.clone())).await {
                     Ok(r) => r,
-                    Err(_) => Err(tonic::Status::deadline_exceeded("deadline reached")),
+                    Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                        "no answer within {:?}",
+                        left.min(ATTEMPT_TIMEOUT)
+                    ))),
                 }
             };
             let mut rotate = true;
@@ -176,6 +187,16 @@ impl GroupClient {
                     _ => last = format!("{}: {}", member.addr, status.message()),
                 },
             }
+            if rotate {
+                // Rotate before giving up too: the next call (a short-deadline peer call,
+                // say) must not start again at a member that did not answer.
+                let _ = self.leader.compare_exchange(
+                    i,
+                    (i + 1) % n.max(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
             if Instant::now() >= deadline {
                 return Err(ClientError::Unavailable {
                     group: self.group,
@@ -183,12 +204,6 @@ impl GroupClient {
                 });
             }
             if rotate {
-                let _ = self.leader.compare_exchange(
-                    i,
-                    (i + 1) % n.max(1),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
                 tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))
                     .await;
                 backoff = (backoff * 2).min(Duration::from_millis(200));

@@ -7,13 +7,13 @@
 //! never waits for another group, so it can never block a partition that waits for it.
 
 use crate::app::{Actions, Application, RestoreError, StateMachine};
-use crate::command::{decode, encode, Command, Prophecy, Purpose, Reply, Transfer};
+use crate::command::{decode, encode, AdminOp, Command, Prophecy, Purpose, Reply, Transfer};
 use crate::ids::{GroupId, VarId, ORACLE};
 use crate::metrics::{AppStats, CommandCounts, CommandKind, CommandOutcome};
 use crate::multicast::McastMessage;
 use serde::{Deserialize, Serialize};
 use std::any::Any;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Where new variables go: the application's placement rule, without its other types.
@@ -30,15 +30,33 @@ impl<A: StateMachine> Placement for A {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct OracleState {
+    /// Where new variables may be placed, sorted.
     partitions: Vec<GroupId>,
     locations: HashMap<VarId, GroupId>,
     counts: BTreeMap<GroupId, u64>,
+    /// Partitions being drained: no longer placed into, their variables moved out.
+    draining: BTreeSet<GroupId>,
+}
+
+/// Where a partition stands in the oracle's placement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartitionState {
+    /// New variables may be placed in it.
+    Active,
+    /// Being drained; `u64` variables are still in it.
+    Draining(u64),
+    /// Drained: no variable is in it, none is placed in it.
+    Drained,
+    /// In the cluster config but not (yet) added to the placement.
+    Inactive,
 }
 
 /// The oracle's replicated state and logic.
 pub struct Oracle {
     placement: Arc<dyn Placement>,
     state: OracleState,
+    /// Every partition of the cluster config (the ones an administrator may add).
+    known: Vec<GroupId>,
     /// Commands executed since this replica started (not replicated state: a counter reset
     /// on restart, as Prometheus expects of counters).
     commands: CommandCounts,
@@ -51,10 +69,12 @@ impl Oracle {
         partitions.dedup();
         Oracle {
             placement,
+            known: partitions.clone(),
             state: OracleState {
                 counts: partitions.iter().map(|p| (*p, 0)).collect(),
                 partitions,
                 locations: HashMap::new(),
+                draining: BTreeSet::new(),
             },
             commands: CommandCounts::default(),
         }
@@ -68,6 +88,86 @@ impl Oracle {
     /// Number of variables per partition.
     pub fn counts(&self) -> &BTreeMap<GroupId, u64> {
         &self.state.counts
+    }
+
+    /// Where partition `p` stands.
+    pub fn partition_state(&self, p: GroupId) -> PartitionState {
+        let held = self.state.counts.get(&p).copied().unwrap_or(0);
+        if self.state.draining.contains(&p) {
+            if held == 0 {
+                PartitionState::Drained
+            } else {
+                PartitionState::Draining(held)
+            }
+        } else if self.state.partitions.contains(&p) {
+            PartitionState::Active
+        } else {
+            PartitionState::Inactive
+        }
+    }
+
+    /// Every partition of the config, and every one placed into or holding variables.
+    pub fn partitions(&self) -> Vec<GroupId> {
+        let mut all: BTreeSet<GroupId> = self.known.iter().copied().collect();
+        all.extend(self.state.partitions.iter().copied());
+        all.extend(self.state.counts.keys().copied());
+        all.into_iter().collect()
+    }
+
+    /// Partitions being drained that still hold variables.
+    pub fn draining(&self) -> Vec<GroupId> {
+        self.state
+            .draining
+            .iter()
+            .copied()
+            .filter(|p| self.state.counts.get(p).copied().unwrap_or(0) > 0)
+            .collect()
+    }
+
+    /// Up to `n` variables located in partition `p`.
+    pub fn variables_in(&self, p: GroupId, n: usize) -> Vec<VarId> {
+        self.state
+            .locations
+            .iter()
+            .filter(|(_, q)| **q == p)
+            .map(|(v, _)| v.clone())
+            .take(n)
+            .collect()
+    }
+
+    /// The active partition (other than `not`) holding the fewest variables.
+    pub fn emptiest_active(&self, not: GroupId) -> Option<GroupId> {
+        self.state
+            .partitions
+            .iter()
+            .copied()
+            .filter(|p| *p != not)
+            .min_by_key(|p| (self.state.counts.get(p).copied().unwrap_or(0), *p))
+    }
+
+    fn admin(&mut self, op: AdminOp) -> Reply {
+        match op {
+            AdminOp::AddPartition(p) => {
+                self.state.draining.remove(&p);
+                if !self.state.partitions.contains(&p) {
+                    self.state.partitions.push(p);
+                    self.state.partitions.sort_unstable();
+                }
+                self.state.counts.entry(p).or_default();
+                Reply::Ok
+            }
+            AdminOp::DrainPartition(p) => {
+                let others = self.state.partitions.iter().any(|q| *q != p);
+                if !others {
+                    return Reply::Rejected(format!(
+                        "cannot drain {p}: it is the only partition new variables can go to"
+                    ));
+                }
+                self.state.partitions.retain(|q| *q != p);
+                self.state.draining.insert(p);
+                Reply::Ok
+            }
+        }
     }
 
     /// Number of variables in existence.
@@ -196,6 +296,7 @@ impl Oracle {
                     local: Vec::new(),
                 },
             },
+            Command::Admin(op) => self.admin(op),
             Command::Access { .. } => {
                 Reply::Rejected("access commands go to partitions, not to the oracle".into())
             }
@@ -231,6 +332,15 @@ impl Application for Oracle {
             }
             Command::Move { from, to, .. } if from == to => {
                 Err("a move needs different source and destination partitions".into())
+            }
+            Command::Admin(AdminOp::AddPartition(p) | AdminOp::DrainPartition(p))
+                if !self.known.contains(&p) =>
+            {
+                Err(format!(
+                    "partition {p} is not in this oracle's cluster config (partitions: {:?}); \
+                     restart the oracle with a config that has it",
+                    self.known
+                ))
             }
             _ => Ok(()),
         }

@@ -330,6 +330,9 @@ impl<A: StateMachine> Partition<A> {
             Command::Consult { .. } => Step::Finished(Reply::Rejected(
                 "consults go to the oracle, not to partitions".into(),
             )),
+            Command::Admin(_) => Step::Finished(Reply::Rejected(
+                "administrative commands go to the oracle, not to partitions".into(),
+            )),
         }
     }
 
@@ -481,6 +484,9 @@ impl<A: StateMachine> Application for Partition<A> {
                 .map(|_| ())
                 .map_err(|e| e.to_string()),
             Command::Consult { .. } => Err("consults go to the oracle, not to partitions".into()),
+            Command::Admin(_) => {
+                Err("administrative commands go to the oracle, not to partitions".into())
+            }
             Command::Move { from, to, .. } if from == to => {
                 Err("a move needs different source and destination partitions".into())
             }
@@ -504,6 +510,7 @@ impl<A: StateMachine> Application for Partition<A> {
         let head = self.state.queue.front().map(|q| {
             let kind = match &q.cmd {
                 Command::Consult { .. } => "consult".to_string(),
+                Command::Admin(op) => format!("admin {op:?}"),
                 Command::Access { execution, .. } => format!("access/{execution:?}"),
                 Command::Move { from, to, vars } => format!("move {} {from}->{to}", vars.len()),
                 Command::Create { var, .. } => format!("create {var}"),

@@ -22,6 +22,10 @@ use std::sync::Arc;
 /// Committed entries a ready replica may still have to apply (apply work in flight under load).
 pub const READY_LAG: u64 = 64;
 
+/// Longest a ready leader may go without a quorum acknowledging it (the election timeout's
+/// upper bound: by then the followers elect another leader).
+pub const LEADER_QUORUM_MS: u64 = 1000;
+
 /// What the handlers read.
 pub struct Probe {
     /// The replica's metrics.
@@ -88,6 +92,15 @@ pub async fn readiness(p: &Probe) -> Result<(), String> {
     }
     if m.current_leader.is_none() {
         return Err("no known leader".into());
+    }
+    if m.current_leader == Some(p.node_id) {
+        // A leader cut off from its followers still believes it leads: ready only while a
+        // quorum acknowledges it.
+        match m.millis_since_quorum_ack {
+            Some(ms) if ms <= LEADER_QUORUM_MS => {}
+            Some(ms) => return Err(format!("leader without a quorum for {ms} ms")),
+            None => return Err("leader without a quorum yet".into()),
+        }
     }
     let committed = p
         .raft

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Prepares what the end-to-end tests need beyond cargo, then returns:
+# - Prometheus and promtool (Debian's `prometheus` package; the e2e scrapes every replica with
+#   it and the metric tests run `promtool check metrics`);
+# - where a Docker engine runs, the `dssmr:e2e` image (static binaries, `scratch` base).
+# Without Docker the e2e runs replicas as 127.0.0.1 processes (and says so loudly).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "e2e/prepare.sh: installing prometheus (apt)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    # The package starts a system service on :9090; the tests start their own servers.
+    systemctl disable --now prometheus >/dev/null 2>&1 || pkill -x prometheus || true
+  else
+    echo "e2e/prepare.sh: prometheus is missing and cannot be installed here (apt, root)" >&2
+  fi
+fi
+
+if docker info >/dev/null 2>&1; then
+  echo "e2e/prepare.sh: building the dssmr:e2e image"
+  e2e/build-images.sh e2e
+else
+  echo "e2e/prepare.sh: no Docker engine: the e2e will run replicas as processes" >&2
+fi

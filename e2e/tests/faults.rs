@@ -1,0 +1,461 @@
+//! Fault-injection end-to-end test (issue 5): two DS-SMR clusters, kv and Chirper, each an
+//! oracle and 2 partitions × 3 replicas, every replica a `dssmr replica` container (or a
+//! 127.0.0.1 process without Docker), under kv and Chirper load from client containers, while
+//! the test
+//!
+//! (a) SIGKILLs the leader of partition 1 and restarts it,
+//! (b) SIGKILLs the oracle leader and restarts it,
+//! (c) disconnects the leader of partition 2 from the network and reconnects it,
+//! (d) stops every replica (SIGTERM) and starts them all again.
+//!
+//! After each fault it measures how long the group takes to make progress again (a leader and
+//! newly executed commands) and how long the faulty replica takes to be ready again. The kv
+//! history, recorded across all faults, must be linearizable: an acknowledged write that a
+//! later read misses (e.g. lost in the restart of everything) fails the check. A real
+//! Prometheus scrapes every replica; `rate()` of executed commands and of moves must be
+//! non-zero under load.
+
+use dssmr::config::AppKind;
+use dssmr::history::linearizability::{check_kv_bounded, DEFAULT_MAX_CONFIGURATIONS};
+use dssmr::history::read_jsonl;
+use dssmr::ids::{GroupId, ORACLE};
+use dssmr_e2e::fabric::{detect, Fabric};
+use dssmr_e2e::layout::{Layout, ReplicaRef};
+use dssmr_e2e::prometheus::{self, Prometheus};
+use dssmr_e2e::{probe, wait_for};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Executed commands a group must add after a fault to count as recovered.
+const PROGRESS: f64 = 10.0;
+/// Longest a group may take to recover from one fault.
+const RECOVERY_LIMIT: Duration = Duration::from_secs(45);
+
+/// The `dssmr` binary next to this test's executable (the fallback fabric runs it).
+fn dssmr_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("DSSMR_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/faults-<hash> → target/<profile>/dssmr
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("dssmr"))
+        .expect("target directory")
+}
+
+/// Executed commands of group `g`: the largest count any reachable replica (but `skip`)
+/// reports.
+fn executed(f: &dyn Fabric, layout: &Layout, g: GroupId, skip: Option<&ReplicaRef>) -> Option<f64> {
+    layout
+        .group(g)
+        .iter()
+        .filter(|r| Some(*r) != skip)
+        .filter_map(|r| probe::metrics(&f.http(r)).ok())
+        .map(|m| probe::sum(&m, "dssmr_commands_total", &[("outcome", "executed")]))
+        .reduce(f64::max)
+}
+
+/// Executed commands of every partition of the cluster (what its clients get done).
+fn progress(f: &dyn Fabric, layout: &Layout, skip: Option<&ReplicaRef>) -> f64 {
+    layout
+        .groups()
+        .into_iter()
+        .filter(|g| *g != ORACLE)
+        .filter_map(|g| executed(f, layout, g, skip))
+        .sum()
+}
+
+/// The replica of `g` (but `skip`) that says it leads, if one answers.
+fn leader(
+    f: &dyn Fabric,
+    layout: &Layout,
+    g: GroupId,
+    skip: Option<&ReplicaRef>,
+) -> Option<ReplicaRef> {
+    layout
+        .group(g)
+        .into_iter()
+        .filter(|r| Some(r) != skip)
+        .find(|r| {
+            probe::metrics(&f.http(r))
+                .map(|m| probe::sum(&m, "dssmr_raft_is_leader", &[]) == 1.0)
+                .unwrap_or(false)
+        })
+}
+
+/// How a cluster came back from a fault, both from the fault.
+struct Recovery {
+    /// Until the faulty group had a leader again (other than the faulty replica).
+    leader: Duration,
+    /// Until the cluster's partitions had executed [`PROGRESS`] more commands than when that
+    /// leader appeared (the load is served again).
+    throughput: Duration,
+}
+
+/// Waits until group `g` has a leader other than `not`, then until the cluster makes progress.
+fn recovery(
+    f: &dyn Fabric,
+    layout: &Layout,
+    g: GroupId,
+    not: Option<&ReplicaRef>,
+    since: Instant,
+) -> anyhow::Result<Recovery> {
+    let label = dssmr::metrics::group_label(g);
+    wait_for(
+        &format!("{} {label} elects a leader", layout.name),
+        RECOVERY_LIMIT,
+        Duration::from_millis(50),
+        || match leader(f, layout, g, not) {
+            Some(_) => Ok(()),
+            None => Err("no leader".into()),
+        },
+    )?;
+    let leader = since.elapsed();
+    let base = progress(f, layout, not);
+    wait_for(
+        &format!("{} serves its load again", layout.name),
+        RECOVERY_LIMIT,
+        Duration::from_millis(50),
+        || {
+            let now = progress(f, layout, not);
+            if now >= base + PROGRESS {
+                Ok(())
+            } else {
+                Err(format!("executed {now}, waiting for {}", base + PROGRESS))
+            }
+        },
+    )?;
+    Ok(Recovery {
+        leader,
+        throughput: since.elapsed(),
+    })
+}
+
+/// Waits until every replica in `rs` is ready; returns the time from `since`.
+fn all_ready(f: &dyn Fabric, rs: &[ReplicaRef], since: Instant) -> anyhow::Result<Duration> {
+    wait_for(
+        "replicas ready",
+        Duration::from_secs(90),
+        Duration::from_millis(100),
+        || {
+            for r in rs {
+                probe::ready(&f.http(r)).map_err(|e| format!("{r}: {e}"))?;
+            }
+            Ok(())
+        },
+    )?;
+    Ok(since.elapsed())
+}
+
+/// One line of the report.
+struct Row {
+    fault: &'static str,
+    cluster: String,
+    replica: String,
+    recovery: Recovery,
+    rejoin: Duration,
+}
+
+#[test]
+fn replicas_survive_faults_under_load_and_prometheus_sees_them() -> anyhow::Result<()> {
+    dssmr::telemetry::init_for_tests();
+    let load_s: u64 = std::env::var("DSSMR_E2E_LOAD_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(75);
+    let mut fabric = detect(&dssmr_binary())?;
+    eprintln!("e2e fabric: {}", fabric.describe());
+    let clusters = [
+        Layout {
+            name: "kv".into(),
+            app: AppKind::Kv,
+            partitions: 2,
+            replicas: 3,
+        },
+        Layout {
+            name: "chirper".into(),
+            app: AppKind::Chirper,
+            partitions: 2,
+            replicas: 3,
+        },
+    ];
+    for c in &clusters {
+        fabric.launch(c)?;
+    }
+    let started = Instant::now();
+    let everyone = fabric.replicas();
+    let boot = all_ready(fabric.as_ref(), &everyone, started)?;
+    eprintln!(
+        "{} replicas ready in {:.1} s",
+        everyone.len(),
+        boot.as_secs_f64()
+    );
+
+    // A real Prometheus scraping every replica.
+    let prom = match prometheus::binary() {
+        Some(bin) => {
+            let targets: Vec<(String, String)> = everyone
+                .iter()
+                .map(|r| {
+                    let http = fabric.http(r);
+                    (http.trim_start_matches("http://").to_string(), r.pod_name())
+                })
+                .collect();
+            Some(Prometheus::start(&bin, &targets)?)
+        }
+        None => None,
+    };
+    anyhow::ensure!(
+        prom.is_some() || std::env::var_os("CI").is_none(),
+        "prometheus is not installed (apt-get install prometheus); CI must run it"
+    );
+
+    // Load: kv with a recorded history, Chirper's Mix.
+    let duration = format!("{load_s}s");
+    let kv_load = fabric.client(
+        "load-kv",
+        &[
+            "bench",
+            "kv",
+            "--cluster",
+            "{work}/kv.yaml",
+            "--clients",
+            "4",
+            "--keys",
+            "8",
+            "--warmup",
+            "1s",
+            "--duration",
+            &duration,
+            "--history",
+            "{work}/kv.jsonl",
+            "--json",
+            "{work}/kv.json",
+            "--quiet",
+        ]
+        .map(String::from),
+    )?;
+    let chirper_load = fabric.client(
+        "load-chirper",
+        &[
+            "bench",
+            "chirper",
+            "--cluster",
+            "{work}/chirper.yaml",
+            "--workload",
+            "mix",
+            "--users",
+            "200",
+            "--clients",
+            "4",
+            "--warmup",
+            "1s",
+            "--duration",
+            &duration,
+            "--json",
+            "{work}/chirper.json",
+            "--quiet",
+        ]
+        .map(String::from),
+    )?;
+    let load_started = Instant::now();
+    for c in &clusters {
+        recovery(fabric.as_ref(), c, GroupId(1), None, Instant::now())?;
+    }
+    eprintln!(
+        "load running after {:.1} s",
+        load_started.elapsed().as_secs_f64()
+    );
+
+    // Prometheus sees the load: rate() of executed commands and of moves.
+    if let Some(prom) = &prom {
+        for (what, q) in [
+            (
+                "commands",
+                "sum(rate(dssmr_commands_total{outcome=\"executed\"}[10s]))",
+            ),
+            ("moves", "sum(rate(dssmr_variable_moves_total[10s]))"),
+        ] {
+            let v = wait_for(
+                &format!("Prometheus rate of {what}"),
+                Duration::from_secs(40),
+                Duration::from_millis(500),
+                || match prom.query(q)?.first() {
+                    Some(v) if *v > 0.0 => Ok(*v),
+                    other => Err(format!("{q} = {other:?}")),
+                },
+            )?;
+            eprintln!("Prometheus: {q} = {v:.1}/s");
+        }
+        let down: Vec<String> = prom
+            .targets_up()
+            .map_err(anyhow::Error::msg)?
+            .into_iter()
+            .filter(|(_, up)| !up)
+            .map(|(pod, _)| pod)
+            .collect();
+        anyhow::ensure!(down.is_empty(), "Prometheus cannot scrape {down:?}");
+    }
+
+    let mut rows = Vec::new();
+    // (a) and (b): SIGKILL a leader, wait for the group, restart it, wait until it is ready.
+    for (fault, g) in [
+        ("kill leader of p1", GroupId(1)),
+        ("kill oracle leader", ORACLE),
+    ] {
+        let mut killed = Vec::new();
+        let t = Instant::now();
+        for c in &clusters {
+            let l = leader(fabric.as_ref(), c, g, None)
+                .ok_or_else(|| anyhow::anyhow!("{}: no leader of {g}", c.name))?;
+            fabric.kill(&l)?;
+            killed.push((c, l));
+        }
+        eprintln!("{fault}: killed {killed:?}");
+        let mut recovered = Vec::new();
+        for (c, l) in &killed {
+            recovered.push(recovery(fabric.as_ref(), c, g, Some(l), t)?);
+        }
+        for ((c, l), rec) in killed.into_iter().zip(recovered) {
+            let back = Instant::now();
+            fabric.restart(&l)?;
+            let rejoin = all_ready(fabric.as_ref(), std::slice::from_ref(&l), back)?;
+            rows.push(Row {
+                fault,
+                cluster: c.name.clone(),
+                replica: l.pod_name(),
+                recovery: rec,
+                rejoin,
+            });
+        }
+    }
+
+    // (c) Disconnect the leader of p2, reconnect it after its group recovered.
+    {
+        let g = GroupId(2);
+        let mut cut = Vec::new();
+        let t = Instant::now();
+        for c in &clusters {
+            let l = leader(fabric.as_ref(), c, g, None)
+                .ok_or_else(|| anyhow::anyhow!("{}: no leader of {g}", c.name))?;
+            fabric.disconnect(&l)?;
+            cut.push((c, l));
+        }
+        eprintln!("disconnected {cut:?}");
+        let mut recovered = Vec::new();
+        for (c, l) in &cut {
+            recovered.push(recovery(fabric.as_ref(), c, g, Some(l), t)?);
+        }
+        for ((c, l), rec) in cut.into_iter().zip(recovered) {
+            let back = Instant::now();
+            fabric.reconnect(&l)?;
+            let rejoin = all_ready(fabric.as_ref(), std::slice::from_ref(&l), back)?;
+            rows.push(Row {
+                fault: "disconnect leader of p2",
+                cluster: c.name.clone(),
+                replica: l.pod_name(),
+                recovery: rec,
+                rejoin,
+            });
+        }
+    }
+
+    // (d) Stop everything (SIGTERM), start everything.
+    {
+        eprintln!("stopping everything");
+        fabric.stop_all()?;
+        let t = Instant::now();
+        fabric.start_all()?;
+        let ready = all_ready(fabric.as_ref(), &everyone, t)?;
+        for c in &clusters {
+            let mut rec = recovery(fabric.as_ref(), c, ORACLE, None, t)?;
+            for g in c.groups() {
+                let r = recovery(fabric.as_ref(), c, g, None, t)?;
+                rec.leader = rec.leader.max(r.leader);
+                rec.throughput = rec.throughput.max(r.throughput);
+            }
+            rows.push(Row {
+                fault: "stop and start everything",
+                cluster: c.name.clone(),
+                replica: "all".into(),
+                recovery: rec,
+                rejoin: ready,
+            });
+        }
+    }
+    let faults_done = load_started.elapsed();
+    anyhow::ensure!(
+        faults_done + Duration::from_secs(5) < Duration::from_secs(load_s),
+        "the faults took {faults_done:?}, longer than the load ({load_s} s): raise \
+         DSSMR_E2E_LOAD_SECONDS so that reads after the last fault are recorded"
+    );
+
+    // The loads finish by themselves.
+    let limit = Duration::from_secs(load_s + 90);
+    let (kv_ok, kv_out) = kv_load.wait(limit)?;
+    anyhow::ensure!(kv_ok, "kv load failed:\n{kv_out}");
+    let (ch_ok, ch_out) = chirper_load.wait(limit)?;
+    anyhow::ensure!(ch_ok, "Chirper load failed:\n{ch_out}");
+
+    // Nothing acknowledged is lost, nothing is reordered: the kv history is linearizable.
+    let events = read_jsonl(fabric.work().join("kv.jsonl"))?;
+    let ops = events
+        .iter()
+        .filter(|e| e.kind == dssmr::history::EventKind::Invoke)
+        .count();
+    check_kv_bounded(&events, &BTreeMap::new(), DEFAULT_MAX_CONFIGURATIONS)
+        .map_err(|e| anyhow::anyhow!("kv history is not linearizable: {e}"))?;
+
+    let mut report = String::new();
+    writeln!(report, "e2e faults on {}", fabric.describe())?;
+    writeln!(
+        report,
+        "kv history: {ops} operations over {load_s} s, linearizable"
+    )?;
+    for (name, file) in [("kv", "kv.json"), ("chirper", "chirper.json")] {
+        let text = std::fs::read_to_string(fabric.work().join(file))?;
+        let v: serde_json::Value = serde_json::from_str(&text)?;
+        let r = &v[0];
+        writeln!(
+            report,
+            "{name} load: {:.0} cmd/s, p99 {:.1} ms, {} errors ({} unknown outcome)",
+            r["throughput_cps"].as_f64().unwrap_or(0.0),
+            r["p99_ms"].as_f64().unwrap_or(0.0),
+            r["errors"],
+            r["indeterminate"]
+        )?;
+        anyhow::ensure!(
+            r["throughput_cps"].as_f64().unwrap_or(0.0) > 0.0,
+            "{name} load made no progress"
+        );
+    }
+    writeln!(
+        report,
+        "times from the fault (rejoin: from the restart/reconnect until the replica is ready)"
+    )?;
+    writeln!(
+        report,
+        "{:<26} {:<8} {:<16} {:>10} {:>14} {:>10}",
+        "fault", "cluster", "replica", "leader ms", "throughput ms", "rejoin ms"
+    )?;
+    for r in &rows {
+        writeln!(
+            report,
+            "{:<26} {:<8} {:<16} {:>10} {:>14} {:>10}",
+            r.fault,
+            r.cluster,
+            r.replica,
+            r.recovery.leader.as_millis(),
+            r.recovery.throughput.as_millis(),
+            r.rejoin.as_millis()
+        )?;
+    }
+    eprint!("{report}");
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-faults-report.txt");
+    std::fs::write(&out, &report)?;
+    drop(prom);
+    Ok(())
+}
