@@ -400,6 +400,36 @@ fn replicas_survive_faults_under_load_and_prometheus_sees_them() -> anyhow::Resu
     let (ch_ok, ch_out) = chirper_load.wait(limit)?;
     anyhow::ensure!(ch_ok, "Chirper load failed:\n{ch_out}");
 
+    // The admin API answers across the network: every group has a leader, every member is
+    // reachable, the oracle knows where the keys are.
+    let admin = fabric.client(
+        "admin-status",
+        &["admin", "--config", "{work}/kv.yaml", "status"].map(String::from),
+    )?;
+    let (ok, out) = admin.wait(Duration::from_secs(60))?;
+    anyhow::ensure!(ok, "dssmr admin status failed:\n{out}");
+    let json_start = out.find('{').unwrap_or(0);
+    let status: serde_json::Value = serde_json::from_str(&out[json_start..])
+        .map_err(|e| anyhow::anyhow!("admin status is not JSON ({e}):\n{out}"))?;
+    let groups = status["groups"].as_array().cloned().unwrap_or_default();
+    anyhow::ensure!(groups.len() == 3, "admin status: {status}");
+    for g in &groups {
+        anyhow::ensure!(
+            g["leader"].as_str().is_some_and(|l| !l.is_empty()),
+            "no leader: {g}"
+        );
+        let unreachable = g["members"]
+            .as_array()
+            .map(|ms| ms.iter().filter(|m| m["role"] == "unreachable").count())
+            .unwrap_or(3);
+        anyhow::ensure!(unreachable == 0, "unreachable members: {g}");
+    }
+    let keys: u64 = status["partitions"]
+        .as_array()
+        .map(|ps| ps.iter().filter_map(|p| p["variables"].as_u64()).sum())
+        .unwrap_or(0);
+    anyhow::ensure!(keys == 8, "the oracle should know the 8 keys: {status}");
+
     // Nothing acknowledged is lost, nothing is reordered: the kv history is linearizable.
     let events = read_jsonl(fabric.work().join("kv.jsonl"))?;
     let ops = events

@@ -4,6 +4,7 @@
 //! atomic multicast and the reliable inter-group channel on top of the group logs), [`app`]
 //! (what a group replicates), [`client`] (talking to groups) and [`bench`] (measurements).
 
+pub mod admin;
 pub mod app;
 pub mod bench;
 pub mod client;

@@ -66,6 +66,9 @@ enum Command {
     Replica(ReplicaArgs),
     /// Send one application command to a running cluster and print the reply as JSON.
     Client(ClientArgs),
+    /// Administer a running cluster through its oracle: status (groups, leaders, commit
+    /// indexes, variables per partition), add a partition, drain a partition. Prints JSON.
+    Admin(AdminArgs),
     /// Measure the system on a local cluster (every replica on 127.0.0.1).
     Bench {
         #[command(subcommand)]
@@ -680,6 +683,31 @@ impl ReplicaArgs {
 }
 
 #[derive(Args)]
+struct AdminArgs {
+    /// The cluster config (as `dssmr local --write-config` writes it).
+    #[arg(long)]
+    config: PathBuf,
+    #[command(subcommand)]
+    op: AdminOpArg,
+}
+
+#[derive(Subcommand)]
+enum AdminOpArg {
+    /// Every group's members (role, term, commit and applied index), its leader, and the
+    /// oracle's partitions (state, variables).
+    Status,
+    /// Let the oracle place new variables in PARTITION (1-based) too.
+    AddPartition { partition: u32 },
+    /// Stop placing new variables in PARTITION and move all of its variables out.
+    DrainPartition {
+        partition: u32,
+        /// Wait until the partition is empty (at most this long; 0s: do not wait).
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        wait: Duration,
+    },
+}
+
+#[derive(Args)]
 struct ClientArgs {
     /// The cluster config (as `dssmr local --write-config` writes it).
     #[arg(long)]
@@ -1161,6 +1189,43 @@ async fn replica(args: ReplicaArgs) -> anyhow::Result<()> {
     dssmr::server::run(plan, async move { stop.wait().await }).await
 }
 
+async fn admin(args: AdminArgs) -> anyhow::Result<()> {
+    use dssmr::admin::client::{partition_json, status_json, AdminConnection};
+    let config = ClusterConfig::load(&args.config).map_err(|e| anyhow::anyhow!("--config: {e}"))?;
+    let conn = AdminConnection::new(&config)?;
+    let out = match args.op {
+        AdminOpArg::Status => status_json(&conn.status().await?),
+        AdminOpArg::AddPartition { partition } => {
+            partition_json(&conn.add_partition(partition).await?)
+        }
+        AdminOpArg::DrainPartition { partition, wait } => {
+            let deadline = std::time::Instant::now() + wait;
+            let mut status = conn.drain_partition(partition).await?;
+            while status.state != "drained" && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if let Some(p) = conn
+                    .status()
+                    .await?
+                    .partitions
+                    .into_iter()
+                    .find(|p| p.partition == partition)
+                {
+                    status = p;
+                }
+            }
+            if !wait.is_zero() && status.state != "drained" {
+                anyhow::bail!(
+                    "--wait: partition {partition} still holds {} variables after {wait:?}",
+                    status.variables
+                );
+            }
+            partition_json(&status)
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
 /// A proxy for `app` on the cluster of `config`.
 fn proxy<A: dssmr::app::StateMachine>(
     config: &ClusterConfig,
@@ -1287,6 +1352,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             Command::Local(args) => local(args).await.map(done),
             Command::Replica(args) => replica(args).await.map(done),
             Command::Client(args) => client(args).await.map(done),
+            Command::Admin(args) => admin(args).await.map(done),
             Command::Bench { which } => match which {
                 BenchCommand::Mcast(args) => bench_mcast(args).await.map(done),
                 BenchCommand::Chirper(args) => bench_chirper(args).await.map(done),

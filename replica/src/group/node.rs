@@ -15,10 +15,10 @@ use crate::group::service::{GroupService, RaftService};
 use crate::group::state::GroupState;
 use crate::group::state_machine::{Shared, StateMachineStore};
 use crate::group::types::{Op, Raft, StorageError};
-use crate::ids::{node_id_of_ordinal, GroupId, NodeId};
+use crate::ids::{node_id_of_ordinal, GroupId, NodeId, ORACLE};
 use crate::multicast::coordinator::{Coordinator, CoordinatorParts};
 use crate::multicast::skeen::DeliveryRule;
-use crate::proto::{group_server::GroupServer, raft_server::RaftServer};
+use crate::proto::{admin_server::AdminServer, group_server::GroupServer, raft_server::RaftServer};
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -212,12 +212,29 @@ impl GroupNode {
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(coordinator.clone().run(events_rx)));
 
+        let admin = crate::admin::AdminService::new(
+            spec.group,
+            spec.ordinal,
+            addr.clone(),
+            raft.clone(),
+            shared.clone(),
+            spec.topology.clone(),
+        )?;
+        if spec.group == ORACLE {
+            tasks.push(tokio::spawn(crate::admin::drain::run_drainer(
+                shared.clone(),
+                coordinator.clone(),
+                spec.topology.clone(),
+                node_id,
+            )));
+        }
         let server = tonic::transport::Server::builder()
             .add_service(
                 RaftServer::new(RaftService::new(raft.clone()))
                     .max_decoding_message_size(256 << 20),
             )
             .add_service(GroupServer::new(GroupService::new(coordinator.clone())))
+            .add_service(AdminServer::new(admin))
             // `Server::tcp_nodelay` does not reach a listener we bind ourselves: set it on the
             // incoming stream, or replies wait for delayed ACKs (~40 ms).
             .serve_with_incoming(
