@@ -211,29 +211,7 @@ fn replicas_hand_over_on_sigterm_recover_from_sigkill_and_export_metrics() -> an
         let (code, text) =
             probe::get(&format!("{}/metrics", f.http(r))).map_err(anyhow::Error::msg)?;
         assert_eq!(code, 200);
-        match which_promtool() {
-            Some(promtool) => {
-                let mut child = Command::new(promtool)
-                    .args(["check", "metrics"])
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()?;
-                use std::io::Write;
-                child.stdin.take().unwrap().write_all(text.as_bytes())?;
-                let out = child.wait_with_output()?;
-                assert!(
-                    out.status.success(),
-                    "promtool check metrics on {r}: {}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            None => assert!(
-                std::env::var_os("CI").is_none(),
-                "promtool missing (apt-get install prometheus); CI must have it"
-            ),
-        }
+        promtool_check(&text, &r.to_string())?;
         let m = probe::parse(&text);
         let mut names = vec![
             "dssmr_commands_total",
@@ -273,6 +251,54 @@ fn replicas_hand_over_on_sigterm_recover_from_sigkill_and_export_metrics() -> an
         assert_eq!(code, 200, "{r} /healthz");
     }
 
+    // A load generator exports the client side: cache hits, consults, fallbacks.
+    let port = dssmr_e2e::prometheus::free_port()?;
+    let config_arg = config.display().to_string();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let load = Command::new(dssmr_binary())
+        .args([
+            "bench",
+            "kv",
+            "--cluster",
+            &config_arg,
+            "--clients",
+            "2",
+            "--keys",
+            "4",
+        ])
+        .args(["--warmup", "1s", "--duration", "4s", "--quiet"])
+        .args(["--metrics-addr", &metrics_addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let url = format!("http://{metrics_addr}/metrics");
+    let text = wait_for(
+        "client metrics with cache hits",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let (_, text) = probe::get(&url)?;
+            if probe::sum(&probe::parse(&text), "dssmr_client_cache_hits_total", &[]) > 0.0 {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        },
+    )?;
+    for name in [
+        "dssmr_ssmr_fallbacks_total",
+        "dssmr_client_oracle_consults_total",
+    ] {
+        assert!(text.contains(name), "no {name} in client metrics:\n{text}");
+    }
+    promtool_check(&text, "client metrics")?;
+    let out = load.wait_with_output()?;
+    assert!(
+        out.status.success(),
+        "bench kv --cluster failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // SIGTERM of the partition leader: it hands over, another replica leads at once.
     let old = leader(&f, &layout, p1, None).expect("p1 has a leader");
     let t = Instant::now();
@@ -305,6 +331,38 @@ fn replicas_hand_over_on_sigterm_recover_from_sigkill_and_export_metrics() -> an
     assert_eq!(
         client(&config, &["read", "a", "b", "c"]),
         "{\"values\":[0,3,3]}"
+    );
+    Ok(())
+}
+
+/// `promtool check metrics` on `text` (required in CI, skipped elsewhere without promtool).
+fn promtool_check(text: &str, what: &str) -> anyhow::Result<()> {
+    let Some(promtool) = which_promtool() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool missing (apt-get install prometheus); CI must have it"
+        );
+        eprintln!("promtool not installed: {what} not linted");
+        return Ok(());
+    };
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(text.as_bytes())?;
+    let out = child.wait_with_output()?;
+    assert!(
+        out.status.success(),
+        "promtool check metrics on {what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
     Ok(())
 }

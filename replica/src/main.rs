@@ -414,6 +414,10 @@ struct BenchChirperArgs {
     /// allowed then). The cluster must run app chirper.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["mode", "partitions"])]
     cluster: Option<PathBuf>,
+    /// Serve the client-side metrics (cache hits and misses, consults, moves, retries, S-SMR
+    /// fallbacks) at http://ADDR/metrics while the benchmark runs.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Write one record per run (workload × partitions × mode, with per-second series) as a
     /// JSON array to this file.
     #[arg(long)]
@@ -517,6 +521,10 @@ struct BenchKvArgs {
     /// --partitions and --replicas then come from the config.
     #[arg(long, value_name = "FILE")]
     cluster: Option<PathBuf>,
+    /// Serve the client-side metrics (cache hits and misses, consults, moves, retries, S-SMR
+    /// fallbacks) at http://ADDR/metrics while the benchmark runs.
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Write the record (with per-second series) as a JSON array to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -936,6 +944,14 @@ async fn bench_chirper(args: BenchChirperArgs) -> anyhow::Result<()> {
         first.destination.name()
     );
     let mut finished = Vec::new();
+    let stats = serve_client_metrics(args.metrics_addr).await?;
+    let points: Vec<ChirperBench> = points
+        .into_iter()
+        .map(|p| ChirperBench {
+            stats: stats.clone(),
+            ..p
+        })
+        .collect();
     let target = running_cluster(args.cluster.as_deref(), AppKind::Chirper)?;
     let points: Vec<ChirperBench> = match &target {
         None => points,
@@ -1017,6 +1033,7 @@ fn write_report(dir: &Path, records: &[ChirperRecord]) -> anyhow::Result<()> {
 
 async fn bench_kv(args: BenchKvArgs) -> anyhow::Result<()> {
     let mut cfg = args.validate().map_err(anyhow::Error::msg)?;
+    cfg.stats = serve_client_metrics(args.metrics_addr).await?;
     let target = running_cluster(args.cluster.as_deref(), AppKind::Kv)?;
     if let Some(config) = &target {
         cfg.mode = config.mode;
@@ -1058,6 +1075,27 @@ async fn bench_kv(args: BenchKvArgs) -> anyhow::Result<()> {
         json.write(&records)?;
     }
     Ok(())
+}
+
+/// With `--metrics-addr`, shared proxy counters served as Prometheus metrics from now on.
+async fn serve_client_metrics(
+    addr: Option<std::net::SocketAddr>,
+) -> anyhow::Result<Option<Arc<ProxyStats>>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let stats = Arc::new(ProxyStats::default());
+    let metrics = Arc::new(dssmr::metrics::ClientMetrics::new(stats.clone()));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("--metrics-addr: cannot listen on {addr}: {e}"))?;
+    let router = dssmr::server::http::metrics_router(Arc::new(move || metrics.render()));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, router).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    });
+    Ok(Some(stats))
 }
 
 /// The config of the running cluster `--cluster` names, checked to run `app`.

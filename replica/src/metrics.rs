@@ -199,6 +199,7 @@ pub fn group_label(g: GroupId) -> String {
 pub struct ReplicaMetrics {
     registry: Registry,
     latency: Histogram,
+    commit_index: IntGauge,
 }
 
 impl ReplicaMetrics {
@@ -228,7 +229,25 @@ impl ReplicaMetrics {
         registry
             .register(Box::new(latency.clone()))
             .expect("registered once");
-        ReplicaMetrics { registry, latency }
+        let commit_index = IntGauge::new(
+            "dssmr_raft_commit_index",
+            "Index of the last log entry this replica knows to be committed.",
+        )
+        .expect("static gauge is valid");
+        registry
+            .register(Box::new(commit_index.clone()))
+            .expect("registered once");
+        ReplicaMetrics {
+            registry,
+            latency,
+            commit_index,
+        }
+    }
+
+    /// Records the commit index (read asynchronously from Raft before each scrape).
+    pub fn set_commit_index(&self, index: u64) {
+        self.commit_index
+            .set(i64::try_from(index).unwrap_or(i64::MAX));
     }
 
     /// The histogram the coordinator observes served submissions in.
@@ -239,7 +258,10 @@ impl ReplicaMetrics {
     /// Adds the scrape-time metrics of a started replica.
     pub fn watch(&self, node: &GroupNode) {
         self.registry
-            .register(Box::new(ReplicaCollector::new(node)))
+            .register(Box::new(ReplicaCollector::new(
+                node,
+                self.commit_index.clone(),
+            )))
             .expect("registered once");
     }
 
@@ -263,6 +285,7 @@ struct ReplicaCollector {
     oracle_variables: IntGaugeVec,
     queued: IntGaugeVec,
     raft: Vec<IntGauge>,
+    commit_index: IntGauge,
     descs: Vec<Desc>,
 }
 
@@ -311,7 +334,7 @@ fn gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
 }
 
 impl ReplicaCollector {
-    fn new(node: &GroupNode) -> Self {
+    fn new(node: &GroupNode, commit_index: IntGauge) -> Self {
         let commands = counter(
             "dssmr_commands_total",
             "Commands executed by this replica's group, by kind and outcome.",
@@ -372,6 +395,7 @@ impl ReplicaCollector {
             oracle_variables,
             queued,
             raft,
+            commit_index,
             descs,
         }
     }
@@ -442,7 +466,7 @@ impl Collector for ReplicaCollector {
             u64::from(m.current_leader.is_some()),
             last_log,
             applied,
-            last_log.saturating_sub(applied),
+            (self.commit_index.get().max(0) as u64).saturating_sub(applied),
             u64::from(voter),
         ];
         for (g, v) in self.raft.iter().zip(values) {
@@ -475,8 +499,144 @@ mod tests {
     }
 
     #[test]
+    fn client_metrics_render_the_proxy_counters() {
+        use std::sync::atomic::Ordering;
+        let stats = std::sync::Arc::new(crate::client::proxy::ProxyStats::default());
+        stats.cache_hits.fetch_add(7, Ordering::Relaxed);
+        stats.fallbacks.fetch_add(2, Ordering::Relaxed);
+        let m = ClientMetrics::new(stats.clone());
+        let text = m.render();
+        assert!(text.contains("dssmr_client_cache_hits_total 7"), "{text}");
+        assert!(text.contains("dssmr_ssmr_fallbacks_total 2"), "{text}");
+        stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+        assert!(m.render().contains("dssmr_ssmr_fallbacks_total 3"));
+    }
+
+    #[test]
     fn group_labels_name_the_oracle_and_partitions() {
         assert_eq!(group_label(ORACLE), "oracle");
         assert_eq!(group_label(GroupId(3)), "p3");
+    }
+}
+
+/// The metrics of a client process (`dssmr bench ... --metrics-addr`): what its proxies did,
+/// read from their shared [`ProxyStats`] at scrape time. These are the client's side of
+/// DS-SMR: cache hits and misses, consults, moves it asked for, retries, S-SMR fallbacks.
+pub struct ClientMetrics {
+    registry: Registry,
+}
+
+/// Counters of a client process: (name, help, reader).
+type ClientCounter = (
+    &'static str,
+    &'static str,
+    fn(&crate::client::proxy::StatsSnapshot) -> u64,
+);
+
+const CLIENT_COUNTERS: [ClientCounter; 9] = [
+    (
+        "dssmr_client_commands_total",
+        "Commands issued by this client process (access, create, delete).",
+        |s| s.commands,
+    ),
+    (
+        "dssmr_client_completed_total",
+        "Commands that completed.",
+        |s| s.completed,
+    ),
+    (
+        "dssmr_client_oracle_consults_total",
+        "Consults sent to the oracle.",
+        |s| s.consults,
+    ),
+    (
+        "dssmr_client_cache_hits_total",
+        "Commands whose variables were all in the location cache.",
+        |s| s.cache_hits,
+    ),
+    (
+        "dssmr_client_cache_misses_total",
+        "Commands that had to consult the oracle first.",
+        |s| s.cache_misses,
+    ),
+    (
+        "dssmr_client_variable_moves_total",
+        "Variables this client asked to move.",
+        |s| s.moves,
+    ),
+    (
+        "dssmr_client_retries_total",
+        "Retry replies received.",
+        |s| s.retries,
+    ),
+    (
+        "dssmr_ssmr_fallbacks_total",
+        "Commands that fell back to S-SMR after too many retries.",
+        |s| s.fallbacks,
+    ),
+    (
+        "dssmr_client_spreads_total",
+        "Commands run spread over the partitions holding their variables.",
+        |s| s.spreads,
+    ),
+];
+
+impl ClientMetrics {
+    /// Metrics over `stats`.
+    pub fn new(stats: std::sync::Arc<crate::client::proxy::ProxyStats>) -> Self {
+        let registry = Registry::new();
+        registry
+            .register(Box::new(ClientCollector::new(stats)))
+            .expect("registered once");
+        ClientMetrics { registry }
+    }
+
+    /// Everything in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+struct ClientCollector {
+    stats: std::sync::Arc<crate::client::proxy::ProxyStats>,
+    counters: Vec<prometheus::IntCounter>,
+    descs: Vec<Desc>,
+}
+
+impl ClientCollector {
+    fn new(stats: std::sync::Arc<crate::client::proxy::ProxyStats>) -> Self {
+        let counters: Vec<prometheus::IntCounter> = CLIENT_COUNTERS
+            .iter()
+            .map(|(name, help, _)| {
+                prometheus::IntCounter::new(*name, *help).expect("static counter is valid")
+            })
+            .collect();
+        let descs = counters
+            .iter()
+            .flat_map(|c| c.desc().into_iter().cloned())
+            .collect();
+        ClientCollector {
+            stats,
+            counters,
+            descs,
+        }
+    }
+}
+
+impl Collector for ClientCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let snap = self.stats.snapshot();
+        let mut out = Vec::new();
+        for (c, (_, _, read)) in self.counters.iter().zip(CLIENT_COUNTERS.iter()) {
+            set_counter(c, read(&snap));
+            out.extend(c.collect());
+        }
+        out
     }
 }

@@ -210,6 +210,9 @@ pub struct ChirperBench {
     pub threads_per_replica: usize,
     /// Seed of the command generators (the graph has its own in `graph.seed`).
     pub seed: u64,
+    /// The counters the proxies update; given, they are shared (e.g. with a metrics
+    /// endpoint), else each run has its own.
+    pub stats: Option<Arc<ProxyStats>>,
 }
 
 /// Mix on 2 partitions × 3 replicas, 2 000 users on the generator's default graph (communities
@@ -237,6 +240,7 @@ impl Default for ChirperBench {
             placement: UserPlacement::Hash,
             threads_per_replica: 1,
             seed: 1,
+            stats: None,
         }
     }
 }
@@ -451,7 +455,10 @@ pub async fn run_against(
     let graph = SocialGraph::generate(&cfg.graph);
     let conns = Arc::new(Connections::new(topology)?);
     let cache = Arc::new(LocationCache::default());
-    let stats = Arc::new(ProxyStats::default());
+    let stats = cfg
+        .stats
+        .clone()
+        .unwrap_or_else(|| Arc::new(ProxyStats::default()));
     let proxy_config = ProxyConfig {
         mode: cfg.mode,
         retry_threshold: cfg.retry_threshold,

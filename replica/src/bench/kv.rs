@@ -261,6 +261,9 @@ pub struct KvBench {
     pub threads_per_replica: usize,
     /// Seed of the operation generators.
     pub seed: u64,
+    /// The counters the proxies update; given, they are shared (e.g. with a metrics
+    /// endpoint), else each run has its own.
+    pub stats: Option<Arc<ProxyStats>>,
 }
 
 /// DS-SMR on 2 partitions × 3 replicas, 16 keys, the default mix, 8 clients (few enough for
@@ -281,6 +284,7 @@ impl Default for KvBench {
             destination: DestinationPolicy::Random,
             threads_per_replica: 1,
             seed: 1,
+            stats: None,
         }
     }
 }
@@ -373,7 +377,10 @@ pub async fn run_against(
     cfg.check()?;
     let conns = Arc::new(Connections::new(topology)?);
     let cache = Arc::new(LocationCache::default());
-    let stats = Arc::new(ProxyStats::default());
+    let stats = cfg
+        .stats
+        .clone()
+        .unwrap_or_else(|| Arc::new(ProxyStats::default()));
     let proxy_config = ProxyConfig {
         mode: cfg.mode,
         retry_threshold: cfg.retry_threshold,

@@ -45,14 +45,29 @@ pub fn router(probe: Arc<Probe>) -> Router {
         .with_state(probe)
 }
 
-async fn metrics(State(p): State<Arc<Probe>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        p.metrics.render(),
+/// A router with only `/metrics`, rendered by `render` (client processes).
+pub fn metrics_router(render: Arc<dyn Fn() -> String + Send + Sync>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let render = render.clone();
+            async move { ([(header::CONTENT_TYPE, TEXT_FORMAT)], render()) }
+        }),
     )
+}
+
+/// Content type of the Prometheus text exposition format.
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+async fn metrics(State(p): State<Arc<Probe>>) -> impl IntoResponse {
+    if let Ok(Some(committed)) = p
+        .raft
+        .with_raft_state(|st| st.committed.map(|c| c.index))
+        .await
+    {
+        p.metrics.set_commit_index(committed);
+    }
+    ([(header::CONTENT_TYPE, TEXT_FORMAT)], p.metrics.render())
 }
 
 async fn healthz(State(p): State<Arc<Probe>>) -> (StatusCode, String) {
