@@ -479,46 +479,6 @@ impl Collector for ReplicaCollector {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn command_counts_add_up_per_kind_and_outcome() {
-        let mut c = CommandCounts::default();
-        c.add(CommandKind::Access, CommandOutcome::Executed);
-        c.add(CommandKind::Access, CommandOutcome::Executed);
-        c.add(CommandKind::Access, CommandOutcome::Retry);
-        c.add(CommandKind::Spread, CommandOutcome::Retry);
-        c.add(CommandKind::Consult, CommandOutcome::Executed);
-        assert_eq!(c.get(CommandKind::Access, CommandOutcome::Executed), 2);
-        assert_eq!(c.total(CommandOutcome::Retry), 2);
-        let all: Vec<_> = c.iter().collect();
-        assert_eq!(all.len(), 4);
-        assert!(all.iter().all(|(_, _, n)| *n > 0));
-    }
-
-    #[test]
-    fn client_metrics_render_the_proxy_counters() {
-        use std::sync::atomic::Ordering;
-        let stats = std::sync::Arc::new(crate::client::proxy::ProxyStats::default());
-        stats.cache_hits.fetch_add(7, Ordering::Relaxed);
-        stats.fallbacks.fetch_add(2, Ordering::Relaxed);
-        let m = ClientMetrics::new(stats.clone());
-        let text = m.render();
-        assert!(text.contains("dssmr_client_cache_hits_total 7"), "{text}");
-        assert!(text.contains("dssmr_ssmr_fallbacks_total 2"), "{text}");
-        stats.fallbacks.fetch_add(1, Ordering::Relaxed);
-        assert!(m.render().contains("dssmr_ssmr_fallbacks_total 3"));
-    }
-
-    #[test]
-    fn group_labels_name_the_oracle_and_partitions() {
-        assert_eq!(group_label(ORACLE), "oracle");
-        assert_eq!(group_label(GroupId(3)), "p3");
-    }
-}
-
 /// The metrics of a client process (`dssmr bench ... --metrics-addr`): what its proxies did,
 /// read from their shared [`ProxyStats`] at scrape time. These are the client's side of
 /// DS-SMR: cache hits and misses, consults, moves it asked for, retries, S-SMR fallbacks.
@@ -638,5 +598,45 @@ impl Collector for ClientCollector {
             out.extend(c.collect());
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_counts_add_up_per_kind_and_outcome() {
+        let mut c = CommandCounts::default();
+        c.add(CommandKind::Access, CommandOutcome::Executed);
+        c.add(CommandKind::Access, CommandOutcome::Executed);
+        c.add(CommandKind::Access, CommandOutcome::Retry);
+        c.add(CommandKind::Spread, CommandOutcome::Retry);
+        c.add(CommandKind::Consult, CommandOutcome::Executed);
+        assert_eq!(c.get(CommandKind::Access, CommandOutcome::Executed), 2);
+        assert_eq!(c.total(CommandOutcome::Retry), 2);
+        let all: Vec<_> = c.iter().collect();
+        assert_eq!(all.len(), 4);
+        assert!(all.iter().all(|(_, _, n)| *n > 0));
+    }
+
+    #[test]
+    fn client_metrics_render_the_proxy_counters() {
+        use std::sync::atomic::Ordering;
+        let stats = std::sync::Arc::new(crate::client::proxy::ProxyStats::default());
+        stats.cache_hits.fetch_add(7, Ordering::Relaxed);
+        stats.fallbacks.fetch_add(2, Ordering::Relaxed);
+        let m = ClientMetrics::new(stats.clone());
+        let text = m.render();
+        assert!(text.contains("dssmr_client_cache_hits_total 7"), "{text}");
+        assert!(text.contains("dssmr_ssmr_fallbacks_total 2"), "{text}");
+        stats.fallbacks.fetch_add(1, Ordering::Relaxed);
+        assert!(m.render().contains("dssmr_ssmr_fallbacks_total 3"));
+    }
+
+    #[test]
+    fn group_labels_name_the_oracle_and_partitions() {
+        assert_eq!(group_label(ORACLE), "oracle");
+        assert_eq!(group_label(GroupId(3)), "p3");
     }
 }
