@@ -16,7 +16,22 @@ pub mod layout;
 pub mod probe;
 pub mod prometheus;
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// The `dssmr` binary the fallback fabric and the process tests run: `$DSSMR_BIN`, else the
+/// one cargo built next to the running test executable (`target/<profile>/dssmr`).
+pub fn dssmr_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("DSSMR_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/dssmr
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("dssmr"))
+        .expect("target directory")
+}
 
 /// Polls `check` every `every` until it returns `Some`, or fails after `timeout` with the
 /// last reason `check` gave.

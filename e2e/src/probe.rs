@@ -1,7 +1,39 @@
 //! Reads a replica's HTTP endpoints: `/readyz` and the values of `/metrics`.
 
+use crate::fabric::Fabric;
+use crate::layout::{Layout, ReplicaRef};
+use crate::wait_for;
+use dssmr::ids::GroupId;
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+/// The replica of `g` (but `skip`) that says it leads, if one answers.
+pub fn leader(
+    f: &dyn Fabric,
+    layout: &Layout,
+    g: GroupId,
+    skip: Option<&ReplicaRef>,
+) -> Option<ReplicaRef> {
+    layout
+        .group(g)
+        .into_iter()
+        .filter(|r| Some(r) != skip)
+        .find(|r| {
+            metrics(&f.http(r))
+                .map(|m| sum(&m, "dssmr_raft_is_leader", &[]) == 1.0)
+                .unwrap_or(false)
+        })
+}
+
+/// Waits until every replica of `rs` is ready.
+pub fn all_ready(f: &dyn Fabric, rs: &[ReplicaRef], timeout: Duration) -> anyhow::Result<()> {
+    wait_for("replicas ready", timeout, Duration::from_millis(50), || {
+        for r in rs {
+            ready(&f.http(r)).map_err(|e| format!("{r}: {e}"))?;
+        }
+        Ok(())
+    })
+}
 
 /// GET `url`: the status code and body (`Err` when nothing answers).
 pub fn get(url: &str) -> Result<(u16, String), String> {

@@ -21,8 +21,9 @@ use dssmr::history::read_jsonl;
 use dssmr::ids::{GroupId, ORACLE};
 use dssmr_e2e::fabric::{detect, Fabric};
 use dssmr_e2e::layout::{Layout, ReplicaRef};
+use dssmr_e2e::probe::leader;
 use dssmr_e2e::prometheus::{self, Prometheus};
-use dssmr_e2e::{probe, wait_for};
+use dssmr_e2e::{dssmr_binary, probe, wait_for};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -32,19 +33,6 @@ use std::time::{Duration, Instant};
 const PROGRESS: f64 = 10.0;
 /// Longest a group may take to recover from one fault.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(45);
-
-/// The `dssmr` binary next to this test's executable (the fallback fabric runs it).
-fn dssmr_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("DSSMR_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/faults-<hash> → target/<profile>/dssmr
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("dssmr"))
-        .expect("target directory")
-}
 
 /// Executed commands of group `g`: the largest count any reachable replica (but `skip`)
 /// reports.
@@ -66,24 +54,6 @@ fn progress(f: &dyn Fabric, layout: &Layout, skip: Option<&ReplicaRef>) -> f64 {
         .filter(|g| *g != ORACLE)
         .filter_map(|g| executed(f, layout, g, skip))
         .sum()
-}
-
-/// The replica of `g` (but `skip`) that says it leads, if one answers.
-fn leader(
-    f: &dyn Fabric,
-    layout: &Layout,
-    g: GroupId,
-    skip: Option<&ReplicaRef>,
-) -> Option<ReplicaRef> {
-    layout
-        .group(g)
-        .into_iter()
-        .filter(|r| Some(r) != skip)
-        .find(|r| {
-            probe::metrics(&f.http(r))
-                .map(|m| probe::sum(&m, "dssmr_raft_is_leader", &[]) == 1.0)
-                .unwrap_or(false)
-        })
 }
 
 /// How a cluster came back from a fault, both from the fault.
@@ -136,18 +106,17 @@ fn recovery(
 
 /// Waits until every replica in `rs` is ready; returns the time from `since`.
 fn all_ready(f: &dyn Fabric, rs: &[ReplicaRef], since: Instant) -> anyhow::Result<Duration> {
-    wait_for(
-        "replicas ready",
-        Duration::from_secs(90),
-        Duration::from_millis(100),
-        || {
-            for r in rs {
-                probe::ready(&f.http(r)).map_err(|e| format!("{r}: {e}"))?;
-            }
-            Ok(())
-        },
-    )?;
+    probe::all_ready(f, rs, Duration::from_secs(90))?;
     Ok(since.elapsed())
+}
+
+/// A fault of one replica: what is done to it, and how it is undone.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// SIGKILL, then start it again.
+    Kill,
+    /// Cut it off the network, then reconnect it.
+    Disconnect,
 }
 
 /// One line of the report.
@@ -301,60 +270,45 @@ fn replicas_survive_faults_under_load_and_prometheus_sees_them() -> anyhow::Resu
     }
 
     let mut rows = Vec::new();
-    // (a) and (b): SIGKILL a leader, wait for the group, restart it, wait until it is ready.
-    for (fault, g) in [
-        ("kill leader of p1", GroupId(1)),
-        ("kill oracle leader", ORACLE),
+    // (a), (b), (c): fault the leader of a group in every cluster at once, measure each
+    // cluster's recovery, then undo the fault and measure how long the replica takes to be
+    // ready again.
+    for (name, fault, g) in [
+        ("kill leader of p1", Fault::Kill, GroupId(1)),
+        ("kill oracle leader", Fault::Kill, ORACLE),
+        ("disconnect leader of p2", Fault::Disconnect, GroupId(2)),
     ] {
-        let mut killed = Vec::new();
+        let mut faulted = Vec::new();
         let t = Instant::now();
         for c in &clusters {
             let l = leader(fabric.as_ref(), c, g, None)
                 .ok_or_else(|| anyhow::anyhow!("{}: no leader of {g}", c.name))?;
-            fabric.kill(&l)?;
-            killed.push((c, l));
+            match fault {
+                Fault::Kill => fabric.kill(&l)?,
+                Fault::Disconnect => fabric.disconnect(&l)?,
+            }
+            faulted.push((c, l));
         }
-        eprintln!("{fault}: killed {killed:?}");
+        eprintln!(
+            "{name}: {:?}",
+            faulted
+                .iter()
+                .map(|(_, l)| l.pod_name())
+                .collect::<Vec<_>>()
+        );
         let mut recovered = Vec::new();
-        for (c, l) in &killed {
+        for (c, l) in &faulted {
             recovered.push(recovery(fabric.as_ref(), c, g, Some(l), t)?);
         }
-        for ((c, l), rec) in killed.into_iter().zip(recovered) {
+        for ((c, l), rec) in faulted.into_iter().zip(recovered) {
             let back = Instant::now();
-            fabric.restart(&l)?;
+            match fault {
+                Fault::Kill => fabric.restart(&l)?,
+                Fault::Disconnect => fabric.reconnect(&l)?,
+            }
             let rejoin = all_ready(fabric.as_ref(), std::slice::from_ref(&l), back)?;
             rows.push(Row {
-                fault,
-                cluster: c.name.clone(),
-                replica: l.pod_name(),
-                recovery: rec,
-                rejoin,
-            });
-        }
-    }
-
-    // (c) Disconnect the leader of p2, reconnect it after its group recovered.
-    {
-        let g = GroupId(2);
-        let mut cut = Vec::new();
-        let t = Instant::now();
-        for c in &clusters {
-            let l = leader(fabric.as_ref(), c, g, None)
-                .ok_or_else(|| anyhow::anyhow!("{}: no leader of {g}", c.name))?;
-            fabric.disconnect(&l)?;
-            cut.push((c, l));
-        }
-        eprintln!("disconnected {cut:?}");
-        let mut recovered = Vec::new();
-        for (c, l) in &cut {
-            recovered.push(recovery(fabric.as_ref(), c, g, Some(l), t)?);
-        }
-        for ((c, l), rec) in cut.into_iter().zip(recovered) {
-            let back = Instant::now();
-            fabric.reconnect(&l)?;
-            let rejoin = all_ready(fabric.as_ref(), std::slice::from_ref(&l), back)?;
-            rows.push(Row {
-                fault: "disconnect leader of p2",
+                fault: name,
                 cluster: c.name.clone(),
                 replica: l.pod_name(),
                 recovery: rec,

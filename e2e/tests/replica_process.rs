@@ -13,21 +13,10 @@ use dssmr::config::AppKind;
 use dssmr::ids::{GroupId, ORACLE};
 use dssmr_e2e::fabric::{Fabric, Processes};
 use dssmr_e2e::layout::{Layout, ReplicaRef};
-use dssmr_e2e::{probe, wait_for};
+use dssmr_e2e::{dssmr_binary, probe, wait_for};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn dssmr_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("DSSMR_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("dssmr"))
-        .expect("target directory")
-}
 
 /// Runs `dssmr ARGS` to completion: success, stdout, stderr.
 fn dssmr(args: &[&str]) -> (bool, String, String) {
@@ -52,35 +41,8 @@ fn client(config: &Path, args: &[&str]) -> String {
     out.trim().to_string()
 }
 
-fn leader(
-    f: &Processes,
-    layout: &Layout,
-    g: GroupId,
-    skip: Option<&ReplicaRef>,
-) -> Option<ReplicaRef> {
-    layout
-        .group(g)
-        .into_iter()
-        .filter(|r| Some(r) != skip)
-        .find(|r| {
-            probe::metrics(&f.http(r))
-                .map(|m| probe::sum(&m, "dssmr_raft_is_leader", &[]) == 1.0)
-                .unwrap_or(false)
-        })
-}
-
 fn all_ready(f: &Processes, rs: &[ReplicaRef]) -> anyhow::Result<()> {
-    wait_for(
-        "replicas ready",
-        Duration::from_secs(60),
-        Duration::from_millis(50),
-        || {
-            for r in rs {
-                probe::ready(&f.http(r)).map_err(|e| format!("{r}: {e}"))?;
-            }
-            Ok(())
-        },
-    )
+    probe::all_ready(f, rs, Duration::from_secs(60))
 }
 
 #[test]
@@ -300,7 +262,7 @@ fn replicas_hand_over_on_sigterm_recover_from_sigkill_and_export_metrics() -> an
     );
 
     // SIGTERM of the partition leader: it hands over, another replica leads at once.
-    let old = leader(&f, &layout, p1, None).expect("p1 has a leader");
+    let old = probe::leader(&f, &layout, p1, None).expect("p1 has a leader");
     let t = Instant::now();
     f.stop(&old)?;
     let stopped = t.elapsed();
@@ -309,14 +271,15 @@ fn replicas_hand_over_on_sigterm_recover_from_sigkill_and_export_metrics() -> an
         log.contains("leadership handed to replica"),
         "{old} did not hand over:\n{log}"
     );
-    let new = leader(&f, &layout, p1, Some(&old)).expect("a new leader right after the handover");
+    let new =
+        probe::leader(&f, &layout, p1, Some(&old)).expect("a new leader right after the handover");
     eprintln!("SIGTERM handover: {old} → {new}, process exited after {stopped:?}");
     assert_eq!(client(&config, &["read", "a", "b"]), "{\"values\":[0,3]}");
     f.restart(&old)?;
     all_ready(&f, std::slice::from_ref(&old))?;
 
     // SIGKILL of one replica, restart from its data directory.
-    let victim = leader(&f, &layout, p1, None).expect("p1 has a leader");
+    let victim = probe::leader(&f, &layout, p1, None).expect("p1 has a leader");
     f.kill(&victim)?;
     assert_eq!(client(&config, &["put", "c", "3"]), "\"done\"");
     f.restart(&victim)?;

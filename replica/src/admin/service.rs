@@ -141,9 +141,10 @@ impl AdminService {
     async fn admin(
         &self,
         req: PartitionRequest,
-        op: AdminOp,
+        op: fn(GroupId) -> AdminOp,
     ) -> Result<proto::PartitionStatus, Status> {
         let p = GroupId(req.partition);
+        let op = op(p);
         let Some(oracle) = &self.oracle else {
             return Err(Status::failed_precondition(format!(
                 "this replica belongs to {}, not to the oracle: send AddPartition and \
@@ -266,17 +267,17 @@ impl proto::admin_server::Admin for AdminService {
         &self,
         req: Request<PartitionRequest>,
     ) -> Result<Response<proto::PartitionStatus>, Status> {
-        let req = req.into_inner();
-        let op = AdminOp::AddPartition(GroupId(req.partition));
-        self.admin(req, op).await.map(Response::new)
+        self.admin(req.into_inner(), AdminOp::AddPartition)
+            .await
+            .map(Response::new)
     }
 
     async fn drain_partition(
         &self,
         req: Request<PartitionRequest>,
     ) -> Result<Response<proto::PartitionStatus>, Status> {
-        let req = req.into_inner();
-        let op = AdminOp::DrainPartition(GroupId(req.partition));
-        self.admin(req, op).await.map(Response::new)
+        self.admin(req.into_inner(), AdminOp::DrainPartition)
+            .await
+            .map(Response::new)
     }
 }
