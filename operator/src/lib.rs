@@ -1,0 +1,85 @@
+//! dssmr-operator: runs `DSSMRCluster` resources on Kubernetes.
+//!
+//! The reconcile pipeline is split the way its steps differ in what they may touch:
+//! [`crd`] (the resource type and its schema), [`validate`] (spec → [`validate::ValidatedCluster`]
+//! or the fields that make no sense; pure), [`build`] (validated cluster → the objects that run
+//! it; pure). The controller that applies them and writes status is not in this version yet:
+//! `dssmr-operator render` prints what it would apply.
+
+pub mod build;
+pub mod crd;
+pub mod validate;
+
+use crd::DSSMRCluster;
+use thiserror::Error;
+
+/// Why an operator command failed.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The input is not a DSSMRCluster.
+    #[error("not a DSSMRCluster: {0}")]
+    Parse(#[from] serde_yaml::Error),
+    /// The spec makes no sense; every problem names its field.
+    #[error("invalid DSSMRCluster: {}", .0.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<validate::Invalid>),
+}
+
+/// Result alias of the operator.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The objects the operator would apply for the DSSMRCluster in `yaml`, as a multi-document
+/// YAML stream (ConfigMap, then per group Service, StatefulSet, PodDisruptionBudget).
+pub fn render(yaml: &str, default_image: &str) -> Result<String> {
+    let cluster: DSSMRCluster = serde_yaml::from_str(yaml)?;
+    let valid = validate::validate(&cluster, default_image).map_err(Error::Invalid)?;
+    let r = build::build(&valid);
+    let mut docs: Vec<String> = Vec::new();
+    let mut push = |v: serde_json::Value| {
+        docs.push(serde_yaml::to_string(&v).expect("objects always render"));
+    };
+    push(with_kind(&r.config_map, "v1", "ConfigMap"));
+    for ((svc, set), pdb) in r
+        .services
+        .iter()
+        .zip(&r.stateful_sets)
+        .zip(&r.pod_disruption_budgets)
+    {
+        push(with_kind(svc, "v1", "Service"));
+        push(with_kind(set, "apps/v1", "StatefulSet"));
+        push(with_kind(pdb, "policy/v1", "PodDisruptionBudget"));
+    }
+    Ok(docs.join("---\n"))
+}
+
+/// `obj` as JSON with its apiVersion and kind first.
+fn with_kind(obj: &impl serde::Serialize, api_version: &str, kind: &str) -> serde_json::Value {
+    let mut v = serde_json::to_value(obj).expect("objects always serialise");
+    if let Some(m) = v.as_object_mut() {
+        m.insert("apiVersion".into(), api_version.into());
+        m.insert("kind".into(), kind.into());
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn render_prints_every_object_or_names_the_bad_fields() {
+        let out = super::render(
+            "apiVersion: dssmr.io/v1alpha1\nkind: DSSMRCluster\nmetadata: {name: demo}\nspec: {partitions: 2}\n",
+            "dssmr:test",
+        )
+        .unwrap();
+        assert_eq!(out.matches("kind: StatefulSet").count(), 3);
+        assert_eq!(out.matches("kind: Service\n").count(), 3);
+        assert_eq!(out.matches("kind: PodDisruptionBudget").count(), 3);
+        assert_eq!(out.matches("kind: ConfigMap").count(), 1);
+        assert!(out.contains("image: dssmr:test"));
+        let e = super::render(
+            "apiVersion: dssmr.io/v1alpha1\nkind: DSSMRCluster\nmetadata: {name: demo}\nspec: {partitions: 2, replicasPerPartition: 2}\n",
+            "dssmr:test",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("spec.replicasPerPartition"), "{e}");
+    }
+}

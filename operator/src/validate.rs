@@ -1,0 +1,192 @@
+//! validate: a `DSSMRCluster` as stored → a [`ValidatedCluster`] the build step can trust, or
+//! the reasons it makes no sense (reported in a status condition and an Event; nothing is
+//! deleted because of them).
+//!
+//! The schema already bounds each field; this step checks what needs several fields or
+//! knowledge the schema cannot carry: odd replica counts (2f+1), a name short enough for
+//! every object and pod built from it. Pure: no client.
+
+use crate::crd::{ClusterMode, DSSMRCluster, DSSMRClusterSpec};
+use std::fmt;
+
+/// Longest cluster name: pod names `<name>-p64-14` and the StatefulSet's
+/// `controller-revision-hash` label (`<statefulset>-<10 chars>`) must stay within 63.
+pub const MAX_NAME: usize = 40;
+/// The image replicas run when neither the spec nor the operator says otherwise.
+pub const DEFAULT_IMAGE: &str = "dssmr:latest";
+
+/// A cluster name that is a DNS-1123 label of at most [`MAX_NAME`] characters.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ClusterName(String);
+
+impl ClusterName {
+    /// Checks `name`.
+    pub fn new(name: &str) -> Result<Self, String> {
+        dssmr::config::validate_name(name)?;
+        if name.len() > MAX_NAME {
+            return Err(format!(
+                "{name:?} is {} characters; at most {MAX_NAME} (pod and label names built from it \
+                 must stay within 63)",
+                name.len()
+            ));
+        }
+        Ok(ClusterName(name.to_string()))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClusterName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One problem with a spec: the field (as in YAML) and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    /// The field, e.g. `spec.replicasPerPartition`.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+/// A cluster whose spec makes sense.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidatedCluster {
+    /// Its name.
+    pub name: ClusterName,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its UID (owner references), when it has one (not in `render`).
+    pub uid: Option<String>,
+    /// The spec.
+    pub spec: DSSMRClusterSpec,
+    /// The image replicas run.
+    pub image: String,
+}
+
+/// Validates `cluster`; `default_image` applies when the spec names none.
+pub fn validate(
+    cluster: &DSSMRCluster,
+    default_image: &str,
+) -> Result<ValidatedCluster, Vec<Invalid>> {
+    let mut problems = Vec::new();
+    let mut bad = |field: &str, reason: String| {
+        problems.push(Invalid {
+            field: field.into(),
+            reason,
+        })
+    };
+    let name = cluster.metadata.name.clone().unwrap_or_default();
+    let name = ClusterName::new(&name)
+        .map_err(|e| bad("metadata.name", e))
+        .ok();
+    let spec = &cluster.spec;
+    if spec.partitions == 0 {
+        bad("spec.partitions", "need at least 1".into());
+    }
+    if spec.replicas_per_partition.is_multiple_of(2) {
+        bad(
+            "spec.replicasPerPartition",
+            format!(
+                "{} is even: a Raft group of 2f+1 replicas tolerates f failures, and an even \
+                 count tolerates no more than one replica fewer (use {} or {})",
+                spec.replicas_per_partition,
+                spec.replicas_per_partition.saturating_sub(1).max(1),
+                spec.replicas_per_partition + 1
+            ),
+        );
+    }
+    if spec.mode == ClusterMode::Dssmr && spec.oracle_replicas.is_multiple_of(2) {
+        bad(
+            "spec.oracleReplicas",
+            format!(
+                "{} is even: the oracle is a Raft group of 2f+1 replicas",
+                spec.oracle_replicas
+            ),
+        );
+    }
+    if let Some(image) = &spec.image {
+        if image.trim().is_empty() || image.contains(char::is_whitespace) {
+            bad("spec.image", format!("{image:?} is not an image reference"));
+        }
+    }
+    match name {
+        Some(name) if problems.is_empty() => Ok(ValidatedCluster {
+            name,
+            namespace: cluster
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            uid: cluster.metadata.uid.clone(),
+            spec: spec.clone(),
+            image: spec
+                .image
+                .clone()
+                .unwrap_or_else(|| default_image.to_string()),
+        }),
+        _ => Err(problems),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(yaml: &str) -> DSSMRCluster {
+        serde_yaml::from_str(yaml).expect("test YAML")
+    }
+
+    #[test]
+    fn a_sound_spec_validates() {
+        let c = cluster(
+            "apiVersion: dssmr.io/v1alpha1\nkind: DSSMRCluster\nmetadata: {name: chirper, namespace: db}\n\
+             spec: {partitions: 2}",
+        );
+        let v = validate(&c, DEFAULT_IMAGE).unwrap();
+        assert_eq!(v.name.as_str(), "chirper");
+        assert_eq!(v.namespace, "db");
+        assert_eq!(v.image, DEFAULT_IMAGE);
+    }
+
+    #[test]
+    fn specs_that_make_no_sense_name_their_fields() {
+        let c = cluster(
+            "apiVersion: dssmr.io/v1alpha1\nkind: DSSMRCluster\nmetadata: {name: Bad_Name}\n\
+             spec: {partitions: 2, replicasPerPartition: 4, oracleReplicas: 2, image: ' '}",
+        );
+        let problems = validate(&c, DEFAULT_IMAGE).unwrap_err();
+        let fields: Vec<&str> = problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "metadata.name",
+                "spec.replicasPerPartition",
+                "spec.oracleReplicas",
+                "spec.image"
+            ]
+        );
+        assert!(problems[1].reason.contains("use 3 or 5"), "{}", problems[1]);
+    }
+
+    #[test]
+    fn ssmr_ignores_the_oracle_count_and_long_names_are_refused() {
+        let c = cluster(
+            "apiVersion: dssmr.io/v1alpha1\nkind: DSSMRCluster\nmetadata: {name: s}\n\
+             spec: {partitions: 1, mode: ssmr, oracleReplicas: 2}",
+        );
+        assert!(validate(&c, DEFAULT_IMAGE).is_ok());
+        assert!(ClusterName::new(&"a".repeat(MAX_NAME + 1)).is_err());
+    }
+}
