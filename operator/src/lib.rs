@@ -3,12 +3,16 @@
 //! The reconcile pipeline is split the way its steps differ in what they may touch:
 //! [`crd`] (the resource type and its schema), [`validate`] (spec → [`validate::ValidatedCluster`]
 //! or the fields that make no sense; pure), [`build`] (validated cluster → the objects that run
-//! it; pure). The controller that applies them and writes status is not in this version yet:
-//! `dssmr-operator render` prints what it would apply.
+//! it; pure) and [`controller`] (apply with server-side apply, observe, write status; the only
+//! part with a client). `dssmr-operator render` prints what would be applied.
 
 pub mod build;
+pub mod controller;
 pub mod crd;
 pub mod validate;
+
+#[cfg(test)]
+pub mod fixtures;
 
 use crd::DSSMRCluster;
 use thiserror::Error;

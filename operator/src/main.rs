@@ -1,8 +1,7 @@
 //! `dssmr-operator`: the command line of the operator for `DSSMRCluster` resources.
 //!
 //! `crd` writes the CustomResourceDefinition into `crds/`; `render -f cluster.yaml` prints the
-//! objects the operator builds for a cluster. The controller itself (`run`) is not in this
-//! version yet (see the project's open issue).
+//! objects the operator builds for a cluster; `run` reconciles clusters.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -18,6 +17,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the controller: reconcile every DSSMRCluster of the cluster the kubeconfig (or the
+    /// in-cluster service account) points at, until SIGTERM.
+    Run {
+        /// The replica image when a spec names none.
+        #[arg(long, env = "DSSMR_REPLICA_IMAGE", default_value = dssmr_operator::validate::DEFAULT_IMAGE)]
+        replica_image: String,
+    },
     /// Write the CustomResourceDefinition as YAML into DIR (default `crds/`).
     Crd {
         /// Target directory (created if missing).
@@ -36,6 +42,11 @@ enum Command {
     },
 }
 
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+fn tracing_subscriber_init() {
+    dssmr::telemetry::init_with("info");
+}
+
 fn main() -> ExitCode {
     match run(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
@@ -48,6 +59,21 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Run { replica_image } => {
+            tracing_subscriber_init();
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let client = kube::Client::try_default().await.map_err(|e| {
+                    anyhow::anyhow!("no Kubernetes API (kubeconfig or in-cluster): {e}")
+                })?;
+                let ctx = std::sync::Arc::new(dssmr_operator::controller::Context::new(
+                    client,
+                    replica_image,
+                ));
+                dssmr_operator::controller::run(ctx).await;
+                anyhow::Ok(())
+            })?;
+        }
         Command::Crd { dir } => {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| anyhow::anyhow!("--dir: cannot create {}: {e}", dir.display()))?;

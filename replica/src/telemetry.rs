@@ -11,6 +11,11 @@ pub fn init_for_tests() {
     init_with_default("warn,openraft=off");
 }
 
+/// As [`init`], with `default` as the filter when `RUST_LOG` is not set.
+pub fn init_with(default: &str) {
+    init_with_default(default);
+}
+
 fn init_with_default(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

@@ -1,0 +1,137 @@
+//! Test fixtures: DSSMRClusters from YAML and a mock API server that plays an expected
+//! sequence of requests (method, path) and answers each, so a reconcile test fails fast when
+//! the controller makes a call it should not, or misses one.
+
+use crate::controller::Context;
+use crate::crd::DSSMRCluster;
+use http::{Request, Response};
+use kube::client::Body;
+use kube::Client;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A cluster from a YAML spec, as the API server would hand it to the controller.
+pub fn cluster(spec_yaml: &str) -> Arc<DSSMRCluster> {
+    let text = format!(
+        "apiVersion: dssmr.io/v1alpha1\nkind: DSSMRCluster\n\
+         metadata: {{name: demo, namespace: default, uid: uid-1, generation: 2}}\nspec: {spec_yaml}\n"
+    );
+    Arc::new(serde_yaml::from_str(&text).expect("fixture YAML"))
+}
+
+/// One expected request and how to answer it.
+pub struct Step {
+    /// HTTP method.
+    pub method: &'static str,
+    /// The path must start with this (query strings vary).
+    pub path: String,
+    /// Checks on the request body (JSON), panicking with a message when wrong.
+    pub check: Box<dyn Fn(&Value) + Send>,
+    /// The answer; `None`: echo the request body.
+    pub answer: Option<Value>,
+}
+
+impl Step {
+    /// Expects `method path`, echoes the body.
+    pub fn new(method: &'static str, path: impl Into<String>) -> Self {
+        Step {
+            method,
+            path: path.into(),
+            check: Box::new(|_| {}),
+            answer: None,
+        }
+    }
+
+    /// Adds a check of the request body.
+    pub fn check(mut self, f: impl Fn(&Value) + Send + 'static) -> Self {
+        self.check = Box::new(f);
+        self
+    }
+
+    /// Answers with `v` instead of the echo.
+    pub fn answer(mut self, v: Value) -> Self {
+        self.answer = Some(v);
+        self
+    }
+}
+
+/// A context whose client talks to a mock server playing `steps`; the returned task ends
+/// when every step was played (and fails the test otherwise).
+pub fn mock(steps: Vec<Step>) -> (Arc<Context>, tokio::task::JoinHandle<()>) {
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let ctx = Arc::new(Context::new(client, "dssmr:test".into()));
+    let task = tokio::spawn(async move {
+        for (i, step) in steps.into_iter().enumerate() {
+            let (req, send) = handle.next_request().await.unwrap_or_else(|| {
+                panic!(
+                    "step {i}: the controller made no request (expected {} {})",
+                    step.method, step.path
+                )
+            });
+            let method = req.method().to_string();
+            let path = req.uri().to_string();
+            assert_eq!(method, step.method, "step {i}: {method} {path}");
+            assert!(
+                path.starts_with(&step.path),
+                "step {i}: expected {} {}, got {method} {path}",
+                step.method,
+                step.path
+            );
+            let bytes = req.into_body().collect_bytes().await.expect("request body");
+            let body: Value = if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).expect("JSON request body")
+            };
+            (step.check)(&body);
+            let answer = step.answer.unwrap_or(body);
+            send.send_response(
+                Response::builder()
+                    .status(200)
+                    .body(Body::from(serde_json::to_vec(&answer).expect("JSON")))
+                    .expect("response"),
+            );
+        }
+    });
+    (ctx, task)
+}
+
+/// A StatefulSet list with `ready` ready replicas in each of `names`.
+pub fn stateful_sets(names: &[&str], ready: i32) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSetList",
+        "metadata": {},
+        "items": names.iter().map(|n| json!({
+            "metadata": {"name": n, "namespace": "default"},
+            "spec": {"selector": {}, "serviceName": n, "template": {}},
+            "status": {"replicas": ready, "readyReplicas": ready},
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// An answer to a status patch: the cluster itself.
+pub fn cluster_json(c: &DSSMRCluster) -> Value {
+    serde_json::to_value(c).expect("JSON")
+}
+
+/// Awaits `f` for at most a second: a missing request fails the test quickly.
+pub async fn timeout_after_1s<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(1), f)
+        .await
+        .expect("timed out after 1 s")
+}
+
+/// The condition `type_` of a status patch body: (status, reason).
+pub fn condition(body: &Value, type_: &str) -> (String, String) {
+    let c = body["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition in {body}"));
+    (
+        c["status"].as_str().unwrap_or("").into(),
+        c["reason"].as_str().unwrap_or("").into(),
+    )
+}
