@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepares what the end-to-end tests need beyond cargo, then returns:
+# Prepares what the tests need beyond cargo, then returns:
 # - Prometheus and promtool (Debian's `prometheus` package; the e2e scrapes every replica with
 #   it and the metric tests run `promtool check metrics`);
 # - where a Docker engine runs, the `dssmr:e2e` image (static binaries, `scratch` base).
@@ -17,6 +17,14 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
   else
     echo "e2e/prepare.sh: prometheus is missing and cannot be installed here (apt, root)" >&2
   fi
+fi
+
+# kubernetes-validate (PyPI) checks the objects the operator renders against the Kubernetes
+# OpenAPI schemas, strictly (unknown fields fail).
+if ! command -v kubernetes-validate >/dev/null; then
+  echo "e2e/prepare.sh: installing kubernetes-validate (pip)"
+  python3 -m pip install -q --disable-pip-version-check kubernetes-validate==1.37.0 >/dev/null 2>&1 \
+    || echo "e2e/prepare.sh: kubernetes-validate could not be installed" >&2
 fi
 
 if docker info >/dev/null 2>&1; then
