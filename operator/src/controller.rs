@@ -13,6 +13,7 @@
 
 use crate::build::{self, KubernetesResources};
 use crate::crd::{DSSMRCluster, DSSMRClusterStatus, GroupStatus};
+use crate::metrics::{Metrics, ReconcileResult};
 use crate::validate::{self, ValidatedCluster};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
@@ -57,6 +58,8 @@ pub struct Context {
     pub default_image: String,
     /// Publishes Events.
     pub recorder: Recorder,
+    /// The operator's metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
@@ -73,6 +76,7 @@ impl Context {
             client,
             default_image,
             recorder,
+            metrics: Arc::new(Metrics::new()),
         }
     }
 }
@@ -110,8 +114,22 @@ pub fn error_policy(_c: Arc<DSSMRCluster>, e: &ReconcileError, _ctx: Arc<Context
     Action::requeue(Duration::from_secs(5))
 }
 
-/// One pass over one cluster.
+/// One pass over one cluster, timed and counted.
 pub async fn reconcile(c: Arc<DSSMRCluster>, ctx: Arc<Context>) -> Result<Action, ReconcileError> {
+    let metrics = ctx.metrics.clone();
+    let _timer = metrics.reconcile_timer();
+    let outcome = reconcile_once(c, ctx).await;
+    metrics.count(match &outcome {
+        Ok((_, result)) => *result,
+        Err(_) => ReconcileResult::Error,
+    });
+    outcome.map(|(action, _)| action)
+}
+
+async fn reconcile_once(
+    c: Arc<DSSMRCluster>,
+    ctx: Arc<Context>,
+) -> Result<(Action, ReconcileResult), ReconcileError> {
     let ns = c.namespace().ok_or(ReconcileError::Unnamed)?;
     let generation = c.metadata.generation;
     if c.spec.paused {
@@ -133,7 +151,7 @@ pub async fn reconcile(c: Arc<DSSMRCluster>, ctx: Arc<Context>) -> Result<Action
             ..c.status.clone().unwrap_or_default()
         };
         update_status(&ctx.client, &c, &ns, status).await?;
-        return Ok(Action::await_change());
+        return Ok((Action::await_change(), ReconcileResult::Paused));
     }
     let valid = match validate::validate(&c, &ctx.default_image) {
         Ok(v) => v,
@@ -174,7 +192,7 @@ pub async fn reconcile(c: Arc<DSSMRCluster>, ctx: Arc<Context>) -> Result<Action
                 ..c.status.clone().unwrap_or_default()
             };
             update_status(&ctx.client, &c, &ns, status).await?;
-            return Ok(Action::await_change());
+            return Ok((Action::await_change(), ReconcileResult::Invalid));
         }
     };
     let resources = build::build(&valid);
@@ -182,11 +200,12 @@ pub async fn reconcile(c: Arc<DSSMRCluster>, ctx: Arc<Context>) -> Result<Action
     let status = observe(&ctx.client, &c, &valid).await?;
     let ready = status.groups.iter().all(|g| g.ready_replicas >= g.replicas);
     update_status(&ctx.client, &c, &ns, status).await?;
-    Ok(if ready {
+    let action = if ready {
         Action::requeue(Duration::from_secs(30))
     } else {
         Action::requeue(Duration::from_secs(5))
-    })
+    };
+    Ok((action, ReconcileResult::Ok))
 }
 
 /// Server-side applies every object of `r`.

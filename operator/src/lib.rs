@@ -9,6 +9,7 @@
 pub mod build;
 pub mod controller;
 pub mod crd;
+pub mod metrics;
 pub mod validate;
 
 #[cfg(test)]

@@ -20,6 +20,13 @@ enum Command {
     /// Run the controller: reconcile every DSSMRCluster of the cluster the kubeconfig (or the
     /// in-cluster service account) points at, until SIGTERM.
     Run {
+        /// Where the operator's /metrics and /healthz are served.
+        #[arg(
+            long,
+            env = "DSSMR_OPERATOR_METRICS_ADDR",
+            default_value = "0.0.0.0:8080"
+        )]
+        metrics_addr: std::net::SocketAddr,
         /// The replica image when a spec names none.
         #[arg(long, env = "DSSMR_REPLICA_IMAGE", default_value = dssmr_operator::validate::DEFAULT_IMAGE)]
         replica_image: String,
@@ -59,7 +66,10 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { replica_image } => {
+        Command::Run {
+            metrics_addr,
+            replica_image,
+        } => {
             tracing_subscriber_init();
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
@@ -70,6 +80,26 @@ fn run(command: Command) -> anyhow::Result<()> {
                     client,
                     replica_image,
                 ));
+                let listener = tokio::net::TcpListener::bind(metrics_addr)
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!("--metrics-addr: cannot listen on {metrics_addr}: {e}")
+                    })?;
+                let metrics = ctx.metrics.clone();
+                let router = axum::Router::new()
+                    .route(
+                        "/metrics",
+                        axum::routing::get(move || {
+                            let metrics = metrics.clone();
+                            async move { metrics.render() }
+                        }),
+                    )
+                    .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, router).await {
+                        tracing::error!(error = %e, "metrics server stopped");
+                    }
+                });
                 dssmr_operator::controller::run(ctx).await;
                 anyhow::Ok(())
             })?;
