@@ -60,6 +60,41 @@ pub struct Context {
     pub recorder: Recorder,
     /// The operator's metrics.
     pub metrics: Arc<Metrics>,
+    /// The PodDisruptionBudget API the server serves (discovered once).
+    pdb_api: tokio::sync::OnceCell<PdbApi>,
+}
+
+/// The PodDisruptionBudget API a server serves: `policy/v1` since Kubernetes 1.21,
+/// `policy/v1beta1` before (1.20 has only that one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PdbApi {
+    /// `policy/v1`.
+    V1,
+    /// `policy/v1beta1`.
+    V1beta1,
+    /// Neither: PDBs are skipped.
+    Unavailable,
+}
+
+impl PdbApi {
+    /// Asks the server (discovery).
+    pub async fn discover(client: &Client) -> PdbApi {
+        for (version, api) in [
+            ("policy/v1", PdbApi::V1),
+            ("policy/v1beta1", PdbApi::V1beta1),
+        ] {
+            if let Ok(list) = client.list_api_group_resources(version).await {
+                if list
+                    .resources
+                    .iter()
+                    .any(|r| r.name == "poddisruptionbudgets")
+                {
+                    return api;
+                }
+            }
+        }
+        PdbApi::Unavailable
+    }
 }
 
 impl Context {
@@ -77,6 +112,7 @@ impl Context {
             default_image,
             recorder,
             metrics: Arc::new(Metrics::new()),
+            pdb_api: tokio::sync::OnceCell::new(),
         }
     }
 }
@@ -196,7 +232,11 @@ async fn reconcile_once(
         }
     };
     let resources = build::build(&valid);
-    apply(&ctx.client, &ns, &resources).await?;
+    let pdb_api = *ctx
+        .pdb_api
+        .get_or_init(|| PdbApi::discover(&ctx.client))
+        .await;
+    apply(&ctx.client, &ns, &resources, pdb_api).await?;
     let status = observe(&ctx.client, &c, &valid).await?;
     let ready = status.groups.iter().all(|g| g.ready_replicas >= g.replicas);
     update_status(&ctx.client, &c, &ns, status).await?;
@@ -208,11 +248,12 @@ async fn reconcile_once(
     Ok((action, ReconcileResult::Ok))
 }
 
-/// Server-side applies every object of `r`.
+/// Server-side applies every object of `r`, PDBs through `pdb_api`.
 pub async fn apply(
     client: &Client,
     ns: &str,
     r: &KubernetesResources,
+    pdb_api: PdbApi,
 ) -> Result<(), ReconcileError> {
     apply_one(client, ns, &r.config_map).await?;
     for s in &r.services {
@@ -222,8 +263,45 @@ pub async fn apply(
         apply_one(client, ns, s).await?;
     }
     for p in &r.pod_disruption_budgets {
-        apply_one::<PodDisruptionBudget>(client, ns, p).await?;
+        match pdb_api {
+            PdbApi::V1 => apply_one::<PodDisruptionBudget>(client, ns, p).await?,
+            PdbApi::V1beta1 => apply_pdb_v1beta1(client, ns, p).await?,
+            PdbApi::Unavailable => {
+                tracing::warn!("the API server serves no PodDisruptionBudget API; skipped")
+            }
+        }
     }
+    Ok(())
+}
+
+/// Applies `pdb` as `policy/v1beta1` (same fields as v1 for what the operator sets).
+async fn apply_pdb_v1beta1(
+    client: &Client,
+    ns: &str,
+    pdb: &PodDisruptionBudget,
+) -> Result<(), ReconcileError> {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let name = pdb.metadata.name.clone().unwrap_or_default();
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("policy", "v1beta1", "PodDisruptionBudget"),
+        "poddisruptionbudgets",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    let mut value = serde_json::to_value(pdb).expect("objects always serialise");
+    if let Some(m) = value.as_object_mut() {
+        m.insert("apiVersion".into(), "policy/v1beta1".into());
+        m.insert("kind".into(), "PodDisruptionBudget".into());
+    }
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&value),
+    )
+    .await
+    .map_err(|source| ReconcileError::Api {
+        what: format!("apply PodDisruptionBudget (policy/v1beta1) {ns}/{name}"),
+        source,
+    })?;
     Ok(())
 }
 
@@ -426,6 +504,7 @@ mod tests {
         let c = cluster("{partitions: 1, mode: ssmr}");
         let answer = cluster_json(&c);
         let (ctx, server) = mock(vec![
+            Step::new("GET", "/apis/policy/v1").answer(policy_v1()),
             Step::new("PATCH", format!("{NS}/configmaps/demo-config?")).check(|b| {
                 assert_eq!(b["kind"], "ConfigMap");
                 assert_eq!(b["metadata"]["ownerReferences"][0]["uid"], "uid-1");
@@ -475,10 +554,54 @@ mod tests {
         let r = build::build(&valid);
         // The mock answers 200 with a non-ConfigMap body, so the apply fails to decode: only
         // the request line matters here.
-        let _ = timeout_after_1s(apply(&ctx.client, "default", &r)).await;
+        let _ = timeout_after_1s(apply(&ctx.client, "default", &r, PdbApi::V1)).await;
         timeout_after_1s(server)
             .await
             .expect("the apply request was made");
+    }
+
+    /// Discovery answer of a server with policy/v1 PDBs.
+    fn policy_v1() -> serde_json::Value {
+        serde_json::json!({
+            "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "policy/v1",
+            "resources": [{"name": "poddisruptionbudgets", "singularName": "", "namespaced": true,
+                           "kind": "PodDisruptionBudget", "verbs": ["patch"]}],
+        })
+    }
+
+    #[tokio::test]
+    async fn kubernetes_1_20_gets_its_pdbs_as_policy_v1beta1() {
+        let c = cluster("{partitions: 1, mode: ssmr}");
+        let answer = cluster_json(&c);
+        let (ctx, server) = mock(vec![
+            Step::new("GET", "/apis/policy/v1").status(404).answer(serde_json::json!({
+                "kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "reason": "NotFound", "code": 404, "message": "the server could not find the requested resource",
+            })),
+            Step::new("GET", "/apis/policy/v1beta1").answer(serde_json::json!({
+                "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "policy/v1beta1",
+                "resources": [{"name": "poddisruptionbudgets", "singularName": "", "namespaced": true,
+                               "kind": "PodDisruptionBudget", "verbs": ["patch"]}],
+            })),
+            Step::new("PATCH", format!("{NS}/configmaps/demo-config?")),
+            Step::new("PATCH", format!("{NS}/services/demo-p1?")),
+            Step::new("PATCH", format!("{APPS}/statefulsets/demo-p1?")),
+            Step::new(
+                "PATCH",
+                "/apis/policy/v1beta1/namespaces/default/poddisruptionbudgets/demo-p1?",
+            )
+            .check(|b| {
+                assert_eq!(b["apiVersion"], "policy/v1beta1");
+                assert_eq!(b["spec"]["maxUnavailable"], 1);
+            }),
+            Step::new("GET", format!("{APPS}/statefulsets?"))
+                .answer(stateful_sets(&["demo-p1"], 3)),
+            Step::new("PATCH", format!("{STATUS}?")).answer(answer),
+        ]);
+        timeout_after_1s(reconcile(c, ctx))
+            .await
+            .expect("reconcile");
+        timeout_after_1s(server).await.expect("every step played");
     }
 
     #[tokio::test]
@@ -534,6 +657,7 @@ mod tests {
         let c = cluster("{partitions: 1}");
         let answer = cluster_json(&c);
         let (ctx, server) = mock(vec![
+            Step::new("GET", "/apis/policy/v1").answer(policy_v1()),
             Step::new("PATCH", format!("{NS}/configmaps/demo-config?")),
             Step::new("PATCH", format!("{NS}/services/demo-oracle?")),
             Step::new("PATCH", format!("{NS}/services/demo-p1?")),

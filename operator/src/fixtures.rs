@@ -30,6 +30,8 @@ pub struct Step {
     pub check: Box<dyn Fn(&Value) + Send>,
     /// The answer; `None`: echo the request body.
     pub answer: Option<Value>,
+    /// HTTP status of the answer.
+    pub status: u16,
 }
 
 impl Step {
@@ -40,7 +42,14 @@ impl Step {
             path: path.into(),
             check: Box::new(|_| {}),
             answer: None,
+            status: 200,
         }
+    }
+
+    /// Answers with HTTP status `code`.
+    pub fn status(mut self, code: u16) -> Self {
+        self.status = code;
+        self
     }
 
     /// Adds a check of the request body.
@@ -89,7 +98,7 @@ pub fn mock(steps: Vec<Step>) -> (Arc<Context>, tokio::task::JoinHandle<()>) {
             let answer = step.answer.unwrap_or(body);
             send.send_response(
                 Response::builder()
-                    .status(200)
+                    .status(step.status)
                     .body(Body::from(serde_json::to_vec(&answer).expect("JSON")))
                     .expect("response"),
             );
