@@ -18,6 +18,7 @@ Subcommands (each exits non-zero with a message on failure; 3 = a tool is missin
   rules            promtool check rules + promtool test rules on the rendered PrometheusRule
   metric-names     every metric a query names is exported by replica/ or operator/ code
   prometheus       a real Prometheus accepts (and evaluates) every dashboard and rule query
+  validate-files F...  kubernetes-validate --strict on every object of the given YAML files
 """
 
 from __future__ import annotations
@@ -333,6 +334,27 @@ def cmd_validate(_args: list[str]) -> int:
           "Prometheus Operator CRD models")
     f.check(counted["prometheus-operator models"] == 4, "expected 4 monitoring objects")
     return f.exit("rendered objects are valid")
+
+
+def cmd_validate_files(args: list[str]) -> int:
+    kv = need_module("kubernetes_validate")
+    f = Failures()
+    count = 0
+    for path in args:
+        for d in documents(Path(path).read_text()):
+            for version in K8S_VERSIONS:
+                try:
+                    kv.validate(d, version, strict=True)
+                except kv.ValidationError as e:
+                    f.check(False, f"{path}: {d['kind']} {d['metadata']['name']} fails the "
+                                   f"{version} schema: {e.message} at "
+                                   f"{'/'.join(str(p) for p in e.path)}")
+                except Exception as e:
+                    f.check(False, f"{path}: {d['kind']}: {version}: {type(e).__name__}: {e}")
+            count += 1
+    f.check(count > 0, "no objects given")
+    return f.exit(f"{count} objects in {len(args)} files pass kubernetes-validate --strict "
+                  f"({', '.join(K8S_VERSIONS)})")
 
 
 # --- schema ----------------------------------------------------------------------------------
@@ -732,6 +754,7 @@ COMMANDS = {
     "rules": cmd_rules,
     "metric-names": cmd_metric_names,
     "prometheus": cmd_prometheus,
+    "validate-files": cmd_validate_files,
 }
 
 
