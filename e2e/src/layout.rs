@@ -91,6 +91,7 @@ impl Layout {
             partitions: (1..=self.partitions as u32)
                 .map(|p| group(GroupId(p)))
                 .collect(),
+            initial_partitions: None,
         };
         if self.app == AppKind::Chirper {
             config.chirper = Some(Default::default());

@@ -15,7 +15,15 @@
 //! partitions:                # partition i (0-based) is group i+1
 //!   - members: [127.0.0.1:7010, 127.0.0.1:7011, 127.0.0.1:7012]
 //!   - members: [127.0.0.1:7020, 127.0.0.1:7021, 127.0.0.1:7022]
+//! initialPartitions: 2       # optional: partitions 1..=N take new variables from the start
 //! ```
+//!
+//! `initialPartitions` is fixed for the life of a cluster: the oracle's initial state (which
+//! partitions new variables may be placed in) is built from it, and every oracle replica that
+//! replays its log from the start must build the same one. Partitions added later (the
+//! operator scaling out) join the placement through the admin API's `AddPartition`, an oracle
+//! command ordered like any other. Without the key every partition of the file takes new
+//! variables from the start (a cluster that never changes its partitions).
 //!
 //! Keys are camelCase and unknown keys are errors. [`ClusterConfig::validate`] checks what the
 //! YAML types cannot, and every error names the offending field the way it is spelled in the
@@ -185,6 +193,10 @@ pub struct ClusterConfig {
     pub oracle: Option<GroupConfig>,
     /// The partitions; partition `i` (0-based) is group `i + 1`.
     pub partitions: Vec<GroupConfig>,
+    /// Partitions `1..=N` take new variables from the cluster's start (default: all).
+    /// It may exceed the partitions listed (a cluster scaled in keeps its first value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_partitions: Option<u32>,
 }
 
 fn default_retry_threshold() -> u32 {
@@ -219,6 +231,7 @@ impl ClusterConfig {
                 .filter(|(g, _)| **g != ORACLE)
                 .map(|(_, a)| group(a))
                 .collect(),
+            initial_partitions: None,
         }
     }
 
@@ -298,6 +311,12 @@ impl ClusterConfig {
         if self.partitions.is_empty() {
             return Err(Invalid::new("partitions", "need at least one partition"));
         }
+        if self.initial_partitions == Some(0) {
+            return Err(Invalid::new(
+                "initialPartitions",
+                "must be at least 1 (new variables need a partition to go to)",
+            ));
+        }
         // Every address once in the whole cluster: two replicas cannot share a port.
         let mut seen: HashMap<&str, String> = HashMap::new();
         let groups = self.oracle.iter().map(|o| ("oracle".to_string(), o)).chain(
@@ -369,6 +388,15 @@ impl ClusterConfig {
                 .insert(GroupId(i as u32 + 1), p.members.clone());
         }
         topology
+    }
+
+    /// The partitions new variables may be placed in when the cluster starts: groups
+    /// `1..=initialPartitions`, or every partition of the config.
+    pub fn initial_placement(&self) -> Vec<GroupId> {
+        let n = self
+            .initial_partitions
+            .unwrap_or(self.partitions.len() as u32);
+        (1..=n).map(GroupId).collect()
     }
 
     /// How client proxies of this cluster behave (the timeout is the proxy default).
@@ -519,6 +547,23 @@ partitions:
         let yaml = ClusterConfig::from_yaml(GOOD).unwrap().to_yaml();
         assert!(yaml.contains("retryThreshold: 3"), "{yaml}");
         assert!(yaml.contains("communitySize: 50"), "{yaml}");
+    }
+
+    #[test]
+    fn initial_partitions_default_to_all_and_may_not_be_zero() {
+        let mut c = ClusterConfig::from_yaml(GOOD).unwrap();
+        assert_eq!(c.initial_placement(), [GroupId(1), GroupId(2)]);
+        c.initial_partitions = Some(1);
+        let back = ClusterConfig::from_yaml(&c.to_yaml()).unwrap();
+        assert_eq!(back.initial_placement(), [GroupId(1)]);
+        // A cluster scaled in keeps its first value.
+        c.initial_partitions = Some(4);
+        assert_eq!(c.initial_placement().len(), 4);
+        c.initial_partitions = Some(0);
+        let e = ClusterConfig::from_yaml(&c.to_yaml())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("initialPartitions: must be at least 1"), "{e}");
     }
 
     #[test]

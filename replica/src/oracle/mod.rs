@@ -63,16 +63,30 @@ pub struct Oracle {
 }
 
 impl Oracle {
-    /// An oracle over `partitions` placing new variables with `placement`.
-    pub fn new(placement: Arc<dyn Placement>, mut partitions: Vec<GroupId>) -> Self {
-        partitions.sort_unstable();
-        partitions.dedup();
+    /// An oracle over `partitions`, placing new variables in all of them with `placement`.
+    pub fn new(placement: Arc<dyn Placement>, partitions: Vec<GroupId>) -> Self {
+        Self::with_initial(placement, partitions.clone(), partitions)
+    }
+
+    /// An oracle whose cluster config lists `known` partitions and whose initial state places
+    /// new variables in `initial` (the config's `initialPartitions`). The initial state must
+    /// be the same at every replica and at every start, whatever `known` is: a replica that
+    /// replays its log from the start rebuilds the state the others hold in snapshots.
+    pub fn with_initial(
+        placement: Arc<dyn Placement>,
+        mut known: Vec<GroupId>,
+        mut initial: Vec<GroupId>,
+    ) -> Self {
+        known.sort_unstable();
+        known.dedup();
+        initial.sort_unstable();
+        initial.dedup();
         Oracle {
             placement,
-            known: partitions.clone(),
+            known,
             state: OracleState {
-                counts: partitions.iter().map(|p| (*p, 0)).collect(),
-                partitions,
+                counts: initial.iter().map(|p| (*p, 0)).collect(),
+                partitions: initial,
                 locations: HashMap::new(),
                 draining: BTreeSet::new(),
             },
@@ -458,6 +472,32 @@ mod tests {
         o.deliver(&msg, 10, &mut a);
         let reply: Reply = decode(&a.drain_replies().next().unwrap().2, "reply").unwrap();
         assert!(matches!(reply, Reply::Rejected(_)));
+    }
+
+    #[test]
+    fn partitions_added_to_the_config_later_are_inactive_until_added() {
+        let all = vec![GroupId(1), GroupId(2), GroupId(3)];
+        let mut o = Oracle::with_initial(Arc::new(ByFirstChar), all, vec![GroupId(1), GroupId(2)]);
+        assert_eq!(o.partition_state(GroupId(2)), PartitionState::Active);
+        assert_eq!(o.partition_state(GroupId(3)), PartitionState::Inactive);
+        // "z..." goes to the last partition placed into: p2, not the inactive p3.
+        let consult = Command::Consult {
+            vars: vec![var("z")],
+            optional: vec![],
+            purpose: Purpose::Create,
+        };
+        let (r, _) = run(&mut o, 0, &[0], consult.clone());
+        assert_eq!(
+            r,
+            Reply::Prophecy(Prophecy::Locations(vec![(var("z"), GroupId(2))]))
+        );
+        assert_eq!(o.admin(AdminOp::AddPartition(GroupId(3))), Reply::Ok);
+        assert_eq!(o.partition_state(GroupId(3)), PartitionState::Active);
+        let (r, _) = run(&mut o, 1, &[0], consult);
+        assert_eq!(
+            r,
+            Reply::Prophecy(Prophecy::Locations(vec![(var("z"), GroupId(3))]))
+        );
     }
 
     #[test]

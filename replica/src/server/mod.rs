@@ -165,7 +165,11 @@ pub fn application(config: &ClusterConfig, g: GroupId) -> Box<dyn Application> {
                 .copied()
                 .filter(|p| *p != ORACLE)
                 .collect();
-            Box::new(Oracle::new(app, partitions))
+            Box::new(Oracle::with_initial(
+                app,
+                partitions,
+                config.initial_placement(),
+            ))
         } else {
             Box::new(Partition::new(g, app))
         }
