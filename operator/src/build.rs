@@ -39,6 +39,9 @@ pub const DATA_DIR: &str = "/var/lib/dssmr";
 pub const HARDWARE_LABEL: &str = "dssmr.io/hardware";
 /// Label naming a pod's group (`oracle`, `p1`, ...).
 pub const GROUP_LABEL: &str = "dssmr.io/group";
+/// Pod template annotation carrying a hash of the cluster config: pods restart (a rolling
+/// update) when the config changes, e.g. when partitions are added.
+pub const CONFIG_HASH_ANNOTATION: &str = "dssmr.io/config-hash";
 /// The user the image runs as.
 const USER: i64 = 65532;
 
@@ -53,6 +56,8 @@ pub struct KubernetesResources {
     pub services: Vec<Service>,
     /// One per group.
     pub pod_disruption_budgets: Vec<PodDisruptionBudget>,
+    /// A PodMonitor (`monitoring.coreos.com/v1`) for every replica, when asked for.
+    pub pod_monitor: Option<serde_json::Value>,
 }
 
 /// A group of the cluster: its label and replica count.
@@ -78,7 +83,7 @@ pub fn groups(c: &ValidatedCluster) -> Vec<Group> {
     });
     oracle
         .into_iter()
-        .chain((1..=c.spec.partitions).map(|p| Group {
+        .chain((1..=c.partitions).map(|p| Group {
             label: format!("p{p}"),
             replicas: c.spec.replicas_per_partition,
         }))
@@ -88,6 +93,16 @@ pub fn groups(c: &ValidatedCluster) -> Vec<Group> {
 /// Name of the StatefulSet and Service of group `g`.
 pub fn group_object_name(c: &ValidatedCluster, g: &Group) -> String {
     format!("{}-{}", c.name, g.label)
+}
+
+/// The partition a group object name of `c` stands for (`<name>-p<N>` → N).
+pub fn partition_of(c: &ValidatedCluster, object_name: &str) -> Option<u32> {
+    object_name
+        .strip_prefix(c.name.as_str())?
+        .strip_prefix("-p")?
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
 }
 
 /// Name of the cluster's ConfigMap.
@@ -108,7 +123,36 @@ pub fn build(c: &ValidatedCluster) -> KubernetesResources {
             .collect(),
         services: groups.iter().map(|g| service(c, g)).collect(),
         pod_disruption_budgets: groups.iter().map(|g| pdb(c, g)).collect(),
+        pod_monitor: c.spec.monitoring.pod_monitor.then(|| pod_monitor(c)),
     }
+}
+
+/// Name of the cluster's PodMonitor.
+pub fn pod_monitor_name(c: &ValidatedCluster) -> String {
+    format!("{}-replicas", c.name)
+}
+
+/// A PodMonitor scraping `/metrics` on the `http` port of every replica of `c` (the
+/// Prometheus Operator's kind; k8s-openapi has no type for it, so it is built as JSON).
+fn pod_monitor(c: &ValidatedCluster) -> serde_json::Value {
+    let mut metadata = meta(c, pod_monitor_name(c), c.spec.monitoring.labels.clone());
+    metadata.labels.get_or_insert_with(BTreeMap::new);
+    let mut endpoint = serde_json::json!({"port": "http", "path": "/metrics"});
+    if let Some(i) = &c.spec.monitoring.interval {
+        endpoint["interval"] = i.clone().into();
+    }
+    serde_json::json!({
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "PodMonitor",
+        "metadata": metadata,
+        "spec": {
+            "selector": {"matchLabels": {
+                "app.kubernetes.io/name": "dssmr",
+                "app.kubernetes.io/instance": c.name.as_str(),
+            }},
+            "podMetricsEndpoints": [endpoint],
+        },
+    })
 }
 
 /// The cluster config of `c`: every member by its pod's DNS name.
@@ -136,6 +180,7 @@ pub fn cluster_config(c: &ValidatedCluster, groups: &[Group]) -> ClusterConfig {
         chirper: (app == AppKind::Chirper).then(Default::default),
         retry_threshold: c.spec.retry_threshold,
         destination: dssmr::client::ProxyConfig::default().destination,
+        initial_partitions: (mode == dssmr::client::Mode::Dssmr).then_some(c.initial_partitions),
         oracle: groups.iter().find(|g| g.is_oracle()).map(members),
         partitions: groups
             .iter()
@@ -446,7 +491,7 @@ fn stateful_set(c: &ValidatedCluster, g: &Group, config_yaml: &str) -> StatefulS
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
                     annotations: Some(BTreeMap::from([(
-                        "dssmr.io/config-hash".into(),
+                        CONFIG_HASH_ANNOTATION.into(),
                         config_hash(config_yaml),
                     )])),
                     ..Default::default()
@@ -592,6 +637,26 @@ mod tests {
         );
         let claim = &spec.volume_claim_templates.as_ref().unwrap()[0];
         assert_eq!(claim.metadata.name.as_deref(), Some("data"));
+    }
+
+    #[test]
+    fn a_pod_monitor_only_when_asked_for_selecting_the_cluster_pods() {
+        let (_, r) = built(PAPER);
+        assert!(r.pod_monitor.is_none());
+        let (_, r) = built(&format!(
+            "{PAPER}  monitoring: {{podMonitor: true, labels: {{release: prom}}, interval: 10s}}\n"
+        ));
+        let m = r.pod_monitor.expect("asked for");
+        assert_eq!(m["kind"], "PodMonitor");
+        assert_eq!(m["metadata"]["name"], "chirper-replicas");
+        assert_eq!(m["metadata"]["labels"]["release"], "prom");
+        assert_eq!(m["metadata"]["ownerReferences"][0]["uid"], "1234-abcd");
+        assert_eq!(
+            m["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"],
+            "chirper"
+        );
+        assert_eq!(m["spec"]["podMetricsEndpoints"][0]["port"], "http");
+        assert_eq!(m["spec"]["podMetricsEndpoints"][0]["interval"], "10s");
     }
 
     #[test]

@@ -63,6 +63,9 @@ pub struct DSSMRClusterSpec {
     /// Where the pods of each role run.
     #[serde(default)]
     pub placement: PlacementSpec,
+    /// Prometheus Operator objects for the replicas.
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
     /// Retries before a command falls back to S-SMR.
     #[serde(default = "default_retry_threshold")]
     #[schemars(range(min = 1, max = 100))]
@@ -100,6 +103,23 @@ pub enum AppName {
     Chirper,
     /// The key-value store.
     Kv,
+}
+
+/// How Prometheus finds the replicas' `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// Create a PodMonitor (`monitoring.coreos.com/v1`, the Prometheus Operator) scraping
+    /// every replica; skipped, with an Event, when the API server does not serve that kind.
+    #[serde(default)]
+    pub pod_monitor: bool,
+    /// Labels of the PodMonitor (e.g. the `release` label a Prometheus selects monitors by).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Scrape interval, e.g. `15s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m)$"))]
+    pub interval: Option<String>,
 }
 
 /// Persistent volume of each replica.

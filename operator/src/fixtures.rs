@@ -68,9 +68,17 @@ impl Step {
 /// A context whose client talks to a mock server playing `steps`; the returned task ends
 /// when every step was played (and fails the test otherwise).
 pub fn mock(steps: Vec<Step>) -> (Arc<Context>, tokio::task::JoinHandle<()>) {
+    mock_with(steps, crate::replicas::ReplicaAccess::Off)
+}
+
+/// [`mock`] with replicas reached through `access`.
+pub fn mock_with(
+    steps: Vec<Step>,
+    access: crate::replicas::ReplicaAccess,
+) -> (Arc<Context>, tokio::task::JoinHandle<()>) {
     let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(service, "default");
-    let ctx = Arc::new(Context::new(client, "dssmr:test".into()));
+    let ctx = Arc::new(Context::new(client, "dssmr:test".into()).with_replica_access(access));
     let task = tokio::spawn(async move {
         for (i, step) in steps.into_iter().enumerate() {
             let (req, send) = handle.next_request().await.unwrap_or_else(|| {
@@ -119,6 +127,57 @@ pub fn stateful_sets(names: &[&str], ready: i32) -> Value {
             "status": {"replicas": ready, "readyReplicas": ready},
         })).collect::<Vec<_>>(),
     })
+}
+
+/// The StatefulSets `c` would have with `partitions` partitions and `deployed` in its
+/// ConfigMap, every one rolled out with `ready` ready replicas.
+pub fn rolled_out(
+    c: &DSSMRCluster,
+    deployed: &crate::validate::Deployed,
+    partitions: u32,
+    ready: i32,
+) -> Value {
+    let mut v = crate::validate::validate_against(c, "dssmr:test", deployed).expect("valid");
+    v.partitions = partitions;
+    let built = crate::build::build(&v);
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSetList",
+        "metadata": {},
+        "items": built.stateful_sets.iter().map(|s| {
+            let mut s = serde_json::to_value(s).expect("JSON");
+            s["metadata"]["generation"] = json!(1);
+            s["status"] = json!({
+                "replicas": ready, "readyReplicas": ready, "updatedReplicas": ready,
+                "currentRevision": "r1", "updateRevision": "r1", "observedGeneration": 1,
+            });
+            s
+        }).collect::<Vec<_>>(),
+    })
+}
+
+/// The ConfigMap `c` would have with `partitions` partitions, as the API server returns it.
+pub fn config_map(c: &DSSMRCluster, partitions: u32, initial: u32) -> Value {
+    let mut v = crate::validate::validate(c, "dssmr:test").expect("valid");
+    v.partitions = partitions;
+    v.initial_partitions = initial;
+    let mut map = serde_json::to_value(crate::build::build(&v).config_map).expect("JSON");
+    map["apiVersion"] = json!("v1");
+    map["kind"] = json!("ConfigMap");
+    map
+}
+
+/// The API server's answer for an object that does not exist.
+pub fn not_found() -> Value {
+    json!({
+        "kind": "Status", "apiVersion": "v1", "status": "Failure",
+        "reason": "NotFound", "code": 404, "message": "not found",
+    })
+}
+
+/// The API server's answer to a delete.
+pub fn deleted() -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}})
 }
 
 /// An answer to a status patch: the cluster itself.

@@ -3,13 +3,17 @@
 //! The reconcile pipeline is split the way its steps differ in what they may touch:
 //! [`crd`] (the resource type and its schema), [`validate`] (spec → [`validate::ValidatedCluster`]
 //! or the fields that make no sense; pure), [`build`] (validated cluster → the objects that run
-//! it; pure) and [`controller`] (apply with server-side apply, observe, write status; the only
-//! part with a client). `dssmr-operator render` prints what would be applied.
+//! it; pure), [`scale`] (the way from the partitions a cluster runs to those its spec asks
+//! for; pure) and [`controller`] (dereference, apply with server-side apply, observe, write
+//! status; the only part with a Kubernetes client). [`replicas`] talks to a cluster's replicas
+//! (the oracle's admin API, `/metrics`). `dssmr-operator render` prints what would be applied.
 
 pub mod build;
 pub mod controller;
 pub mod crd;
 pub mod metrics;
+pub mod replicas;
+pub mod scale;
 pub mod validate;
 
 #[cfg(test)]
@@ -33,7 +37,8 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The objects the operator would apply for the DSSMRCluster in `yaml`, as a multi-document
-/// YAML stream (ConfigMap, then per group Service, StatefulSet, PodDisruptionBudget).
+/// YAML stream (ConfigMap, then per group Service, StatefulSet, PodDisruptionBudget, then the
+/// PodMonitor when asked for).
 pub fn render(yaml: &str, default_image: &str) -> Result<String> {
     let cluster: DSSMRCluster = serde_yaml::from_str(yaml)?;
     let valid = validate::validate(&cluster, default_image).map_err(Error::Invalid)?;
@@ -52,6 +57,9 @@ pub fn render(yaml: &str, default_image: &str) -> Result<String> {
         push(with_kind(svc, "v1", "Service"));
         push(with_kind(set, "apps/v1", "StatefulSet"));
         push(with_kind(pdb, "policy/v1", "PodDisruptionBudget"));
+    }
+    if let Some(m) = &r.pod_monitor {
+        push(m.clone());
     }
     Ok(docs.join("---\n"))
 }

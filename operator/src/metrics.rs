@@ -1,8 +1,11 @@
-//! The operator's own metrics: reconciles by result, their duration, and the clusters' specs
-//! that failed validation. One registry, registered once at start; reconciles are timed with a
-//! drop guard so every exit path (errors included) is measured.
+//! The operator's own metrics: reconciles by result and their duration, and per cluster the
+//! throughput and move rate it read from the replicas (as in each cluster's status). One
+//! registry, registered once at start; reconciles are timed with a drop guard so every exit
+//! path (errors included) is measured.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder,
+};
 use std::time::Instant;
 
 /// Metrics of one operator process.
@@ -10,6 +13,8 @@ pub struct Metrics {
     registry: Registry,
     reconciles: IntCounterVec,
     duration: Histogram,
+    throughput: GaugeVec,
+    move_rate: GaugeVec,
 }
 
 impl Default for Metrics {
@@ -41,6 +46,24 @@ impl Metrics {
             ]),
         )
         .expect("static metric is valid");
+        let gauge = |name: &str, help: &str| {
+            GaugeVec::new(Opts::new(name, help), &["namespace", "cluster"])
+                .expect("static metric is valid")
+        };
+        let throughput = gauge(
+            "dssmr_operator_cluster_throughput",
+            "Commands a DSSMRCluster executed per second between the operator's last two \
+             scrapes of its replicas (per group the highest count among its replicas, summed).",
+        );
+        let move_rate = gauge(
+            "dssmr_operator_cluster_move_rate",
+            "Variables a DSSMRCluster moved per second between the operator's last two scrapes.",
+        );
+        for c in [&throughput, &move_rate] {
+            registry
+                .register(Box::new(c.clone()))
+                .expect("registered once");
+        }
         registry
             .register(Box::new(reconciles.clone()))
             .expect("registered once");
@@ -51,7 +74,25 @@ impl Metrics {
             registry,
             reconciles,
             duration,
+            throughput,
+            move_rate,
         }
+    }
+
+    /// Publishes the rates of cluster `namespace/name`.
+    pub fn set_rates(&self, namespace: &str, name: &str, throughput: f64, move_rate: f64) {
+        self.throughput
+            .with_label_values(&[namespace, name])
+            .set(throughput);
+        self.move_rate
+            .with_label_values(&[namespace, name])
+            .set(move_rate);
+    }
+
+    /// Forgets cluster `namespace/name` (deleted).
+    pub fn forget(&self, namespace: &str, name: &str) {
+        let _ = self.throughput.remove_label_values(&[namespace, name]);
+        let _ = self.move_rate.remove_label_values(&[namespace, name]);
     }
 
     /// Starts timing a reconcile; the guard observes the duration when dropped.

@@ -4,9 +4,12 @@
 //!
 //! The schema already bounds each field; this step checks what needs several fields or
 //! knowledge the schema cannot carry: odd replica counts (2f+1), a name short enough for
-//! every object and pod built from it. Pure: no client.
+//! every object and pod built from it, and changes a running cluster cannot make (its mode,
+//! its app, the partitions of an S-SMR cluster), judged against the [`Deployed`] config the
+//! dereference step read. Pure: no client.
 
-use crate::crd::{ClusterMode, DSSMRCluster, DSSMRClusterSpec};
+use crate::crd::{AppName, ClusterMode, DSSMRCluster, DSSMRClusterSpec};
+use dssmr::config::{AppKind, ClusterConfig};
 use std::fmt;
 
 /// Longest cluster name: pod names `<name>-p64-14` and the StatefulSet's
@@ -73,12 +76,44 @@ pub struct ValidatedCluster {
     pub spec: DSSMRClusterSpec,
     /// The image replicas run.
     pub image: String,
+    /// Partitions in the cluster config and run as StatefulSets: the spec's, or more while
+    /// partitions being scaled away still hold variables (the controller's scale plan).
+    pub partitions: u32,
+    /// Partitions new variables go to from the cluster's start (the config's
+    /// `initialPartitions`): fixed when the cluster is first created.
+    pub initial_partitions: u32,
 }
 
-/// Validates `cluster`; `default_image` applies when the spec names none.
+/// What a cluster runs now: the cluster config in its ConfigMap (none for a new cluster, or
+/// in `render`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Deployed {
+    /// The config the replicas were given.
+    pub config: Option<ClusterConfig>,
+}
+
+impl Deployed {
+    /// Partitions in the deployed config (0 for a new cluster).
+    pub fn partitions(&self) -> u32 {
+        self.config
+            .as_ref()
+            .map_or(0, |c| c.partitions.len() as u32)
+    }
+}
+
+/// Validates a new `cluster`; `default_image` applies when the spec names none.
 pub fn validate(
     cluster: &DSSMRCluster,
     default_image: &str,
+) -> Result<ValidatedCluster, Vec<Invalid>> {
+    validate_against(cluster, default_image, &Deployed::default())
+}
+
+/// Validates `cluster`, which runs `deployed` now.
+pub fn validate_against(
+    cluster: &DSSMRCluster,
+    default_image: &str,
+    deployed: &Deployed,
 ) -> Result<ValidatedCluster, Vec<Invalid>> {
     let mut problems = Vec::new();
     let mut bad = |field: &str, reason: String| {
@@ -121,8 +156,61 @@ pub fn validate(
             bad("spec.image", format!("{image:?} is not an image reference"));
         }
     }
+    if let Some(running) = &deployed.config {
+        let mode = match running.mode {
+            dssmr::client::Mode::Dssmr => ClusterMode::Dssmr,
+            dssmr::client::Mode::Ssmr => ClusterMode::Ssmr,
+        };
+        if mode != spec.mode {
+            bad(
+                "spec.mode",
+                format!(
+                    "the cluster runs {} and cannot change its scheme in place (the oracle's \
+                     map and the static placement are different state); create a new cluster \
+                     instead",
+                    running.mode.name()
+                ),
+            );
+        }
+        let app = match running.app {
+            AppKind::Kv => AppName::Kv,
+            AppKind::Chirper => AppName::Chirper,
+        };
+        if app != spec.app {
+            bad(
+                "spec.app",
+                format!(
+                    "the cluster runs {}; its replicas hold that app's state, which another \
+                     app cannot read",
+                    running.app
+                ),
+            );
+        }
+        let running_partitions = running.partitions.len() as u32;
+        if mode == ClusterMode::Ssmr
+            && spec.mode == ClusterMode::Ssmr
+            && spec.partitions != running_partitions
+        {
+            bad(
+                "spec.partitions",
+                format!(
+                    "mode ssmr places variables statically over the {running_partitions} \
+                     partitions the cluster was created with; changing the count would lose \
+                     track of them (DS-SMR clusters can scale)"
+                ),
+            );
+        }
+    }
+    let initial_partitions = match &deployed.config {
+        Some(running) => running
+            .initial_partitions
+            .unwrap_or(running.partitions.len() as u32),
+        None => spec.partitions,
+    };
     match name {
         Some(name) if problems.is_empty() => Ok(ValidatedCluster {
+            partitions: spec.partitions,
+            initial_partitions,
             name,
             namespace: cluster
                 .metadata
@@ -178,6 +266,47 @@ mod tests {
             ]
         );
         assert!(problems[1].reason.contains("use 3 or 5"), "{}", problems[1]);
+    }
+
+    #[test]
+    fn a_running_cluster_keeps_its_mode_app_and_static_partitions() {
+        let running = |spec: &str| {
+            let c = cluster(&format!(
+                "apiVersion: dssmr.io/v1alpha1\nkind: DSSMRCluster\nmetadata: {{name: r}}\nspec: {spec}"
+            ));
+            let v = validate(&c, DEFAULT_IMAGE).unwrap();
+            Deployed {
+                config: Some(crate::build::cluster_config(&v, &crate::build::groups(&v))),
+            }
+        };
+        let spec = |s: &str| {
+            cluster(&format!(
+                "apiVersion: dssmr.io/v1alpha1\nkind: DSSMRCluster\nmetadata: {{name: r}}\nspec: {s}"
+            ))
+        };
+        let fields = |s: &str, deployed: &Deployed| -> Vec<String> {
+            validate_against(&spec(s), DEFAULT_IMAGE, deployed)
+                .err()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| p.field)
+                .collect()
+        };
+        let ssmr = running("{partitions: 2, mode: ssmr, app: kv}");
+        assert_eq!(
+            fields("{partitions: 4, mode: ssmr, app: kv}", &ssmr),
+            ["spec.partitions"]
+        );
+        assert_eq!(
+            fields("{partitions: 2, mode: dssmr, app: chirper}", &ssmr),
+            ["spec.mode", "spec.app"]
+        );
+        // DS-SMR scales; the partitions it started with stay its initial placement.
+        let dssmr = running("{partitions: 2}");
+        let v = validate_against(&spec("{partitions: 4}"), DEFAULT_IMAGE, &dssmr).unwrap();
+        assert_eq!((v.partitions, v.initial_partitions), (4, 2));
+        let v = validate(&spec("{partitions: 4}"), DEFAULT_IMAGE).unwrap();
+        assert_eq!((v.partitions, v.initial_partitions), (4, 4));
     }
 
     #[test]
