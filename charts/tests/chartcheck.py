@@ -200,6 +200,8 @@ NAMESPACED_RULES = {
     ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "update",
                                          "delete"},
     ("", "pods"): {"get", "list", "watch"},
+    # The volume claims of a partition drained and deleted by scaling in.
+    ("", "persistentvolumeclaims"): {"delete"},
     ("", "events"): {"create", "patch"},
     ("events.k8s.io", "events"): {"create", "patch"},
     ("monitoring.coreos.com", "servicemonitors"): {"get", "list", "watch", "create", "patch",

@@ -141,25 +141,33 @@ impl Context {
     }
 }
 
-/// Runs the controller until the process is stopped.
-pub async fn run(ctx: Arc<Context>) {
+/// Runs the controller until the process is stopped: over every namespace, or only over
+/// `namespace` (namespace-scoped RBAC).
+pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     use futures::StreamExt;
-    let clusters: Api<DSSMRCluster> = Api::all(ctx.client.clone());
-    Controller::new(clusters, watcher::Config::default())
-        .owns(
-            Api::<StatefulSet>::all(ctx.client.clone()),
-            watcher::Config::default(),
-        )
-        .owns(
-            Api::<Service>::all(ctx.client.clone()),
-            watcher::Config::default(),
-        )
-        .owns(
-            Api::<ConfigMap>::all(ctx.client.clone()),
-            watcher::Config::default(),
-        )
+    fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let ns = namespace.as_deref();
+    let client = &ctx.client;
+    tracing::info!(
+        namespace = ns.unwrap_or("(all)"),
+        "reconciling DSSMRClusters"
+    );
+    // Only the objects the operator made (its label), not every StatefulSet of the cluster.
+    let owned = || watcher::Config::default().labels("app.kubernetes.io/managed-by=dssmr-operator");
+    Controller::new(api::<DSSMRCluster>(client, ns), watcher::Config::default())
+        .owns(api::<StatefulSet>(client, ns), owned())
+        .owns(api::<Service>(client, ns), owned())
+        .owns(api::<ConfigMap>(client, ns), owned())
         .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, ctx.clone())
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::warn!(error = %e, "reconcile failed");
@@ -1200,6 +1208,71 @@ mod tests {
             .await
             .expect("reconcile");
         assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+        timeout_after_1s(server).await.expect("every step played");
+    }
+
+    /// The steps of a fresh DS-SMR cluster with 1 partition and a PodMonitor, up to the
+    /// discovery of the PodMonitor API, answered with `served`.
+    fn pod_monitor_steps(served: bool) -> Vec<Step> {
+        let mut steps = vec![
+            Step::new("GET", format!("{NS}/configmaps/demo-config"))
+                .status(404)
+                .answer(not_found()),
+            Step::new("GET", format!("{APPS}/statefulsets?")).answer(stateful_sets(&[], 0)),
+            Step::new("GET", "/apis/policy/v1").answer(policy_v1()),
+        ];
+        steps.extend(apply_steps(&["oracle", "p1"], |_| {}));
+        let discovery = Step::new("GET", "/apis/monitoring.coreos.com/v1");
+        steps.push(if served {
+            discovery.answer(serde_json::json!({
+                "kind": "APIResourceList", "apiVersion": "v1",
+                "groupVersion": "monitoring.coreos.com/v1",
+                "resources": [{"name": "podmonitors", "singularName": "", "namespaced": true,
+                               "kind": "PodMonitor", "verbs": ["patch"]}],
+            }))
+        } else {
+            discovery.status(404).answer(not_found())
+        });
+        steps
+    }
+
+    #[tokio::test]
+    async fn a_pod_monitor_is_applied_where_the_prometheus_operator_runs() {
+        let c = cluster("{partitions: 1, monitoring: {podMonitor: true}}");
+        let mut steps = pod_monitor_steps(true);
+        steps.push(
+            Step::new(
+                "PATCH",
+                "/apis/monitoring.coreos.com/v1/namespaces/default/podmonitors/demo-replicas?",
+            )
+            .check(|b| {
+                assert_eq!(b["kind"], "PodMonitor");
+                assert_eq!(b["spec"]["podMetricsEndpoints"][0]["port"], "http");
+            }),
+        );
+        steps.push(Step::new("PATCH", format!("{STATUS}?")).answer(cluster_json(&c)));
+        let (ctx, server) = mock(steps);
+        timeout_after_1s(reconcile(c, ctx))
+            .await
+            .expect("reconcile");
+        timeout_after_1s(server).await.expect("every step played");
+    }
+
+    #[tokio::test]
+    async fn without_the_prometheus_operator_the_pod_monitor_is_skipped_with_an_event() {
+        let c = cluster("{partitions: 1, monitoring: {podMonitor: true}}");
+        let mut steps = pod_monitor_steps(false);
+        steps.push(
+            Step::new("POST", "/apis/events.k8s.io/v1/namespaces/default/events").check(|b| {
+                assert_eq!(b["reason"], "MonitoringSkipped");
+                assert_eq!(b["type"], "Warning");
+            }),
+        );
+        steps.push(Step::new("PATCH", format!("{STATUS}?")).answer(cluster_json(&c)));
+        let (ctx, server) = mock(steps);
+        timeout_after_1s(reconcile(c, ctx))
+            .await
+            .expect("reconcile");
         timeout_after_1s(server).await.expect("every step played");
     }
 

@@ -30,6 +30,10 @@ enum Command {
         /// The replica image when a spec names none.
         #[arg(long, env = "DSSMR_REPLICA_IMAGE", default_value = dssmr_operator::validate::DEFAULT_IMAGE)]
         replica_image: String,
+        /// Reconcile only the DSSMRClusters of this namespace (and watch only its objects), as
+        /// the chart's namespace-scoped RBAC allows; default: every namespace.
+        #[arg(long, env = "DSSMR_WATCH_NAMESPACE")]
+        watch_namespace: Option<String>,
     },
     /// Write the CustomResourceDefinition as YAML into DIR (default `crds/`).
     Crd {
@@ -69,7 +73,13 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Run {
             metrics_addr,
             replica_image,
+            watch_namespace,
         } => {
+            let watch_namespace = watch_namespace.filter(|n| !n.is_empty());
+            if let Some(ns) = &watch_namespace {
+                dssmr::config::validate_name(ns)
+                    .map_err(|e| anyhow::anyhow!("--watch-namespace: {e}"))?;
+            }
             tracing_subscriber_init();
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
@@ -100,7 +110,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                         tracing::error!(error = %e, "metrics server stopped");
                     }
                 });
-                dssmr_operator::controller::run(ctx).await;
+                dssmr_operator::controller::run(ctx, watch_namespace).await;
                 anyhow::Ok(())
             })?;
         }
