@@ -1,0 +1,192 @@
+//! scale: how a DS-SMR cluster gets from the partitions it runs to the partitions its spec
+//! asks for. Pure: the controller gathers what is (the deployed config, the StatefulSets that
+//! exist, the oracle's view of each partition) and performs the [`ScalePlan`].
+//!
+//! Scaling out: the config (and so every replica, through a rolling restart) learns the new
+//! partitions at once; once every group runs that config, the new partitions are registered
+//! with the oracle (`AddPartition`), which from then on places new variables there too.
+//! Variables reach them by ordinary moves.
+//!
+//! Scaling in: partitions are removed from the top (`p<k>` first). They stay in the config and
+//! keep running while the oracle drains them (`DrainPartition`: no new variables go there,
+//! every variable is moved out); only once the oracle reports a partition empty does it leave
+//! the config, and its StatefulSet, Service and PodDisruptionBudget are deleted. When the
+//! oracle cannot be asked, nothing is deleted.
+
+use std::collections::BTreeMap;
+
+/// Where a partition stands in the oracle's placement (the admin API's `PartitionStatus`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// New variables may be placed there.
+    Active,
+    /// Being drained; this many variables are still there.
+    Draining(u64),
+    /// Drained: empty, nothing placed there.
+    Drained,
+    /// Known from the config but never added to the placement; this many variables there.
+    Inactive(u64),
+}
+
+impl Placement {
+    /// From the admin API's state name and variable count.
+    pub fn from_admin(state: &str, variables: u64) -> Option<Self> {
+        match state {
+            "active" => Some(Placement::Active),
+            "draining" => Some(Placement::Draining(variables)),
+            "drained" => Some(Placement::Drained),
+            "inactive" => Some(Placement::Inactive(variables)),
+            _ => None,
+        }
+    }
+
+    /// True when no variable is there and none will be placed there.
+    fn is_empty(self) -> bool {
+        matches!(self, Placement::Drained | Placement::Inactive(0))
+    }
+}
+
+/// The oracle's view of every partition it knows, by partition number.
+pub type OracleView = BTreeMap<u32, Placement>;
+
+/// What to do to bring the partitions to the spec.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ScalePlan {
+    /// Partitions `1..=partitions` are in the config and run as StatefulSets.
+    pub partitions: u32,
+    /// Register these with the oracle (once every group runs the config).
+    pub add: Vec<u32>,
+    /// Start draining these.
+    pub drain: Vec<u32>,
+    /// Partitions on their way out (in the config or still running) that are not known to
+    /// be empty: (partition, variables; `None` when the oracle could not say).
+    pub leaving: Vec<(u32, Option<u64>)>,
+    /// Delete the StatefulSet, Service and PDB of these: out of the config and empty.
+    pub delete: Vec<u32>,
+}
+
+/// Plans the way from `deployed` partitions (0: a new cluster) and the partition
+/// StatefulSets in `running` to `want` partitions, knowing the oracle's `view` (`None`: the
+/// oracle could not be asked, or the cluster has no oracle).
+pub fn plan(want: u32, deployed: u32, running: &[u32], view: Option<&OracleView>) -> ScalePlan {
+    // Absent from the oracle's view: it never held a variable.
+    let empty = |p: u32| view.is_some_and(|v| v.get(&p).is_none_or(|s| s.is_empty()));
+    let highest_running = running.iter().copied().max().unwrap_or(0);
+    // The config keeps every leaving partition up to the highest one that is not empty yet.
+    let partitions = (want + 1..=deployed)
+        .rev()
+        .find(|p| !empty(*p))
+        .unwrap_or(want)
+        .max(want);
+    let highest = partitions.max(highest_running);
+    let leaving: Vec<(u32, Option<u64>)> = (want + 1..=highest)
+        .filter(|p| (*p <= partitions || running.contains(p)) && !empty(*p))
+        .map(|p| {
+            let held = view.and_then(|v| match v.get(&p) {
+                Some(Placement::Draining(n)) | Some(Placement::Inactive(n)) => Some(*n),
+                _ => None,
+            });
+            (p, held)
+        })
+        .collect();
+    let drain = (want + 1..=partitions)
+        .filter(|p| view.is_some_and(|v| v.get(p) == Some(&Placement::Active)))
+        .collect();
+    let add = match view {
+        Some(v) if deployed > 0 => (1..=want)
+            .filter(|p| v.get(p) != Some(&Placement::Active))
+            .collect(),
+        _ => Vec::new(),
+    };
+    let delete = (partitions + 1..=highest)
+        .filter(|p| running.contains(p) && empty(*p))
+        .collect();
+    ScalePlan {
+        partitions,
+        add,
+        drain,
+        leaving,
+        delete,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Placement::*;
+
+    fn view(states: &[(u32, Placement)]) -> OracleView {
+        states.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_new_cluster_runs_what_the_spec_says() {
+        let p = plan(4, 0, &[], None);
+        assert_eq!(
+            p,
+            ScalePlan {
+                partitions: 4,
+                ..Default::default()
+            }
+        );
+    }
+
+    #[test]
+    fn scaling_out_adds_partitions_the_oracle_does_not_place_into_yet() {
+        let v = view(&[(1, Active), (2, Active), (3, Inactive(0)), (4, Inactive(0))]);
+        let p = plan(4, 4, &[1, 2, 3, 4], Some(&v));
+        assert_eq!(p.partitions, 4);
+        assert_eq!(p.add, [3, 4]);
+        assert!(p.drain.is_empty() && p.delete.is_empty() && p.leaving.is_empty());
+        // The config grows before the oracle is asked (it cannot know p3 before it runs it).
+        let p = plan(4, 2, &[1, 2], Some(&view(&[(1, Active), (2, Active)])));
+        assert_eq!((p.partitions, p.add), (4, vec![3, 4]));
+        // Without the oracle, nothing is added.
+        assert!(plan(4, 2, &[1, 2], None).add.is_empty());
+    }
+
+    #[test]
+    fn scaling_in_drains_first_and_deletes_only_what_is_empty() {
+        let v = view(&[(1, Active), (2, Active), (3, Active), (4, Active)]);
+        let p = plan(2, 4, &[1, 2, 3, 4], Some(&v));
+        assert_eq!(
+            p.partitions, 4,
+            "kept in the config while they hold variables"
+        );
+        assert_eq!(p.drain, [3, 4]);
+        assert!(p.delete.is_empty());
+        // p4 drained, p3 still draining: both stay (partitions are numbered from 1 up).
+        let v = view(&[(1, Active), (2, Active), (3, Draining(7)), (4, Drained)]);
+        let p = plan(2, 4, &[1, 2, 3, 4], Some(&v));
+        assert_eq!(p.partitions, 3);
+        assert_eq!(p.leaving, [(3, Some(7))]);
+        assert_eq!(p.delete, [4]);
+        assert!(p.drain.is_empty());
+        // Both empty: out of the config, deleted.
+        let v = view(&[(1, Active), (2, Active), (3, Drained), (4, Drained)]);
+        let p = plan(2, 4, &[1, 2, 3, 4], Some(&v));
+        assert_eq!((p.partitions, p.delete.clone()), (2, vec![3, 4]));
+        // The config already shrank but a StatefulSet is left: deleted once known empty.
+        let p = plan(2, 2, &[1, 2, 4], Some(&v));
+        assert_eq!((p.partitions, p.delete.clone()), (2, vec![4]));
+    }
+
+    #[test]
+    fn without_the_oracle_nothing_is_drained_or_deleted() {
+        let p = plan(2, 4, &[1, 2, 3, 4], None);
+        assert_eq!(p.partitions, 4);
+        assert_eq!(p.leaving, [(3, None), (4, None)]);
+        assert!(p.drain.is_empty() && p.delete.is_empty() && p.add.is_empty());
+        let p = plan(2, 2, &[1, 2, 3], None);
+        assert!(p.delete.is_empty());
+        assert_eq!(p.leaving, [(3, None)], "reported, not forgotten");
+    }
+
+    #[test]
+    fn a_drained_partition_back_in_the_spec_is_added_again() {
+        let v = view(&[(1, Active), (2, Active), (3, Draining(5))]);
+        let p = plan(3, 3, &[1, 2, 3], Some(&v));
+        assert_eq!(p.add, [3]);
+        assert!(p.leaving.is_empty() && p.drain.is_empty());
+    }
+}
