@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Prepares what the tests need beyond cargo, then returns:
+# - what the chart tests need (charts/prepare.sh);
 # - Prometheus and promtool (Debian's `prometheus` package; the e2e scrapes every replica with
 #   it and the metric tests run `promtool check metrics`);
 # - where a Docker engine runs, the `dssmr:e2e` image (static binaries, `scratch` base).
@@ -26,6 +27,10 @@ if ! command -v kubernetes-validate >/dev/null; then
   python3 -m pip install -q --disable-pip-version-check kubernetes-validate==1.37.0 >/dev/null 2>&1 \
     || echo "e2e/prepare.sh: kubernetes-validate could not be installed" >&2
 fi
+
+# The chart tests: helm-python-sdk (the Helm library), kubernetes-validate, the Prometheus
+# Operator models, PyYAML (pinned), and prometheus/promtool.
+bash charts/prepare.sh
 
 if docker info >/dev/null 2>&1; then
   echo "e2e/prepare.sh: building the dssmr:e2e image"
