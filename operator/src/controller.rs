@@ -303,52 +303,20 @@ async fn reconcile_once(
     for p in &plan.delete {
         delete_partition(&ctx.client, &valid, *p, pdb_api).await?;
         let note = format!("p{p} holds no variable and is out of the config: deleted");
-        publish(
-            &ctx,
-            &c,
-            EventType::Normal,
-            "DeletedPartition",
-            "Scale",
-            &note,
-        )
-        .await;
+        scale_event(&ctx, &c, "DeletedPartition", &note).await;
     }
     let rollout = Rollout::of(&valid, &resources, &running);
     let mut oracle_errors = oracle.error.clone().into_iter().collect::<Vec<_>>();
     if let Some(o) = &oracle.connection {
-        for p in &plan.drain {
-            match o.drain(*p).await {
-                Ok(_) => {
-                    let note = format!("p{p}: no new variables go there; moving its variables out");
-                    publish(
-                        &ctx,
-                        &c,
-                        EventType::Normal,
-                        "DrainingPartition",
-                        "Scale",
-                        &note,
-                    )
-                    .await
-                }
-                Err(e) => oracle_errors.push(format!("drain p{p}: {e}")),
-            }
-        }
+        let mut steps = vec![(OracleStep::Drain, &plan.drain)];
         if rollout.complete {
-            for p in &plan.add {
-                match o.add(*p).await {
-                    Ok(_) => {
-                        let note = format!("p{p}: the oracle places new variables there too");
-                        publish(
-                            &ctx,
-                            &c,
-                            EventType::Normal,
-                            "AddedPartition",
-                            "Scale",
-                            &note,
-                        )
-                        .await
-                    }
-                    Err(e) => oracle_errors.push(format!("add p{p}: {e}")),
+            steps.push((OracleStep::Add, &plan.add));
+        }
+        for (step, partitions) in steps {
+            for p in partitions {
+                match step.run(o, *p).await {
+                    Ok(_) => scale_event(&ctx, &c, step.reason(), &step.note(*p)).await,
+                    Err(e) => oracle_errors.push(format!("{} p{p}: {e}", step.name())),
                 }
             }
         }
@@ -367,6 +335,56 @@ async fn reconcile_once(
         Action::requeue(Duration::from_secs(5))
     };
     Ok((action, ReconcileResult::Ok))
+}
+
+/// An oracle command of a scale plan.
+#[derive(Clone, Copy, Debug)]
+enum OracleStep {
+    /// `AddPartition`.
+    Add,
+    /// `DrainPartition`.
+    Drain,
+}
+
+impl OracleStep {
+    async fn run(
+        self,
+        o: &replicas::Oracle,
+        p: u32,
+    ) -> Result<scale::Placement, replicas::ReplicaError> {
+        match self {
+            OracleStep::Add => o.add(p).await,
+            OracleStep::Drain => o.drain(p).await,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            OracleStep::Add => "add",
+            OracleStep::Drain => "drain",
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            OracleStep::Add => "AddedPartition",
+            OracleStep::Drain => "DrainingPartition",
+        }
+    }
+
+    fn note(self, p: u32) -> String {
+        match self {
+            OracleStep::Add => format!("p{p}: the oracle places new variables there too"),
+            OracleStep::Drain => {
+                format!("p{p}: no new variables go there; moving its variables out")
+            }
+        }
+    }
+}
+
+/// Publishes a Normal Event of scaling about `c`.
+async fn scale_event(ctx: &Context, c: &DSSMRCluster, reason: &str, note: &str) {
+    publish(ctx, c, EventType::Normal, reason, "Scale", note).await
 }
 
 /// Publishes an Event about `c` (best effort: a lost Event loses no state).
