@@ -15,7 +15,8 @@
 # changed. Idempotent: a second run finds the three binaries and returns in about a second.
 # Cold run measured on the 2-core CI machine class: 678 s (downloads ~1 min, kube-apiserver
 # 541 s, kube-controller-manager 98 s, kube-scheduler 31 s) while other cargo builds shared
-# the cores; ~4 min on an idle machine. The timing of each step is printed.
+# the cores (DESIGN.md §4 reports ~3.5 min for the build alone on an idle machine). The
+# timing of each step is printed.
 #
 # Cache: $DSSMR_CACHE/k8s (default /var/cache/dssmr/k8s). The harness (e2e/src/kube.rs) looks
 # for the binaries in $CACHE/bin, or in $DSSMR_K8S_BIN when set.

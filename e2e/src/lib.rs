@@ -12,6 +12,7 @@
 //! Everything started here is stopped when its handle drops, also when a test fails.
 
 pub mod fabric;
+pub mod kube;
 pub mod layout;
 pub mod probe;
 pub mod prometheus;
