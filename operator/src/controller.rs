@@ -958,7 +958,7 @@ pub async fn update_status(
 mod tests {
     use super::*;
     use crate::fixtures::{
-        cluster, cluster_json, condition, config_map, deleted, mock, mock_with, not_found,
+        cluster, cluster_json, condition, config_map, deleted, mock, mock_with, not_found, play,
         rolled_out, stateful_sets, timeout_after_1s, Step,
     };
 
@@ -1046,12 +1046,8 @@ mod tests {
                 })
                 .answer(answer),
         );
-        let (ctx, server) = mock(steps);
-        let action = timeout_after_1s(reconcile(c, ctx))
-            .await
-            .expect("reconcile");
+        let action = play(c, steps).await;
         assert_eq!(action, Action::requeue(Duration::from_secs(15)));
-        timeout_after_1s(server).await.expect("every step played");
     }
 
     #[tokio::test]
@@ -1076,7 +1072,7 @@ mod tests {
     async fn kubernetes_1_20_gets_its_pdbs_as_policy_v1beta1() {
         let c = cluster("{partitions: 1, mode: ssmr}");
         let answer = cluster_json(&c);
-        let (ctx, server) = mock(vec![
+        let action = play(c, vec![
             Step::new("GET", format!("{NS}/configmaps/demo-config"))
                 .status(404)
                 .answer(not_found()),
@@ -1109,44 +1105,40 @@ mod tests {
                     );
                 })
                 .answer(answer),
-        ]);
-        let action = timeout_after_1s(reconcile(c, ctx))
-            .await
-            .expect("reconcile");
+        ]).await;
         assert_eq!(action, Action::requeue(Duration::from_secs(5)));
-        timeout_after_1s(server).await.expect("every step played");
     }
 
     #[tokio::test]
     async fn a_spec_that_makes_no_sense_is_reported_and_nothing_is_applied() {
         let c = cluster("{partitions: 2, replicasPerPartition: 4}");
         let answer = cluster_json(&c);
-        let (ctx, server) = mock(vec![
-            Step::new("GET", format!("{NS}/configmaps/demo-config"))
-                .status(404)
-                .answer(not_found()),
-            Step::new("POST", "/apis/events.k8s.io/v1/namespaces/default/events").check(|b| {
-                assert_eq!(b["reason"], "InvalidSpec");
-                assert!(b["note"]
-                    .as_str()
-                    .unwrap()
-                    .contains("spec.replicasPerPartition"));
-            }),
-            Step::new("PATCH", format!("{STATUS}?"))
-                .check(|b| {
-                    assert_eq!(
-                        condition(b, "Degraded"),
-                        ("True".into(), "InvalidSpec".into())
-                    );
-                    assert_eq!(condition(b, "Ready").0, "False");
-                })
-                .answer(answer),
-        ]);
-        let action = timeout_after_1s(reconcile(c, ctx))
-            .await
-            .expect("reconcile");
+        let action = play(
+            c,
+            vec![
+                Step::new("GET", format!("{NS}/configmaps/demo-config"))
+                    .status(404)
+                    .answer(not_found()),
+                Step::new("POST", "/apis/events.k8s.io/v1/namespaces/default/events").check(|b| {
+                    assert_eq!(b["reason"], "InvalidSpec");
+                    assert!(b["note"]
+                        .as_str()
+                        .unwrap()
+                        .contains("spec.replicasPerPartition"));
+                }),
+                Step::new("PATCH", format!("{STATUS}?"))
+                    .check(|b| {
+                        assert_eq!(
+                            condition(b, "Degraded"),
+                            ("True".into(), "InvalidSpec".into())
+                        );
+                        assert_eq!(condition(b, "Ready").0, "False");
+                    })
+                    .answer(answer),
+            ],
+        )
+        .await;
         assert_eq!(action, Action::await_change());
-        timeout_after_1s(server).await.expect("every step played");
     }
 
     #[tokio::test]
@@ -1154,45 +1146,45 @@ mod tests {
         let c = cluster("{partitions: 3, mode: ssmr}");
         let running = cluster("{partitions: 2, mode: ssmr}");
         let answer = cluster_json(&c);
-        let (ctx, server) = mock(vec![
-            Step::new("GET", format!("{NS}/configmaps/demo-config"))
-                .answer(config_map(&running, 2, 2)),
-            Step::new("POST", "/apis/events.k8s.io/v1/namespaces/default/events").check(|b| {
-                assert_eq!(b["reason"], "InvalidSpec");
-                assert!(b["note"].as_str().unwrap().contains("spec.partitions"));
-            }),
-            Step::new("PATCH", format!("{STATUS}?"))
-                .check(|b| {
-                    assert_eq!(
-                        condition(b, "Degraded"),
-                        ("True".into(), "InvalidSpec".into())
-                    )
-                })
-                .answer(answer),
-        ]);
-        timeout_after_1s(reconcile(c, ctx))
-            .await
-            .expect("reconcile");
-        timeout_after_1s(server).await.expect("every step played");
+        play(
+            c,
+            vec![
+                Step::new("GET", format!("{NS}/configmaps/demo-config"))
+                    .answer(config_map(&running, 2, 2)),
+                Step::new("POST", "/apis/events.k8s.io/v1/namespaces/default/events").check(|b| {
+                    assert_eq!(b["reason"], "InvalidSpec");
+                    assert!(b["note"].as_str().unwrap().contains("spec.partitions"));
+                }),
+                Step::new("PATCH", format!("{STATUS}?"))
+                    .check(|b| {
+                        assert_eq!(
+                            condition(b, "Degraded"),
+                            ("True".into(), "InvalidSpec".into())
+                        )
+                    })
+                    .answer(answer),
+            ],
+        )
+        .await;
     }
 
     #[tokio::test]
     async fn a_paused_cluster_is_left_alone() {
         let c = cluster("{partitions: 2, paused: true}");
         let answer = cluster_json(&c);
-        let (ctx, server) = mock(vec![Step::new("PATCH", format!("{STATUS}?"))
-            .check(|b| {
-                assert_eq!(
-                    condition(b, "Progressing"),
-                    ("False".into(), "Paused".into())
-                )
-            })
-            .answer(answer)]);
-        let action = timeout_after_1s(reconcile(c, ctx))
-            .await
-            .expect("reconcile");
+        let action = play(
+            c,
+            vec![Step::new("PATCH", format!("{STATUS}?"))
+                .check(|b| {
+                    assert_eq!(
+                        condition(b, "Progressing"),
+                        ("False".into(), "Paused".into())
+                    )
+                })
+                .answer(answer)],
+        )
+        .await;
         assert_eq!(action, Action::await_change());
-        timeout_after_1s(server).await.expect("every step played");
     }
 
     #[tokio::test]
@@ -1221,12 +1213,8 @@ mod tests {
                 })
                 .answer(answer),
         );
-        let (ctx, server) = mock(steps);
-        let action = timeout_after_1s(reconcile(c, ctx))
-            .await
-            .expect("reconcile");
+        let action = play(c, steps).await;
         assert_eq!(action, Action::requeue(Duration::from_secs(5)));
-        timeout_after_1s(server).await.expect("every step played");
     }
 
     /// The steps of a fresh DS-SMR cluster with 1 partition and a PodMonitor, up to the
@@ -1269,11 +1257,7 @@ mod tests {
             }),
         );
         steps.push(Step::new("PATCH", format!("{STATUS}?")).answer(cluster_json(&c)));
-        let (ctx, server) = mock(steps);
-        timeout_after_1s(reconcile(c, ctx))
-            .await
-            .expect("reconcile");
-        timeout_after_1s(server).await.expect("every step played");
+        play(c, steps).await;
     }
 
     #[tokio::test]
@@ -1287,11 +1271,7 @@ mod tests {
             }),
         );
         steps.push(Step::new("PATCH", format!("{STATUS}?")).answer(cluster_json(&c)));
-        let (ctx, server) = mock(steps);
-        timeout_after_1s(reconcile(c, ctx))
-            .await
-            .expect("reconcile");
-        timeout_after_1s(server).await.expect("every step played");
+        play(c, steps).await;
     }
 
     /// Scaling through a real oracle: a DS-SMR kv cluster (oracle + 3 partitions × 3

@@ -185,6 +185,17 @@ pub fn cluster_json(c: &DSSMRCluster) -> Value {
     serde_json::to_value(c).expect("JSON")
 }
 
+/// One reconcile of `c` against a mock server playing `steps`, failing the test unless it
+/// succeeds and every step was played; its requeue action.
+pub async fn play(c: Arc<DSSMRCluster>, steps: Vec<Step>) -> kube::runtime::controller::Action {
+    let (ctx, server) = mock(steps);
+    let action = timeout_after_1s(crate::controller::reconcile(c, ctx))
+        .await
+        .expect("reconcile");
+    timeout_after_1s(server).await.expect("every step played");
+    action
+}
+
 /// Awaits `f` for at most a second: a missing request fails the test quickly.
 pub async fn timeout_after_1s<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(1), f)
