@@ -222,9 +222,8 @@ fn install_from_chart(cp: &ControlPlane) -> Install {
     cp.token_kubeconfig(&kubeconfig, token.trim()).unwrap();
     Install {
         how: format!(
-            "the Helm chart (rendered by helm-python-sdk; applied {} objects of {kinds:?}, not \
-             the Deployment) and the token of ServiceAccount {sa_ns}/{sa_name}",
-            applied_count
+            "the Helm chart (rendered by helm-python-sdk: {kinds:?}; {applied_count} applied, \
+             all but the Deployment) and the token of ServiceAccount {sa_ns}/{sa_name}"
         ),
         kubeconfig,
     }
