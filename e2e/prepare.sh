@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares what the tests need beyond cargo, then returns:
 # - what the chart tests need (charts/prepare.sh);
+# - the Kubernetes control plane of the operator e2e (e2e/k8s/prepare.sh);
 # - Prometheus and promtool (Debian's `prometheus` package; the e2e scrapes every replica with
 #   it and the metric tests run `promtool check metrics`);
 # - where a Docker engine runs, the `dssmr:e2e` image (static binaries, `scratch` base).
@@ -31,6 +32,11 @@ fi
 # The chart tests: helm-python-sdk (the Helm library), kubernetes-validate, the Prometheus
 # Operator models, PyYAML (pinned), and prometheus/promtool.
 bash charts/prepare.sh
+
+# The Kubernetes e2e (e2e/tests/operator_k8s.rs): etcd from apt and a real 1.20.2 control
+# plane built offline from Debian's source package, cached in /var/cache/dssmr/k8s (cold:
+# ~6-11 min on 2 cores; then about a second).
+bash e2e/k8s/prepare.sh
 
 if docker info >/dev/null 2>&1; then
   echo "e2e/prepare.sh: building the dssmr:e2e image"

@@ -254,12 +254,15 @@ fn service(c: &ValidatedCluster, g: &Group) -> Service {
             ports: Some(vec![
                 ServicePort {
                     name: Some("grpc".into()),
+                    // Server-side apply keys ports by protocol too; 1.20 has no default.
+                    protocol: Some("TCP".into()),
                     port: GRPC_PORT,
                     target_port: Some(IntOrString::String("grpc".into())),
                     ..Default::default()
                 },
                 ServicePort {
                     name: Some("http".into()),
+                    protocol: Some("TCP".into()),
                     port: HTTP_PORT,
                     target_port: Some(IntOrString::String("http".into())),
                     ..Default::default()
@@ -398,11 +401,14 @@ fn stateful_set(c: &ValidatedCluster, g: &Group, config_yaml: &str) -> StatefulS
         ports: Some(vec![
             ContainerPort {
                 name: Some("grpc".into()),
+                // Server-side apply keys ports by protocol too; 1.20 has no default.
+                protocol: Some("TCP".into()),
                 container_port: GRPC_PORT,
                 ..Default::default()
             },
             ContainerPort {
                 name: Some("http".into()),
+                protocol: Some("TCP".into()),
                 container_port: HTTP_PORT,
                 ..Default::default()
             },
