@@ -488,7 +488,19 @@ fn operator_runs_dssmr_clusters_on_a_real_control_plane() {
     spread.sort();
     spread.dedup();
     eprintln!("operator_k8s: 9 pods bound to {spread:?}");
-    phase.done("9 pods bound to hp-se1102 nodes, none to dell-sc1435");
+    // The replicas of one group on different hosts (anti-affinity and spread over
+    // kubernetes.io/hostname): a host lost takes at most one replica of a group.
+    for group in ["paper-oracle", "paper-p1", "paper-p2"] {
+        let mut hosts: Vec<&str> = pods
+            .iter()
+            .filter(|(pod, _)| pod.rsplit_once('-').is_some_and(|(set, _)| set == group))
+            .map(|(_, n)| n.as_str())
+            .collect();
+        hosts.sort();
+        hosts.dedup();
+        assert_eq!(hosts.len(), 3, "replicas of {group} share hosts: {pods:?}");
+    }
+    phase.done("9 pods bound to hp-se1102 nodes, none to dell-sc1435, groups spread over hosts");
 
     // Pods marked Ready (as a kubelet would) make the cluster Ready.
     for (pod, _) in &pods {
