@@ -568,6 +568,41 @@ fn operator_runs_dssmr_clusters_on_a_real_control_plane() {
     }
     phase.done("partitions 2 → 3: paper-p3 StatefulSet, Service, PDB; its pods on hp-se1102");
 
+    // Scale in without an oracle to ask (the pods' DNS names do not resolve where this
+    // operator runs, and no replica runs): p3 may hold variables, so it is kept and reported
+    // as draining, never deleted.
+    cp.kubectl(&[
+        "patch",
+        "dssmrcluster",
+        "-n",
+        NS,
+        "paper",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"partitions":2}}"#,
+    ])
+    .unwrap();
+    let generation = wait_for("scale-in reported", WAIT, POLL, || {
+        operator_alive(&mut operator)?;
+        let c = cp
+            .get_json(&["dssmrcluster", "-n", NS, "paper"])
+            .map_err(|e| e.to_string())?;
+        let observed = c["status"]["observedGeneration"] == c["metadata"]["generation"];
+        match condition(&c, "Progressing") {
+            Some((s, r)) if observed && s == "True" && r == "Draining" => {
+                Ok(c["metadata"]["generation"].clone())
+            }
+            other => Err(format!("Progressing = {other:?}, status {}", c["status"])),
+        }
+    })
+    .unwrap();
+    let sets = owned(&cp, "statefulsets", "paper").unwrap();
+    assert!(
+        names(&sets).contains(&"paper-p3".to_string()),
+        "p3 deleted before the oracle said it is empty (generation {generation})"
+    );
+    phase.done("partitions 3 → 2 with no oracle to ask: paper-p3 kept, Progressing/Draining");
+
     // Delete: the real garbage collector removes everything the cluster owned. Pods bound to
     // nodes without kubelet stay Terminating until force-deleted.
     cp.kubectl(&["delete", "dssmrcluster", "-n", NS, "paper", "--wait=false"])
