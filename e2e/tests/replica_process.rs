@@ -3,7 +3,8 @@
 //!
 //! - bad flags and configs stop the process with a message naming the flag or field;
 //! - every replica becomes ready; `/metrics` passes `promtool check metrics` and carries the
-//!   metric names of DESIGN.md §3; `/healthz` answers;
+//!   metric names of DESIGN.md §3; `/healthz` answers; the operator's scrape (its status
+//!   throughput and move rate) reads the executed commands from them;
 //! - SIGTERM of the partition leader hands leadership over (it says so, another replica leads
 //!   at once) and loses nothing;
 //! - a replica killed with SIGKILL restarts from its data directory and becomes ready;
@@ -212,6 +213,7 @@ fn replicas_hand_over_on_sigterm_recover_from_sigkill_and_export_metrics() -> an
             probe::get(&format!("{}/healthz", f.http(r))).map_err(anyhow::Error::msg)?;
         assert_eq!(code, 200, "{r} /healthz");
     }
+    operator_reads_throughput_from_the_replicas(&f, &config, &everyone)?;
 
     // A load generator exports the client side: cache hits, consults, fallbacks.
     let port = dssmr_e2e::prometheus::free_port()?;
@@ -299,6 +301,49 @@ fn replicas_hand_over_on_sigterm_recover_from_sigkill_and_export_metrics() -> an
 }
 
 /// `promtool check metrics` on `text` (required in CI, skipped elsewhere without promtool).
+/// The operator's scrape of a cluster (what its status and `dssmr_operator_cluster_*` gauges
+/// come from) against these real replicas: it finds the executed commands, and a command more
+/// raises the count by at least one.
+fn operator_reads_throughput_from_the_replicas(
+    f: &Processes,
+    config: &Path,
+    everyone: &[ReplicaRef],
+) -> anyhow::Result<()> {
+    use dssmr_operator::replicas::{scrape, ReplicaAccess};
+    let cluster = dssmr::config::ClusterConfig::load(config)?;
+    let topology = cluster.topology();
+    let map = everyone
+        .iter()
+        .map(|r| {
+            let member = &topology.groups[&r.group][r.ordinal];
+            let http = f.http(r).trim_start_matches("http://").to_string();
+            (format!("http://{member}"), http)
+        })
+        .collect();
+    let access = ReplicaAccess::Map(map);
+    let runtime = tokio::runtime::Runtime::new()?;
+    let before = runtime.block_on(scrape(&cluster, &access))?;
+    assert!(
+        before.executed >= 3.0,
+        "the scrape finds the puts and the transfer: {before:?}"
+    );
+    assert_eq!(client(config, &["put", "c", "3"]), "\"done\"");
+    // Counts are replicated state, exported once applied: wait for the next command to show.
+    wait_for(
+        "the next command in the scraped count",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            let now = runtime
+                .block_on(scrape(&cluster, &access))
+                .map_err(|e| e.to_string())?;
+            (now.executed >= before.executed + 1.0)
+                .then_some(())
+                .ok_or(format!("{now:?}"))
+        },
+    )
+}
+
 fn promtool_check(text: &str, what: &str) -> anyhow::Result<()> {
     let Some(promtool) = which_promtool() else {
         assert!(

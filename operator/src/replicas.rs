@@ -50,7 +50,8 @@ pub enum ReplicaAccess {
     /// As written in the cluster config (pod DNS names).
     #[default]
     Dns,
-    /// Through this map (`host:port` in the config → address to dial); unmapped: an error.
+    /// Through this map (`host:port` in the config → gRPC address to dial, `http://host:port`
+    /// → its HTTP address); unmapped: an error.
     Map(HashMap<String, String>),
     /// Not at all (reconcile tests against a mock API server): the oracle is never asked and
     /// nothing is scraped.
@@ -67,6 +68,22 @@ impl ReplicaAccess {
                 .get(addr)
                 .cloned()
                 .ok_or_else(|| ReplicaError::Unmapped(addr.to_string())),
+        }
+    }
+
+    /// The HTTP address (`/metrics`) of the replica whose member address is `member`: the
+    /// member's host on [`HTTP_PORT`] (as every pod serves it), or in a map the value of
+    /// `http://<member>`.
+    pub fn http(&self, member: &str) -> Result<String, ReplicaError> {
+        match self {
+            ReplicaAccess::Map(m) => m
+                .get(&format!("http://{member}"))
+                .cloned()
+                .ok_or_else(|| ReplicaError::Unmapped(format!("http://{member}"))),
+            _ => {
+                let host = member.rsplit_once(':').map_or(member, |(h, _)| h);
+                self.dial(&format!("{host}:{HTTP_PORT}"))
+            }
         }
     }
 
@@ -253,8 +270,7 @@ pub async fn scrape(
         let mut best: Option<(f64, f64)> = None;
         let mut last_error = None;
         for member in &g.members {
-            let host = member.rsplit_once(':').map_or(member.as_str(), |(h, _)| h);
-            let addr = access.dial(&format!("{host}:{HTTP_PORT}"))?;
+            let addr = access.http(member)?;
             match get_metrics(&client, &addr).await {
                 Ok(text) => match replica_counts(&text) {
                     Ok((e, m)) => {
@@ -371,5 +387,10 @@ mod tests {
             access.dial("a-p1-1.a-p1.ns.svc:7000"),
             Err(ReplicaError::Unmapped(_))
         ));
+        assert!(access.http("a-p1-0.a-p1.ns.svc:7000").is_err());
+        assert_eq!(
+            ReplicaAccess::Dns.http("a-p1-0.a-p1.ns.svc:7000").unwrap(),
+            "a-p1-0.a-p1.ns.svc:8080"
+        );
     }
 }
