@@ -264,6 +264,22 @@ fn wait_crd(cp: &ControlPlane) {
     .unwrap();
 }
 
+/// Sets `spec.partitions` of cluster `name`.
+fn set_partitions(cp: &ControlPlane, name: &str, partitions: u32) {
+    let patch = format!(r#"{{"spec":{{"partitions":{partitions}}}}}"#);
+    cp.kubectl(&[
+        "patch",
+        "dssmrcluster",
+        "-n",
+        NS,
+        name,
+        "--type=merge",
+        "-p",
+        &patch,
+    ])
+    .unwrap();
+}
+
 /// `(status, reason)` of condition `type_` of `obj`.
 fn condition(obj: &Value, type_: &str) -> Option<(String, String)> {
     obj["status"]["conditions"]
@@ -520,17 +536,7 @@ fn operator_runs_dssmr_clusters_on_a_real_control_plane() {
     phase.done("pods marked Ready: cluster Ready 3/3");
 
     // Scale out: a third partition.
-    cp.kubectl(&[
-        "patch",
-        "dssmrcluster",
-        "-n",
-        NS,
-        "paper",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"partitions":3}}"#,
-    ])
-    .unwrap();
+    set_partitions(&cp, "paper", 3);
     wait_for("StatefulSet paper-p3", WAIT, POLL, || {
         operator_alive(&mut operator)?;
         let sets = owned(&cp, "statefulsets", "paper")?;
@@ -571,17 +577,7 @@ fn operator_runs_dssmr_clusters_on_a_real_control_plane() {
     // Scale in without an oracle to ask (the pods' DNS names do not resolve where this
     // operator runs, and no replica runs): p3 may hold variables, so it is kept and reported
     // as draining, never deleted.
-    cp.kubectl(&[
-        "patch",
-        "dssmrcluster",
-        "-n",
-        NS,
-        "paper",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"partitions":2}}"#,
-    ])
-    .unwrap();
+    set_partitions(&cp, "paper", 2);
     let generation = wait_for("scale-in reported", WAIT, POLL, || {
         operator_alive(&mut operator)?;
         let c = cp
