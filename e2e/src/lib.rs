@@ -23,14 +23,20 @@ use std::time::{Duration, Instant};
 /// The `dssmr` binary the fallback fabric and the process tests run: `$DSSMR_BIN`, else the
 /// one cargo built next to the running test executable (`target/<profile>/dssmr`).
 pub fn dssmr_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("DSSMR_BIN") {
+    workspace_binary("dssmr", "DSSMR_BIN")
+}
+
+/// The binary `name` of this workspace: `$env_var` when set, else the one cargo built next to
+/// the running test executable (`target/<profile>/<name>`).
+pub fn workspace_binary(name: &str, env_var: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env_var) {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test>-<hash> → target/<profile>/dssmr
+    // target/<profile>/deps/<test>-<hash> → target/<profile>/<name>
     exe.parent()
         .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("dssmr"))
+        .map(|dir| dir.join(name))
         .expect("target directory")
 }
 

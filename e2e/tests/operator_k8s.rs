@@ -33,16 +33,9 @@ const WAIT: Duration = Duration::from_secs(90);
 const POLL: Duration = Duration::from_millis(250);
 
 /// The `dssmr-operator` binary: `$DSSMR_OPERATOR_BIN`, else the one cargo built next to
-/// the running test executable (`target/<profile>/dssmr-operator`), as `dssmr_binary` does.
+/// the running test executable.
 fn operator_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os("DSSMR_OPERATOR_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("dssmr-operator"))
-        .expect("target directory")
+    dssmr_e2e::workspace_binary("dssmr-operator", "DSSMR_OPERATOR_BIN")
 }
 
 fn repo_root() -> PathBuf {
