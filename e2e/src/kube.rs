@@ -311,22 +311,17 @@ impl ControlPlane {
             "kube-controller-manager",
             &cm,
             &[
-                format!("--kubeconfig={}", s(&cm_kubeconfig)),
-                "--leader-elect=false".into(),
-                "--port=0".into(),
-                "--bind-address=127.0.0.1".into(),
-                format!("--secure-port={cm_port}"),
-                format!("--cert-dir={}", s(&cp.dir.path().join("cm-certs"))),
-                format!("--service-account-private-key-file={}", p("sa.key")),
-                format!("--root-ca-file={}", p("ca.crt")),
-                "--use-service-account-credentials=true".into(),
-                // No kubelets: the node lifecycle controller would mark every Node Unknown
-                // and taint it after ~45 s.
-                "--controllers=*,-nodelifecycle".into(),
-                "--profiling=false".into(),
-                "--logtostderr=true".into(),
-                "--v=1".into(),
-            ],
+                component_args(&cm_kubeconfig, cm_port, &cp.dir.path().join("cm-certs")),
+                vec![
+                    format!("--service-account-private-key-file={}", p("sa.key")),
+                    format!("--root-ca-file={}", p("ca.crt")),
+                    "--use-service-account-credentials=true".into(),
+                    // No kubelets: the node lifecycle controller would mark every Node Unknown
+                    // and taint it after ~45 s.
+                    "--controllers=*,-nodelifecycle".into(),
+                ],
+            ]
+            .concat(),
         )?;
         let sched_kubeconfig = cp.dir.path().join("scheduler.kubeconfig");
         cp.write_kubeconfig(&sched_kubeconfig, "scheduler")?;
@@ -335,17 +330,11 @@ impl ControlPlane {
         cp.spawn(
             "kube-scheduler",
             &sched,
-            &[
-                format!("--kubeconfig={}", s(&sched_kubeconfig)),
-                "--leader-elect=false".into(),
-                "--port=0".into(),
-                "--bind-address=127.0.0.1".into(),
-                format!("--secure-port={sched_port}"),
-                format!("--cert-dir={}", s(&cp.dir.path().join("scheduler-certs"))),
-                "--profiling=false".into(),
-                "--logtostderr=true".into(),
-                "--v=1".into(),
-            ],
+            &component_args(
+                &sched_kubeconfig,
+                sched_port,
+                &cp.dir.path().join("scheduler-certs"),
+            ),
         )?;
         // Their self-signed serving certificates are not checked, and /healthz needs no
         // rights (a dummy token only keeps kubectl from prompting for a password).
@@ -837,4 +826,21 @@ pub fn run_bounded(
 
 fn s(p: &Path) -> String {
     p.display().to_string()
+}
+
+/// Flags kube-controller-manager and kube-scheduler share: their kubeconfig, no leader
+/// election, no insecure port, the secure port on 127.0.0.1 with self-made certificates in
+/// `cert_dir`, logs to stderr.
+fn component_args(kubeconfig: &Path, secure_port: u16, cert_dir: &Path) -> Vec<String> {
+    vec![
+        format!("--kubeconfig={}", s(kubeconfig)),
+        "--leader-elect=false".into(),
+        "--port=0".into(),
+        "--bind-address=127.0.0.1".into(),
+        format!("--secure-port={secure_port}"),
+        format!("--cert-dir={}", s(cert_dir)),
+        "--profiling=false".into(),
+        "--logtostderr=true".into(),
+        "--v=1".into(),
+    ]
 }
