@@ -1,10 +1,10 @@
 //! The shape of a test cluster: its replicas, their names (as the operator names pods) and the
 //! cluster config every replica and client reads.
 
-use dssmr::client::Mode;
-use dssmr::config::{AppKind, ClusterConfig, GroupConfig};
-use dssmr::ids::{GroupId, ORACLE};
-use dssmr::metrics::group_label;
+use dssmr_engine::client::Mode;
+use dssmr_engine::config::{AppKind, ClusterConfig, GroupConfig};
+use dssmr_engine::ids::{GroupId, ORACLE};
+use dssmr_engine::metrics::group_label;
 
 /// One replica of one group of a cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -86,7 +86,7 @@ impl Layout {
             app: self.app,
             chirper: None,
             retry_threshold: 5,
-            destination: dssmr::client::DestinationPolicy::Random,
+            destination: dssmr_engine::client::DestinationPolicy::Random,
             oracle: Some(group(ORACLE)),
             partitions: (1..=self.partitions as u32)
                 .map(|p| group(GroupId(p)))

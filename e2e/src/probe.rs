@@ -3,7 +3,7 @@
 use crate::fabric::Fabric;
 use crate::layout::{Layout, ReplicaRef};
 use crate::wait_for;
-use dssmr::ids::GroupId;
+use dssmr_engine::ids::GroupId;
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -15,15 +15,15 @@
 //! Prometheus scrapes every replica; `rate()` of executed commands and of moves must be
 //! non-zero under load.
 
-use dssmr::config::AppKind;
-use dssmr::history::linearizability::{check_kv_bounded, DEFAULT_MAX_CONFIGURATIONS};
-use dssmr::history::read_jsonl;
-use dssmr::ids::{GroupId, ORACLE};
+use dssmr_check::history::linearizability::{check_kv_bounded, DEFAULT_MAX_CONFIGURATIONS};
+use dssmr_check::history::read_jsonl;
 use dssmr_e2e::fabric::{detect, Fabric};
 use dssmr_e2e::layout::{Layout, ReplicaRef};
 use dssmr_e2e::probe::leader;
 use dssmr_e2e::prometheus::{self, Prometheus};
 use dssmr_e2e::{dssmr_binary, probe, wait_for};
+use dssmr_engine::config::AppKind;
+use dssmr_engine::ids::{GroupId, ORACLE};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -73,7 +73,7 @@ fn recovery(
     not: Option<&ReplicaRef>,
     since: Instant,
 ) -> anyhow::Result<Recovery> {
-    let label = dssmr::metrics::group_label(g);
+    let label = dssmr_engine::metrics::group_label(g);
     wait_for(
         &format!("{} {label} elects a leader", layout.name),
         RECOVERY_LIMIT,
@@ -130,7 +130,7 @@ struct Row {
 
 #[test]
 fn replicas_survive_faults_under_load_and_prometheus_sees_them() -> anyhow::Result<()> {
-    dssmr::telemetry::init_for_tests();
+    dssmr_engine::telemetry::init_for_tests();
     let load_s: u64 = std::env::var("DSSMR_E2E_LOAD_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -388,7 +388,7 @@ fn replicas_survive_faults_under_load_and_prometheus_sees_them() -> anyhow::Resu
     let events = read_jsonl(fabric.work().join("kv.jsonl"))?;
     let ops = events
         .iter()
-        .filter(|e| e.kind == dssmr::history::EventKind::Invoke)
+        .filter(|e| e.kind == dssmr_check::history::EventKind::Invoke)
         .count();
     check_kv_bounded(&events, &BTreeMap::new(), DEFAULT_MAX_CONFIGURATIONS)
         .map_err(|e| anyhow::anyhow!("kv history is not linearizable: {e}"))?;

@@ -10,11 +10,11 @@
 //! - a replica killed with SIGKILL restarts from its data directory and becomes ready;
 //! - every replica killed with SIGKILL and started again: every acknowledged write is there.
 
-use dssmr::config::AppKind;
-use dssmr::ids::{GroupId, ORACLE};
 use dssmr_e2e::fabric::{Fabric, Processes};
 use dssmr_e2e::layout::{Layout, ReplicaRef};
 use dssmr_e2e::{dssmr_binary, probe, wait_for};
+use dssmr_engine::config::AppKind;
+use dssmr_engine::ids::{GroupId, ORACLE};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -310,7 +310,7 @@ fn operator_reads_throughput_from_the_replicas(
     everyone: &[ReplicaRef],
 ) -> anyhow::Result<()> {
     use dssmr_operator::replicas::{scrape, ReplicaAccess};
-    let cluster = dssmr::config::ClusterConfig::load(config)?;
+    let cluster = dssmr_engine::config::ClusterConfig::load(config)?;
     let topology = cluster.topology();
     let map = everyone
         .iter()

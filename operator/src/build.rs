@@ -11,7 +11,7 @@
 
 use crate::crd::{ClusterMode, HardwareProfile, RolePlacement};
 use crate::validate::ValidatedCluster;
-use dssmr::config::{AppKind, ClusterConfig, GroupConfig};
+use dssmr_api::config::{AppKind, ClusterConfig, GroupConfig};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
@@ -170,8 +170,8 @@ pub fn cluster_config(c: &ValidatedCluster, groups: &[Group]) -> ClusterConfig {
         crate::crd::AppName::Chirper => AppKind::Chirper,
     };
     let mode = match c.spec.mode {
-        ClusterMode::Dssmr => dssmr::client::Mode::Dssmr,
-        ClusterMode::Ssmr => dssmr::client::Mode::Ssmr,
+        ClusterMode::Dssmr => dssmr_api::mode::Mode::Dssmr,
+        ClusterMode::Ssmr => dssmr_api::mode::Mode::Ssmr,
     };
     ClusterConfig {
         name: c.name.to_string(),
@@ -179,8 +179,8 @@ pub fn cluster_config(c: &ValidatedCluster, groups: &[Group]) -> ClusterConfig {
         app,
         chirper: (app == AppKind::Chirper).then(Default::default),
         retry_threshold: c.spec.retry_threshold,
-        destination: dssmr::client::ProxyConfig::default().destination,
-        initial_partitions: (mode == dssmr::client::Mode::Dssmr).then_some(c.initial_partitions),
+        destination: dssmr_api::mode::DestinationPolicy::default(),
+        initial_partitions: (mode == dssmr_api::mode::Mode::Dssmr).then_some(c.initial_partitions),
         oracle: groups.iter().find(|g| g.is_oracle()).map(members),
         partitions: groups
             .iter()

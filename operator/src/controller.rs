@@ -22,7 +22,7 @@ use crate::metrics::{Metrics, ReconcileResult};
 use crate::replicas::{self, Counters, OracleReport, ReplicaAccess};
 use crate::scale::{self, ScalePlan};
 use crate::validate::{self, Deployed, ValidatedCluster};
-use dssmr::config::ClusterConfig;
+use dssmr_api::config::ClusterConfig;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -1282,30 +1282,32 @@ mod tests {
     /// Every value survives.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn scaling_out_and_in_goes_through_the_oracle() {
-        use dssmr::app::kv::{kv_var, Kv, KvCommand, KvReply};
-        use dssmr::client::proxy::ProxyStats;
-        use dssmr::client::{Connections, LocationCache, Mode, Proxy, ProxyConfig};
-        use dssmr::cluster::{ClusterOptions, LocalCluster};
-        use dssmr::ids::{GroupId, ORACLE};
-        use dssmr::oracle::Oracle as OracleApp;
-        use dssmr::partition::Partition;
+        use dssmr_engine::app::kv::{kv_var, Kv, KvCommand, KvReply};
+        use dssmr_engine::client::proxy::ProxyStats;
+        use dssmr_engine::client::{Connections, LocationCache, Mode, Proxy, ProxyConfig};
+        use dssmr_engine::cluster::{ClusterOptions, LocalCluster};
+        use dssmr_engine::ids::{GroupId, ORACLE};
+        use dssmr_engine::oracle::Oracle as OracleApp;
+        use dssmr_engine::partition::Partition;
 
-        dssmr::telemetry::init_for_tests();
+        dssmr_engine::telemetry::init_for_tests();
         let known: Vec<GroupId> = (1..=3).map(GroupId).collect();
         let local = LocalCluster::start(ClusterOptions {
             groups: 3,
             oracle: true,
-            apps: Some(Arc::new(move |g| -> Box<dyn dssmr::app::Application> {
-                if g == ORACLE {
-                    Box::new(OracleApp::with_initial(
-                        Arc::new(Kv),
-                        known.clone(),
-                        vec![GroupId(1), GroupId(2)],
-                    ))
-                } else {
-                    Box::new(Partition::new(g, Arc::new(Kv)))
-                }
-            })),
+            apps: Some(Arc::new(
+                move |g| -> Box<dyn dssmr_engine::app::Application> {
+                    if g == ORACLE {
+                        Box::new(OracleApp::with_initial(
+                            Arc::new(Kv),
+                            known.clone(),
+                            vec![GroupId(1), GroupId(2)],
+                        ))
+                    } else {
+                        Box::new(Partition::new(g, Arc::new(Kv)))
+                    }
+                },
+            )),
             ..Default::default()
         })
         .await

@@ -55,7 +55,7 @@ enum Command {
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).
 fn tracing_subscriber_init() {
-    dssmr::telemetry::init_with("info");
+    dssmr_api::telemetry::init_with("info");
 }
 
 fn main() -> ExitCode {
@@ -77,7 +77,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let watch_namespace = watch_namespace.filter(|n| !n.is_empty());
             if let Some(ns) = &watch_namespace {
-                dssmr::config::validate_name(ns)
+                dssmr_api::config::validate_name(ns)
                     .map_err(|e| anyhow::anyhow!("--watch-namespace: {e}"))?;
             }
             tracing_subscriber_init();

@@ -9,9 +9,9 @@
 //! cluster slows a reconcile down by seconds, never stalls it.
 
 use crate::scale::{OracleView, Placement};
-use dssmr::admin::client::AdminConnection;
-use dssmr::config::ClusterConfig;
-use dssmr::proto::ClusterStatus;
+use dssmr_api::admin::AdminConnection;
+use dssmr_api::config::ClusterConfig;
+use dssmr_api::proto::ClusterStatus;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -194,14 +194,14 @@ impl Oracle {
     }
 }
 
-fn placement(s: &dssmr::proto::PartitionStatus) -> Result<Placement, ReplicaError> {
+fn placement(s: &dssmr_api::proto::PartitionStatus) -> Result<Placement, ReplicaError> {
     Placement::from_admin(&s.state, s.variables)
         .ok_or_else(|| ReplicaError::Admin(format!("unknown partition state {:?}", s.state)))
 }
 
 async fn bounded<T>(
     what: &str,
-    call: impl std::future::Future<Output = Result<T, dssmr::admin::client::AdminError>>,
+    call: impl std::future::Future<Output = Result<T, dssmr_api::admin::AdminError>>,
 ) -> Result<T, ReplicaError> {
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
         Ok(Ok(t)) => Ok(t),

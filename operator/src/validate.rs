@@ -9,7 +9,7 @@
 //! dereference step read. Pure: no client.
 
 use crate::crd::{AppName, ClusterMode, DSSMRCluster, DSSMRClusterSpec};
-use dssmr::config::{AppKind, ClusterConfig};
+use dssmr_api::config::{AppKind, ClusterConfig};
 use std::fmt;
 
 /// Longest cluster name: pod names `<name>-p64-14` and the StatefulSet's
@@ -25,7 +25,7 @@ pub struct ClusterName(String);
 impl ClusterName {
     /// Checks `name`.
     pub fn new(name: &str) -> Result<Self, String> {
-        dssmr::config::validate_name(name)?;
+        dssmr_api::config::validate_name(name)?;
         if name.len() > MAX_NAME {
             return Err(format!(
                 "{name:?} is {} characters; at most {MAX_NAME} (pod and label names built from it \
@@ -158,8 +158,8 @@ pub fn validate_against(
     }
     if let Some(running) = &deployed.config {
         let mode = match running.mode {
-            dssmr::client::Mode::Dssmr => ClusterMode::Dssmr,
-            dssmr::client::Mode::Ssmr => ClusterMode::Ssmr,
+            dssmr_api::mode::Mode::Dssmr => ClusterMode::Dssmr,
+            dssmr_api::mode::Mode::Ssmr => ClusterMode::Ssmr,
         };
         if mode != spec.mode {
             bad(

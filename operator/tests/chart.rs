@@ -181,7 +181,7 @@ fn evaluation_manifests_describe_the_papers_setup() {
         ["bench", "chirper", "--cluster", "/etc/dssmr/cluster.yaml"]
     );
     // Every flag is one of `dssmr bench chirper`'s (clap derives --a-b from field a_b).
-    let cli = std::fs::read_to_string(root().join("replica/src/main.rs")).expect("main.rs");
+    let cli = rust_sources(&root().join("replica/cli/src"));
     for flag in args.iter().filter_map(|a| a.strip_prefix("--")) {
         let field = format!("    {}: ", flag.replace('-', "_"));
         assert!(
@@ -203,4 +203,18 @@ fn evaluation_manifests_describe_the_papers_setup() {
         .collect();
     args.extend(paths.iter().map(String::as_str));
     chartcheck(&args, Duration::from_secs(180));
+}
+
+/// The text of every `.rs` file under `dir` (the `dssmr` CLI keeps a file per subcommand).
+fn rust_sources(dir: &Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).expect("read the CLI sources") {
+        let path = entry.expect("directory entry").path();
+        if path.is_dir() {
+            text.push_str(&rust_sources(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            text.push_str(&std::fs::read_to_string(&path).expect("read a CLI source"));
+        }
+    }
+    text
 }

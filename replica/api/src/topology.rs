@@ -1,0 +1,21 @@
+//! The topology of a cluster: which groups exist and the addresses of their members.
+//!
+//! Derived from the cluster config ([`crate::config::ClusterConfig::topology`]); clients and
+//! replicas connect by it. This module holds data only; it connects to nothing.
+
+use crate::ids::GroupId;
+use std::collections::BTreeMap;
+
+/// Member addresses of every group of a cluster.
+#[derive(Clone, Debug, Default)]
+pub struct Topology {
+    /// Group id to member addresses (index = ordinal).
+    pub groups: BTreeMap<GroupId, Vec<String>>,
+}
+
+impl Topology {
+    /// True when `g` is a group of the cluster.
+    pub fn contains(&self, g: GroupId) -> bool {
+        self.groups.contains_key(&g)
+    }
+}

@@ -1,0 +1,241 @@
+//! A client of one group: sends requests to its leader, follows `not_leader` hints, rotates
+//! through members when a replica is unreachable, and gives up at a deadline.
+//!
+//! Used by application clients (multicast submission) and by group leaders talking to other
+//! groups (timestamp announces, channel transmissions). Every call goes through one `call`
+//! helper, so redirect and retry rules are the same for all RPCs.
+
+use crate::channel::lazy_channel;
+use crate::group::faults::Faults;
+pub use crate::group::state_machine::Completion;
+use crate::ids::GroupId;
+use crate::multicast::McastMessage;
+use crate::proto::group_client::GroupClient as RpcClient;
+use crate::proto::{self, LeaderHint};
+pub use crate::topology::Topology;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Longest wait for one member's answer before trying the next: longer than a healthy group
+/// takes to deliver even a multi-group message under load, short enough that a partitioned
+/// leader does not hold clients for long.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+use thiserror::Error;
+use tonic::transport::Channel;
+
+/// Why a call to a group failed.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// No replica answered as leader before the deadline (transient: retry later).
+    #[error("group {group} unavailable: {last}")]
+    Unavailable {
+        /// The group.
+        group: GroupId,
+        /// The last failure seen.
+        last: String,
+    },
+    /// The group rejected the request (permanent: do not retry it unchanged).
+    #[error("group {group} rejected the request: {message}")]
+    Rejected {
+        /// The group.
+        group: GroupId,
+        /// The reason it gave.
+        message: String,
+    },
+    /// A member address does not parse.
+    #[error("bad address {addr:?}: {source}")]
+    BadAddress {
+        /// The address.
+        addr: String,
+        /// Why it is bad.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The group is not part of the topology.
+    #[error("unknown group {0}")]
+    UnknownGroup(GroupId),
+}
+
+/// What a reply says about leadership.
+pub enum Answer<T> {
+    /// The request was handled.
+    Done(T),
+    /// The replica is not the leader.
+    NotLeader(Option<LeaderHint>),
+}
+
+struct Member {
+    addr: String,
+    rpc: RpcClient<Channel>,
+}
+
+/// A client of one group.
+pub struct GroupClient {
+    group: GroupId,
+    members: Vec<Member>,
+    leader: AtomicUsize,
+    /// When set, calls from `self_addr` honour the test fault table.
+    origin: Option<(Arc<Faults>, String)>,
+}
+
+impl GroupClient {
+    /// A client of `group` whose replicas listen on `addrs`.
+    pub fn new(group: GroupId, addrs: &[String]) -> Result<Self, ClientError> {
+        let members = addrs
+            .iter()
+            .map(|a| {
+                let ch = lazy_channel(a).map_err(|source| ClientError::BadAddress {
+                    addr: a.clone(),
+                    source,
+                })?;
+                Ok(Member {
+                    addr: a.clone(),
+                    rpc: RpcClient::new(ch),
+                })
+            })
+            .collect::<Result<Vec<_>, ClientError>>()?;
+        Ok(GroupClient {
+            group,
+            members,
+            leader: AtomicUsize::new(0),
+            origin: None,
+        })
+    }
+
+    /// Makes the calls of this client subject to the fault table, as sent from `self_addr`.
+    pub fn with_faults(mut self, faults: Arc<Faults>, self_addr: String) -> Self {
+        self.origin = Some((faults, self_addr));
+        self
+    }
+
+    /// The group this client talks to.
+    pub fn group(&self) -> GroupId {
+        self.group
+    }
+
+    /// Calls the leader with `f`, following hints and rotating members until `deadline`. One
+    /// attempt waits at most [`ATTEMPT_TIMEOUT`]: a member cut off by the network drops
+    /// requests silently, and the client must move on to the others (resubmitting a message
+    /// is safe: groups answer a known message id with its one outcome).
+    pub async fn call<T, F, Fut>(&self, deadline: Instant, f: F) -> Result<T, ClientError>
+    where
+        F: Fn(RpcClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<Answer<T>, tonic::Status>>,
+    {
+        let n = self.members.len();
+        let mut last;
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let i = self.leader.load(Ordering::Relaxed) % n.max(1);
+            let member = &self.members[i];
+            let cut = self
+                .origin
+                .as_ref()
+                .is_some_and(|(faults, me)| faults.is_cut(me, &member.addr));
+            let outcome = if cut {
+                Err(tonic::Status::unavailable("link is cut"))
+            } else {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left.min(ATTEMPT_TIMEOUT), f(member.rpc.clone())).await {
+                    Ok(r) => r,
+                    Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                        "no answer within {:?}",
+                        left.min(ATTEMPT_TIMEOUT)
+                    ))),
+                }
+            };
+            let mut rotate = true;
+            match outcome {
+                Ok(Answer::Done(v)) => return Ok(v),
+                Ok(Answer::NotLeader(hint)) => {
+                    last = format!("{} is not the leader", member.addr);
+                    if let Some(j) =
+                        hint.and_then(|h| self.members.iter().position(|m| m.addr == h.leader_addr))
+                    {
+                        if j != i {
+                            self.leader.store(j, Ordering::Relaxed);
+                            rotate = false;
+                            backoff = Duration::from_millis(5);
+                        }
+                    }
+                }
+                Err(status) => match status.code() {
+                    tonic::Code::InvalidArgument
+                    | tonic::Code::FailedPrecondition
+                    | tonic::Code::Unimplemented => {
+                        return Err(ClientError::Rejected {
+                            group: self.group,
+                            message: status.message().to_string(),
+                        })
+                    }
+                    _ => last = format!("{}: {}", member.addr, status.message()),
+                },
+            }
+            if rotate {
+                // Rotate before giving up too: the next call (a short-deadline peer call,
+                // say) must not start again at a member that did not answer.
+                let _ = self.leader.compare_exchange(
+                    i,
+                    (i + 1) % n.max(1),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            if Instant::now() >= deadline {
+                return Err(ClientError::Unavailable {
+                    group: self.group,
+                    last,
+                });
+            }
+            if rotate {
+                tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))
+                    .await;
+                backoff = (backoff * 2).min(Duration::from_millis(200));
+            }
+        }
+    }
+
+    /// Submits `msg` to this group (one of its destinations) and waits for its delivery here;
+    /// returns the final timestamp.
+    pub async fn multicast(
+        &self,
+        msg: &McastMessage,
+        deadline: Instant,
+    ) -> Result<u64, ClientError> {
+        self.submit(msg, deadline).await.map(|c| c.ts)
+    }
+
+    /// Submits `msg` to this group (one of its destinations) and waits until the group's
+    /// application answered it; returns the final timestamp and the reply.
+    pub async fn submit(
+        &self,
+        msg: &McastMessage,
+        deadline: Instant,
+    ) -> Result<Completion, ClientError> {
+        let req = proto::MulticastRequest {
+            group: self.group.0,
+            message: Some(msg.to_proto()),
+        };
+        self.call(deadline, |mut rpc| {
+            let req = req.clone();
+            async move {
+                let reply = rpc.multicast(req).await?.into_inner();
+                match reply.outcome {
+                    Some(proto::multicast_reply::Outcome::DeliveredTs(ts)) => {
+                        Ok(Answer::Done(Completion {
+                            ts,
+                            reply: reply.reply,
+                        }))
+                    }
+                    Some(proto::multicast_reply::Outcome::NotLeader(h)) => {
+                        Ok(Answer::NotLeader(Some(h)))
+                    }
+                    None => Err(tonic::Status::internal("empty multicast reply")),
+                }
+            }
+        })
+        .await
+    }
+}

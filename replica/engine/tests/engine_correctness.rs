@@ -1,0 +1,490 @@
+//! Correctness of the DS-SMR engine under concurrency and faults, checked on recorded
+//! histories and final states:
+//! (a) kv histories are linearizable (stateright's `LinearizabilityTester`);
+//! (b) bank: every atomic read of all accounts sees the same total;
+//! (c) Chirper: each timeline holds exactly the posts of the users its owner follows.
+//! Clients run concurrently, each with its own location cache (so caches go stale and
+//! commands retry), a low retry threshold (so the S-SMR fallback runs), random move
+//! destinations (so variables move all the time; every other client of (a) and (c) uses the
+//! affinity destination policy instead), while leaders of partitions and of the
+//! oracle are crashed and restarted. Each check is also run against a deliberately broken
+//! partition rule and must catch it.
+
+mod common;
+
+use common::engine::{faults_then_join, start, wait_quiescent};
+use common::Progress;
+use dssmr_bench::kv::run_kv_op;
+use dssmr_check::history::kv_model::KvOp;
+use dssmr_check::history::{bank::check_bank, linearizability::check_kv, History};
+use dssmr_engine::app::chirper::graph::{GraphSpec, SocialGraph};
+use dssmr_engine::app::chirper::{
+    user_var, Chirper, ChirperCommand, ChirperReply, User, UserId, TIMELINE_CAP,
+};
+use dssmr_engine::app::kv::{kv_var, Kv};
+use dssmr_engine::client::proxy::{ProxyStats, StatsSnapshot};
+use dssmr_engine::client::DestinationPolicy::{self, Random};
+use dssmr_engine::client::{Created, LocationCache, Mode, Proxy, ProxyConfig};
+use dssmr_engine::cluster::{engine_apps_with_rule, LocalCluster};
+use dssmr_engine::ids::{GroupId, VarId, ORACLE};
+use dssmr_engine::partition::{Partition, PartitionRule};
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+use rand::{Rng, SeedableRng};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+const PARTITIONS: usize = 3;
+const TEST_LIMIT: Duration = Duration::from_secs(300);
+
+fn proxy<A: dssmr_engine::app::StateMachine>(
+    app: Arc<A>,
+    cluster: &LocalCluster,
+    stats: &Arc<ProxyStats>,
+    retry_threshold: u32,
+    destination: DestinationPolicy,
+) -> Proxy<A> {
+    let config = ProxyConfig {
+        mode: Mode::Dssmr,
+        retry_threshold,
+        destination,
+        timeout: Duration::from_secs(60),
+    };
+    Proxy::new(
+        app,
+        config,
+        Arc::new(cluster.connections().expect("connections")),
+        Arc::new(LocationCache::default()),
+        stats.clone(),
+    )
+    .expect("proxy")
+}
+
+/// Client `c`'s destination policy: random and affinity, alternately.
+fn policy(c: usize) -> DestinationPolicy {
+    if c.is_multiple_of(2) {
+        Random
+    } else {
+        DestinationPolicy::Affinity
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// kv
+
+fn random_kv_op(rng: &mut StdRng, keys: &[String]) -> KvOp {
+    let key = || keys.choose(&mut rand::rng()).cloned().expect("keys");
+    match rng.random_range(0..100) {
+        0..25 => KvOp::Get { key: key() },
+        25..40 => KvOp::Put {
+            key: key(),
+            value: rng.random_range(0..200),
+        },
+        40..55 => KvOp::Cas {
+            key: key(),
+            expected: rng.random_range(95..105),
+            new: rng.random_range(0..200),
+        },
+        55..80 => {
+            let pair: Vec<&String> = keys.choose_multiple(rng, 2).collect();
+            KvOp::Transfer {
+                from: pair[0].clone(),
+                to: pair[1].clone(),
+                amount: rng.random_range(1..60),
+            }
+        }
+        _ => {
+            let n = rng.random_range(2..=keys.len());
+            KvOp::ReadMany {
+                keys: keys.choose_multiple(rng, n).cloned().collect(),
+            }
+        }
+    }
+}
+
+/// Creates the keys, then runs `clients` clients × `ops` operations made by `gen`.
+async fn run_kv_clients(
+    cluster: &LocalCluster,
+    initial: &BTreeMap<String, i64>,
+    clients: usize,
+    ops: usize,
+    retry_threshold: u32,
+    gen: fn(&mut StdRng, &[String]) -> KvOp,
+    progress: Arc<Progress>,
+) -> (History, Arc<ProxyStats>, Vec<tokio::task::JoinHandle<()>>) {
+    let stats = Arc::new(ProxyStats::default());
+    let setup = proxy(Arc::new(Kv), cluster, &stats, retry_threshold, Random);
+    for (k, v) in initial {
+        assert_eq!(
+            setup.create(kv_var(k), v).await.expect("create"),
+            Created::Created
+        );
+    }
+    let history = History::in_memory();
+    let keys: Vec<String> = initial.keys().cloned().collect();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let p = proxy(Arc::new(Kv), cluster, &stats, retry_threshold, policy(c));
+        let (h, keys, progress) = (history.clone(), keys.clone(), progress.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(c as u64);
+            let mut process = c as u64;
+            for i in 0..20 * ops {
+                if i >= ops && progress.stopped() {
+                    break;
+                }
+                let op = gen(&mut rng, &keys);
+                if !run_kv_op(&p, &h, process, &op).await {
+                    process += clients as u64;
+                }
+                progress.bump();
+            }
+        }));
+    }
+    (history, stats, tasks)
+}
+
+async fn kv_linearizability(
+    rule: PartitionRule,
+    faults: bool,
+) -> (Result<(), String>, StatsSnapshot) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = start(
+        engine_apps_with_rule(Arc::new(Kv), PARTITIONS, rule),
+        PARTITIONS,
+        dir.path(),
+    )
+    .await;
+    let initial: BTreeMap<String, i64> = (0..4).map(|i| (format!("k{i}"), 100)).collect();
+    let progress = Arc::new(Progress::default());
+    let (history, stats, tasks) =
+        run_kv_clients(&cluster, &initial, 6, 50, 1, random_kv_op, progress.clone()).await;
+    faults_then_join(
+        &mut cluster,
+        &progress,
+        faults,
+        &[GroupId(1), ORACLE, GroupId(2)],
+        100,
+        tasks,
+    )
+    .await;
+    let events = history.events();
+    let s = stats.snapshot();
+    eprintln!("kv ({rule:?}): {} events, {s:?}", events.len());
+    cluster.shutdown().await;
+    (check_kv(&events, &initial).map_err(|e| e.to_string()), s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_histories_are_linearizable_despite_moves_fallbacks_and_crashes() {
+    let (verdict, s) =
+        tokio::time::timeout(TEST_LIMIT, kv_linearizability(PartitionRule::Correct, true))
+            .await
+            .expect("test finishes in time");
+    verdict.expect("linearizable");
+    assert!(s.moves > 0, "variables moved: {s:?}");
+    assert!(s.retries > 0, "commands retried: {s:?}");
+    assert!(s.fallbacks > 0, "the S-SMR fallback ran: {s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linearizability_check_catches_a_partition_that_skips_the_locality_check() {
+    let (verdict, _) = tokio::time::timeout(
+        TEST_LIMIT,
+        kv_linearizability(PartitionRule::SkipLocalityCheck, false),
+    )
+    .await
+    .expect("test finishes in time");
+    let err = verdict.expect_err("a broken partition yields a non-linearizable history");
+    eprintln!("caught: {err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// bank
+
+fn bank_op(rng: &mut StdRng, accounts: &[String]) -> KvOp {
+    if rng.random_bool(0.6) {
+        let pair: Vec<&String> = accounts.choose_multiple(rng, 2).collect();
+        KvOp::Transfer {
+            from: pair[0].clone(),
+            to: pair[1].clone(),
+            amount: rng.random_range(1..40),
+        }
+    } else {
+        let mut keys = accounts.to_vec();
+        keys.reverse();
+        KvOp::ReadMany { keys }
+    }
+}
+
+async fn bank(rule: PartitionRule, faults: bool) -> (Result<usize, String>, StatsSnapshot) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = start(
+        engine_apps_with_rule(Arc::new(Kv), PARTITIONS, rule),
+        PARTITIONS,
+        dir.path(),
+    )
+    .await;
+    let initial: BTreeMap<String, i64> = (0..6).map(|i| (format!("acct{i}"), 100)).collect();
+    let total: i64 = initial.values().sum();
+    let progress = Arc::new(Progress::default());
+    let (history, stats, tasks) =
+        run_kv_clients(&cluster, &initial, 6, 60, 1, bank_op, progress.clone()).await;
+    faults_then_join(
+        &mut cluster,
+        &progress,
+        faults,
+        &[GroupId(2), ORACLE, GroupId(3)],
+        100,
+        tasks,
+    )
+    .await;
+    // A last read after everything settled.
+    let p = proxy(Arc::new(Kv), &cluster, &stats, 1, Random);
+    let last = run_kv_op(
+        &p,
+        &history,
+        u64::MAX,
+        &KvOp::ReadMany {
+            keys: initial.keys().cloned().collect(),
+        },
+    )
+    .await;
+    assert!(last, "the final read completes");
+    let s = stats.snapshot();
+    let accounts: Vec<String> = initial.keys().cloned().collect();
+    cluster.shutdown().await;
+    (
+        check_bank(&history.events(), &accounts, total).map_err(|e| e.to_string()),
+        s,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_total_is_invariant_despite_moves_fallbacks_and_crashes() {
+    let (verdict, s) = tokio::time::timeout(TEST_LIMIT, bank(PartitionRule::Correct, true))
+        .await
+        .expect("test finishes in time");
+    let reads = verdict.expect("every read sees the same total");
+    eprintln!("bank: {reads} full reads checked, {s:?}");
+    assert!(reads > 20, "enough full reads were checked: {reads}");
+    assert!(s.moves > 0 && s.fallbacks > 0, "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bank_check_catches_a_move_that_leaves_a_copy_behind() {
+    let (verdict, _) = tokio::time::timeout(TEST_LIMIT, bank(PartitionRule::KeepMovedCopy, false))
+        .await
+        .expect("test finishes in time");
+    let err = verdict.expect_err("copies left behind break the invariant");
+    eprintln!("caught: {err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chirper
+
+const USERS: u64 = 30;
+/// Posts per client of the Chirper test: all clients together stay below the timeline and
+/// post caps, so that "exactly the followed posts" is the invariant (beyond the caps the oldest
+/// posts are dropped by design).
+const POSTS_PER_CLIENT: u64 = (TIMELINE_CAP as u64 - 1) / 4;
+const COMMUNITY: u64 = 10;
+
+/// The users held by each running replica, per group: (group, ordinal) → users.
+fn chirper_states(cluster: &LocalCluster) -> BTreeMap<(GroupId, usize), HashMap<VarId, User>> {
+    let mut out = BTreeMap::new();
+    for g in cluster.groups().into_iter().filter(|g| *g != ORACLE) {
+        for r in 0..cluster.replicas() {
+            if let Some(n) = cluster.node(g, r) {
+                let vars = n.with_app(|app| {
+                    app.as_any()
+                        .downcast_ref::<Partition<Chirper>>()
+                        .map(|p| p.vars().clone())
+                        .expect("a Chirper partition")
+                });
+                out.insert((g, r), vars);
+            }
+        }
+    }
+    out
+}
+
+/// Checks the final state against the acknowledged posts; returns the number of timelines.
+fn check_timelines(
+    cluster: &LocalCluster,
+    acked_posts: &[(UserId, String)],
+) -> Result<usize, String> {
+    let states = chirper_states(cluster);
+    // Replicas of a partition agree.
+    let mut by_group: BTreeMap<GroupId, &HashMap<VarId, User>> = BTreeMap::new();
+    for ((g, r), vars) in &states {
+        if let Some(first) = by_group.get(g) {
+            if *first != vars {
+                return Err(format!("replica {r} of {g} disagrees with its group"));
+            }
+        } else {
+            by_group.insert(*g, vars);
+        }
+    }
+    // Every user lives in exactly one partition.
+    let mut users: BTreeMap<UserId, &User> = BTreeMap::new();
+    for (g, vars) in &by_group {
+        for u in vars.values() {
+            if users.insert(u.id, u).is_some() {
+                return Err(format!(
+                    "user {} lives in two partitions (one is {g})",
+                    u.id
+                ));
+            }
+        }
+    }
+    if users.len() as u64 != USERS {
+        return Err(format!("{} users exist, expected {USERS}", users.len()));
+    }
+    // Acknowledged posts are in their author's posts.
+    for (author, text) in acked_posts {
+        if !users[author].posts.iter().any(|p| &p.text == text) {
+            return Err(format!("acknowledged post {text:?} of {author} is lost"));
+        }
+    }
+    for u in users.values() {
+        // Follow edges are symmetric.
+        for f in &u.following {
+            if !users[f].followers.contains(&u.id) {
+                return Err(format!(
+                    "{} follows {f} but is not among its followers",
+                    u.id
+                ));
+            }
+        }
+        // The timeline holds exactly the posts of the followed users.
+        let expected: BTreeSet<_> = u
+            .following
+            .iter()
+            .flat_map(|f| users[f].posts.iter().cloned())
+            .collect();
+        let actual: BTreeSet<_> = u.timeline.iter().cloned().collect();
+        if expected != actual {
+            let missing: Vec<_> = expected.difference(&actual).map(|p| &p.text).collect();
+            let extra: Vec<_> = actual.difference(&expected).map(|p| &p.text).collect();
+            return Err(format!(
+                "timeline of {}: missing {missing:?}, unexpected {extra:?}",
+                u.id
+            ));
+        }
+    }
+    Ok(users.len())
+}
+
+async fn chirper(rule: PartitionRule, faults: bool) -> (Result<usize, String>, StatsSnapshot) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = Arc::new(Chirper::new(COMMUNITY));
+    let mut cluster = start(
+        engine_apps_with_rule(app.clone(), PARTITIONS, rule),
+        PARTITIONS,
+        dir.path(),
+    )
+    .await;
+    let graph = SocialGraph::generate(&GraphSpec {
+        users: USERS,
+        community_size: COMMUNITY,
+        avg_follows: 4,
+        intra_community: 0.7,
+        seed: 7,
+    });
+    let stats = Arc::new(ProxyStats::default());
+    let setup = proxy(app.clone(), &cluster, &stats, 2, Random);
+    for u in 0..USERS {
+        let mut user = User::new(u);
+        user.following = graph.following_of(u).collect();
+        user.followers = graph.followers_of(u).collect();
+        assert_eq!(
+            setup.create(user_var(u), &user).await.expect("create user"),
+            Created::Created
+        );
+    }
+    let progress = Arc::new(Progress::default());
+    let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for c in 0..4u64 {
+        let p = proxy(app.clone(), &cluster, &stats, 2, policy(c as usize));
+        let (progress, acked) = (progress.clone(), acked.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(100 + c);
+            let mut posts = 0;
+            for i in 0..900 {
+                if i >= 45 && progress.stopped() {
+                    break;
+                }
+                let a = rng.random_range(0..USERS);
+                let b = rng.random_range(0..USERS);
+                let text = format!("c{c}-{i}");
+                let cmd = match rng.random_range(0..10) {
+                    0..5 if posts < POSTS_PER_CLIENT => ChirperCommand::Post {
+                        user: a,
+                        text: text.clone(),
+                        time: c * 1000 + i,
+                    },
+                    5..7 => ChirperCommand::Follow {
+                        follower: a,
+                        followee: b,
+                    },
+                    7..9 => ChirperCommand::Unfollow {
+                        follower: a,
+                        followee: b,
+                    },
+                    _ => ChirperCommand::GetTimeline { user: a },
+                };
+                if matches!(cmd, ChirperCommand::Post { .. }) {
+                    posts += 1;
+                }
+                if let Ok(ChirperReply::Posted { .. }) = p.access(&cmd).await {
+                    acked.lock().unwrap().push((a, text));
+                }
+                progress.bump();
+            }
+        }));
+    }
+    faults_then_join(
+        &mut cluster,
+        &progress,
+        faults,
+        &[GroupId(3), ORACLE, GroupId(1)],
+        25,
+        tasks,
+    )
+    .await;
+    assert!(
+        wait_quiescent(&cluster, Duration::from_secs(60)).await,
+        "the cluster settles"
+    );
+    let acked = acked.lock().unwrap().clone();
+    let verdict = check_timelines(&cluster, &acked);
+    let s = stats.snapshot();
+    eprintln!(
+        "chirper ({rule:?}): {} posts acknowledged, {s:?}",
+        acked.len()
+    );
+    cluster.shutdown().await;
+    (verdict, s)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chirper_timelines_hold_exactly_the_followed_posts_despite_crashes() {
+    let (verdict, s) = tokio::time::timeout(TEST_LIMIT, chirper(PartitionRule::Correct, true))
+        .await
+        .expect("test finishes in time");
+    verdict.expect("timelines are exact");
+    assert!(s.moves > 0 && s.retries > 0, "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeline_check_catches_a_partition_that_skips_the_locality_check() {
+    let (verdict, _) =
+        tokio::time::timeout(TEST_LIMIT, chirper(PartitionRule::SkipLocalityCheck, false))
+            .await
+            .expect("test finishes in time");
+    let err = verdict.expect_err("posts miss followers in other partitions");
+    eprintln!("caught: {err}");
+}
