@@ -14,7 +14,7 @@
 //! write there. Dropping a fabric removes everything it started.
 
 use crate::layout::{Layout, ReplicaRef};
-use dssmr_engine::metrics::group_label;
+use dssmr_engine::ids::group_label;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

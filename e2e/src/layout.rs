@@ -3,8 +3,8 @@
 
 use dssmr_engine::client::Mode;
 use dssmr_engine::config::{AppKind, ClusterConfig, GroupConfig};
+use dssmr_engine::ids::group_label;
 use dssmr_engine::ids::{GroupId, ORACLE};
-use dssmr_engine::metrics::group_label;
 
 /// One replica of one group of a cluster.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -73,7 +73,7 @@ fn recovery(
     not: Option<&ReplicaRef>,
     since: Instant,
 ) -> anyhow::Result<Recovery> {
-    let label = dssmr_engine::metrics::group_label(g);
+    let label = dssmr_engine::ids::group_label(g);
     wait_for(
         &format!("{} {label} elects a leader", layout.name),
         RECOVERY_LIMIT,

@@ -1085,7 +1085,9 @@ async fn serve_client_metrics(
         return Ok(None);
     };
     let stats = Arc::new(ProxyStats::default());
-    let metrics = Arc::new(dssmr_engine::metrics::ClientMetrics::new(stats.clone()));
+    let metrics = Arc::new(dssmr_engine::client::metrics::ClientMetrics::new(
+        stats.clone(),
+    ));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("--metrics-addr: cannot listen on {addr}: {e}"))?;

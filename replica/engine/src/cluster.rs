@@ -10,13 +10,14 @@
 use crate::app::recorder::{Recorder, Recording};
 use crate::app::{Application, StateMachine};
 use crate::client::proxy::{Connections, Mode};
-use crate::client::{GroupClient, Topology};
-use crate::group::{bind_local, Faults, GroupNode, RaftTuning, ReplicaSpec, Storage};
+use crate::group::{Faults, GroupClient};
 use crate::ids::GroupId;
 use crate::ids::ORACLE;
 use crate::multicast::skeen::DeliveryRule;
+use crate::node::{bind_local, GroupNode, RaftTuning, ReplicaSpec, Storage};
 use crate::oracle::Oracle;
 use crate::partition::{Partition, PartitionRule};
+use crate::topology::Topology;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -168,6 +169,7 @@ impl LocalCluster {
             listen: None,
             latency: None,
             delivery_rule: self.options.delivery_rule,
+            services: Some(crate::admin::replica_services()),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(self.options.threads_per_replica.max(1))

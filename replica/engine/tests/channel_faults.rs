@@ -5,8 +5,8 @@
 
 use dssmr_engine::app::Recorder;
 use dssmr_engine::cluster::{ClusterOptions, LocalCluster};
-use dssmr_engine::group::RaftTuning;
 use dssmr_engine::ids::GroupId;
+use dssmr_engine::node::RaftTuning;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 

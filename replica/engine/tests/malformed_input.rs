@@ -11,8 +11,8 @@
 //! Each RPC must come back `INVALID_ARGUMENT` with a message naming the problem; afterwards every
 //! replica must still be running and serving, and a multicast to both groups must complete.
 
+use dssmr_engine::channel::lazy_channel;
 use dssmr_engine::cluster::{ClusterOptions, LocalCluster};
-use dssmr_engine::group::network::lazy_channel;
 use dssmr_engine::group::types::{Entry, Op, Request, TypeConfig};
 use dssmr_engine::ids::{GroupId, MsgId};
 use dssmr_engine::multicast::McastMessage;

@@ -10,9 +10,9 @@ mod common;
 
 use common::{check, delivery_logs, run_senders, wait_converged, Progress};
 use dssmr_engine::cluster::{ClusterOptions, LocalCluster};
-use dssmr_engine::group::RaftTuning;
 use dssmr_engine::ids::GroupId;
 use dssmr_engine::multicast::skeen::DeliveryRule;
+use dssmr_engine::node::RaftTuning;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};

@@ -1,12 +1,13 @@
 //! The drainer: empties draining partitions, from the oracle leader.
 
-use crate::client::{GroupClient, Topology};
 use crate::command::{encode, Command};
+use crate::coordinator::Coordinator;
 use crate::group::state_machine::Shared;
+use crate::group::GroupClient;
 use crate::ids::{GroupId, MsgId, ORACLE};
-use crate::multicast::coordinator::Coordinator;
 use crate::multicast::McastMessage;
 use crate::oracle::Oracle;
+use crate::topology::Topology;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

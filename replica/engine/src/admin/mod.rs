@@ -17,3 +17,33 @@ pub mod drain;
 pub mod service;
 
 pub use service::AdminService;
+
+use crate::ids::ORACLE;
+use crate::node::{NodeParts, ReplicaServices};
+use crate::proto::admin_server::AdminServer;
+
+/// The admin service of a replica, and at an oracle replica the drainer: what the replica
+/// server and local clusters add to every replica they start ([`crate::node::ReplicaSpec`]).
+pub fn replica_services() -> ReplicaServices {
+    Box::new(|parts: NodeParts<'_>, routes| {
+        let admin = AdminService::new(
+            parts.group,
+            parts.ordinal,
+            parts.addr.to_string(),
+            parts.raft.clone(),
+            parts.shared.clone(),
+            parts.topology.clone(),
+        )?;
+        routes.add_service(AdminServer::new(admin));
+        let mut tasks = Vec::new();
+        if parts.group == ORACLE {
+            tasks.push(tokio::spawn(drain::run_drainer(
+                parts.shared.clone(),
+                parts.coordinator.clone(),
+                parts.topology.clone(),
+                parts.node_id,
+            )));
+        }
+        Ok(tasks)
+    })
+}

@@ -2,13 +2,13 @@
 //! Malformed requests get `INVALID_ARGUMENT`, requests for another kind of replica
 //! `FAILED_PRECONDITION`, each with a message saying what is wrong.
 
-use crate::client::{GroupClient, Topology};
 use crate::command::{decode, encode, AdminOp, Command, Reply};
 use crate::group::network::lazy_channel;
 use crate::group::state_machine::Shared;
 use crate::group::types::Raft;
+use crate::group::GroupClient;
+use crate::ids::group_label;
 use crate::ids::{GroupId, MsgId, ORACLE};
-use crate::metrics::group_label;
 use crate::multicast::McastMessage;
 use crate::oracle::{Oracle, PartitionState};
 use crate::proto::admin_client::AdminClient;
@@ -16,6 +16,7 @@ use crate::proto::{
     self, ClusterStatus, DescribeRequest, GroupStatus, MemberStatus, PartitionRequest,
     StatusRequest,
 };
+use crate::topology::Topology;
 use openraft::ServerState;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

@@ -83,8 +83,8 @@ pub trait Application: Send + Sync + 'static {
 
     /// What the application did so far and holds now, read when metrics are scraped.
     /// Default: nothing to report.
-    fn stats(&self) -> crate::metrics::AppStats {
-        crate::metrics::AppStats::default()
+    fn stats(&self) -> crate::stats::AppStats {
+        crate::stats::AppStats::default()
     }
 
     /// Serialises the whole application state.

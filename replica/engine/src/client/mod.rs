@@ -1,11 +1,14 @@
-//! Clients of groups (finding a group's leader, following redirects, retrying) and the DS-SMR
-//! client proxy built on them.
+//! The DS-SMR client proxy (Algorithm 2 and §4.3) and what it needs: the location cache, the
+//! destination policies, and the client process's metrics. Talking to one group (leader
+//! finding, redirects, retries) is [`crate::group::client`].
 
 pub mod affinity;
 pub mod cache;
-pub mod group_client;
+pub mod metrics;
 pub mod proxy;
 
+pub use crate::group::client::{ClientError, GroupClient};
+pub use crate::mode::{DestinationPolicy, Mode};
+pub use crate::topology::Topology;
 pub use cache::LocationCache;
-pub use group_client::{ClientError, GroupClient, Topology};
-pub use proxy::{Connections, Created, DestinationPolicy, Mode, Proxy, ProxyConfig, ProxyError};
+pub use proxy::{Connections, Created, Proxy, ProxyConfig, ProxyError};

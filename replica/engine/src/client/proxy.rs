@@ -25,12 +25,13 @@
 
 use crate::app::StateMachine;
 use crate::client::cache::LocationCache;
-use crate::client::{ClientError, GroupClient, Topology};
 use crate::command::{decode, encode, Command, Execution, Prophecy, Purpose, Reply};
 use crate::config::ClusterConfig;
+use crate::group::client::{ClientError, GroupClient};
 use crate::ids::{GroupId, MsgId, VarId, ORACLE};
 pub use crate::mode::{DestinationPolicy, Mode, DEFAULT_RETRY_THRESHOLD};
 use crate::multicast::McastMessage;
+use crate::topology::Topology;
 use futures::future::{join_all, select_ok};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -296,7 +297,7 @@ impl<A: StateMachine> Proxy<A> {
 
     fn reply_of(
         &self,
-        r: Result<crate::client::group_client::Completion, ClientError>,
+        r: Result<crate::group::client::Completion, ClientError>,
     ) -> Result<Reply, ProxyError> {
         match r {
             Ok(c) => decode::<Reply>(&c.reply, "reply").map_err(|e| {

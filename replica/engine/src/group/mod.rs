@@ -1,22 +1,25 @@
-//! A replicated group: one openraft cluster of 2f+1 replicas over tonic gRPC.
+//! A replicated group: the openraft glue of one group of 2f+1 replicas over tonic gRPC.
 //!
-//! The pieces are separate, as openraft lays them out: [`log_store`] (log and vote, in memory or
-//! on disk), [`state_machine`] (applies entries to the replicated [`state`], snapshots),
-//! [`network`] (Raft RPCs to peers), [`service`] (the gRPC server side), [`proposer`] (batches
-//! operations into entries) and [`node`] (assembles and runs a replica).
+//! The pieces are separate, as openraft lays them out: [`types`] (the log entry and its
+//! response), [`log_store`] (log and vote, in memory or on disk), [`state_machine`] (applies
+//! entries to the replicated [`state`], snapshots), [`network`] (Raft RPCs to peers),
+//! [`proposer`] (batches operations into entries), [`replies`] (the replicated reply cache)
+//! and [`client`] (a client of one group: leader finding, redirects, retries). [`faults`] is
+//! the test fault table links consult.
+//!
+//! This module knows the multicast and channel state machines only as parts of the
+//! replicated state it applies entries to; the leader-side runtime that drives them is
+//! [`crate::coordinator`], and a running replica is assembled in [`crate::node`].
 
+pub mod client;
 pub mod faults;
-pub mod handover;
 pub mod log_store;
 pub mod network;
-pub mod node;
 pub mod proposer;
 pub mod replies;
-pub mod service;
 pub mod state;
 pub mod state_machine;
 pub mod types;
 
+pub use client::{ClientError, GroupClient};
 pub use faults::Faults;
-pub use handover::{hand_over, Handover, HandoverError};
-pub use node::{bind_local, GroupNode, RaftTuning, ReplicaSpec, Storage};

@@ -1,11 +1,12 @@
-//! Atomic multicast across groups and the reliable inter-group channel.
+//! Atomic multicast across groups and the reliable inter-group channel, as deterministic state
+//! machines fed by each group's Raft log: [`message`] (what is multicast), [`skeen`] (Skeen's
+//! timestamps and delivery order) and [`channel`] (FIFO, exactly-once delivery between
+//! groups).
 //!
-//! Both are deterministic state machines fed by each group's Raft log ([`skeen`], [`channel`]);
-//! the leader-side exchanges that drive them live in [`coordinator`]. [`checker`] verifies the
-//! atomic multicast properties on recorded delivery sequences.
+//! Nothing here does I/O: the leader-side exchanges that drive these state machines (announces,
+//! channel transmissions) live in [`crate::coordinator`].
 
 pub mod channel;
-pub mod coordinator;
 pub mod message;
 pub mod skeen;
 

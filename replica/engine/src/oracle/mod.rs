@@ -9,8 +9,8 @@
 use crate::app::{Actions, Application, RestoreError, StateMachine};
 use crate::command::{decode, encode, AdminOp, Command, Prophecy, Purpose, Reply, Transfer};
 use crate::ids::{GroupId, VarId, ORACLE};
-use crate::metrics::{AppStats, CommandCounts, CommandKind, CommandOutcome};
 use crate::multicast::McastMessage;
+use crate::stats::{AppStats, CommandCounts, CommandKind, CommandOutcome};
 use serde::{Deserialize, Serialize};
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -26,8 +26,8 @@
 use crate::app::{Actions, Application, RestoreError, StateMachine, Store};
 use crate::command::{decode, encode, Command, Execution, Reply, Transfer};
 use crate::ids::{GroupId, MsgId, VarId, ORACLE};
-use crate::metrics::{AppStats, CommandCounts, CommandKind, CommandOutcome};
 use crate::multicast::McastMessage;
+use crate::stats::{AppStats, CommandCounts, CommandKind, CommandOutcome};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::any::Any;

@@ -11,7 +11,7 @@
 
 use crate::group::types::Raft;
 use crate::ids::NodeId;
-use crate::metrics::ReplicaMetrics;
+use crate::server::metrics::ReplicaMetrics;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;

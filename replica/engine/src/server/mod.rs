@@ -11,18 +11,21 @@
 
 pub mod http;
 pub mod identity;
+pub mod metrics;
 
 use crate::app::chirper::Chirper;
 use crate::app::kv::Kv;
 use crate::app::{Application, StateMachine};
 use crate::client::Mode;
 use crate::config::{AppKind, ClusterConfig};
-use crate::group::{hand_over, Faults, GroupNode, Handover, RaftTuning, ReplicaSpec, Storage};
+use crate::group::Faults;
+use crate::ids::group_label;
 use crate::ids::{GroupId, ORACLE};
-use crate::metrics::{group_label, ReplicaMetrics};
 use crate::multicast::skeen::DeliveryRule;
+use crate::node::{hand_over, GroupNode, Handover, RaftTuning, ReplicaSpec, Storage};
 use crate::oracle::Oracle;
 use crate::partition::Partition;
+use crate::server::metrics::ReplicaMetrics;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -203,6 +206,7 @@ pub async fn run(
         listen: Some(plan.listen.clone()),
         latency: Some(metrics.latency()),
         delivery_rule: DeliveryRule::Skeen,
+        services: Some(crate::admin::replica_services()),
     };
     let node = GroupNode::start(spec).await?;
     metrics.watch(&node);

@@ -3,8 +3,8 @@
 
 use super::Progress;
 use dssmr_engine::cluster::{AppFactory, ClusterOptions, LocalCluster};
-use dssmr_engine::group::RaftTuning;
 use dssmr_engine::ids::GroupId;
+use dssmr_engine::node::RaftTuning;
 use std::path::Path;
 use std::time::{Duration, Instant};
 

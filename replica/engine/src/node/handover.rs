@@ -15,8 +15,8 @@
 //! group elects a leader the usual way.
 
 use crate::group::network::lazy_channel;
-use crate::group::node::GroupNode;
 use crate::ids::NodeId;
+use crate::node::GroupNode;
 use crate::proto::{raft_client::RaftClient, TimeoutNowRequest};
 use std::time::{Duration, Instant};
 use thiserror::Error;

@@ -4,8 +4,8 @@
 //! This layer only decodes, delegates and encodes. Undecodable or malformed input is answered
 //! with `INVALID_ARGUMENT` and a message saying what is wrong; nothing here panics on input.
 
+use crate::coordinator::{Coordinator, RequestError};
 use crate::group::types::{Raft, TypeConfig};
-use crate::multicast::coordinator::{Coordinator, RequestError};
 use crate::proto;
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use std::sync::Arc;

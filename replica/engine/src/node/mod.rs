@@ -1,25 +1,33 @@
 //! One running replica of one group: Raft, storage, state machine, gRPC server, coordinator.
+//! It does not know the admin service or the drainer: the replica server adds them through
+//! [`ReplicaServices`].
 //!
 //! [`GroupNode::start`] assembles the pieces the way every other module expects them and
 //! bootstraps the group (the replica with ordinal 0 initialises an empty group with all
 //! members). [`GroupNode::crash`] stops everything abruptly, as a killed process: with disk
 //! storage a new `start` on the same directory recovers vote, log and state.
 
+pub mod handover;
+pub mod service;
+
+pub use handover::{hand_over, Handover, HandoverError};
+
 use crate::app::Application;
-use crate::client::Topology;
+use crate::coordinator::{Coordinator, CoordinatorParts};
+use crate::group::client::ClientError;
 use crate::group::faults::Faults;
 use crate::group::log_store::LogStore;
 use crate::group::network::Network;
 use crate::group::proposer::{ProposeError, Proposer};
-use crate::group::service::{GroupService, RaftService};
 use crate::group::state::GroupState;
 use crate::group::state_machine::{Shared, StateMachineStore};
 use crate::group::types::{Op, Raft, StorageError};
-use crate::ids::{node_id_of_ordinal, GroupId, NodeId, ORACLE};
-use crate::multicast::coordinator::{Coordinator, CoordinatorParts};
+use crate::ids::{node_id_of_ordinal, GroupId, NodeId};
 use crate::multicast::skeen::DeliveryRule;
-use crate::proto::{admin_server::AdminServer, group_server::GroupServer, raft_server::RaftServer};
+use crate::proto::{group_server::GroupServer, raft_server::RaftServer};
+use crate::topology::Topology;
 use openraft::{BasicNode, Config, SnapshotPolicy};
+use service::{GroupService, RaftService};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -27,6 +35,7 @@ use std::sync::Arc;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tonic::service::RoutesBuilder;
 
 /// Where a replica keeps its log and snapshots.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,7 +95,38 @@ pub struct ReplicaSpec {
     pub latency: Option<prometheus::Histogram>,
     /// The delivery rule (always `Skeen` outside mutation tests).
     pub delivery_rule: DeliveryRule,
+    /// gRPC services and tasks the caller adds to the replica (the replica server adds the
+    /// admin service and, at the oracle, the drainer); `None`: Raft and group services only.
+    pub services: Option<ReplicaServices>,
 }
+
+/// What a replica being started lends to [`ReplicaServices`]: its identity and the handles
+/// of its running pieces.
+pub struct NodeParts<'a> {
+    /// Its group.
+    pub group: GroupId,
+    /// Its ordinal in the group.
+    pub ordinal: usize,
+    /// Its Raft node id.
+    pub node_id: NodeId,
+    /// The address peers reach it at.
+    pub addr: &'a str,
+    /// Addresses of every group's members.
+    pub topology: &'a Topology,
+    /// Its Raft handle.
+    pub raft: &'a Raft,
+    /// The replicated state shared with the state machine.
+    pub shared: &'a Arc<Shared>,
+    /// Its multicast runtime.
+    pub coordinator: &'a Arc<Coordinator>,
+}
+
+/// Adds services to a replica's gRPC server and returns tasks that live as long as the
+/// replica (they are aborted when it stops). Called once, after Raft and the coordinator
+/// started and before the server accepts connections.
+pub type ReplicaServices = Box<
+    dyn FnOnce(NodeParts<'_>, &mut RoutesBuilder) -> Result<Vec<JoinHandle<()>>, NodeError> + Send,
+>;
 
 /// Why a replica could not start.
 #[derive(Debug, Error)]
@@ -116,7 +156,7 @@ pub enum NodeError {
     Raft(String),
     /// A peer address is invalid.
     #[error(transparent)]
-    Client(#[from] crate::client::ClientError),
+    Client(#[from] ClientError),
 }
 
 /// A running replica.
@@ -212,29 +252,30 @@ impl GroupNode {
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(coordinator.clone().run(events_rx)));
 
-        let admin = crate::admin::AdminService::new(
-            spec.group,
-            spec.ordinal,
-            addr.clone(),
-            raft.clone(),
-            shared.clone(),
-            spec.topology.clone(),
-        )?;
-        if spec.group == ORACLE {
-            tasks.push(tokio::spawn(crate::admin::drain::run_drainer(
-                shared.clone(),
-                coordinator.clone(),
-                spec.topology.clone(),
-                node_id,
-            )));
-        }
-        let server = tonic::transport::Server::builder()
+        let mut routes = RoutesBuilder::default();
+        routes
             .add_service(
                 RaftServer::new(RaftService::new(raft.clone()))
                     .max_decoding_message_size(256 << 20),
             )
-            .add_service(GroupServer::new(GroupService::new(coordinator.clone())))
-            .add_service(AdminServer::new(admin))
+            .add_service(GroupServer::new(GroupService::new(coordinator.clone())));
+        if let Some(services) = spec.services {
+            tasks.extend(services(
+                NodeParts {
+                    group: spec.group,
+                    ordinal: spec.ordinal,
+                    node_id,
+                    addr: &addr,
+                    topology: &spec.topology,
+                    raft: &raft,
+                    shared: &shared,
+                    coordinator: &coordinator,
+                },
+                &mut routes,
+            )?);
+        }
+        let server = tonic::transport::Server::builder()
+            .add_routes(routes.routes())
             // `Server::tcp_nodelay` does not reach a listener we bind ourselves: set it on the
             // incoming stream, or replies wait for delayed ACKs (~40 ms).
             .serve_with_incoming(

@@ -14,8 +14,7 @@
 //! fixed once logged, so facts collected from other groups never go stale; anything lost in a
 //! leader change is re-announced or retransmitted by the periodic tick.
 
-use crate::client::group_client::Answer;
-use crate::client::{GroupClient, Topology};
+use crate::group::client::{Answer, GroupClient};
 use crate::group::faults::Faults;
 use crate::group::proposer::Proposer;
 use crate::group::replies::ReplyStatus;
@@ -25,6 +24,7 @@ use crate::ids::{GroupId, MsgId, NodeId};
 use crate::multicast::skeen::Status;
 use crate::multicast::{McastMessage, MessageError};
 use crate::proto::{self, LeaderHint};
+use crate::topology::Topology;
 use openraft::ServerState;
 use prometheus::Histogram;
 use std::collections::{BTreeMap, HashMap};
@@ -127,7 +127,7 @@ pub enum RequestError {
 
 impl Coordinator {
     /// The coordinator of one replica, from the parts the replica assembled.
-    pub fn new(parts: CoordinatorParts) -> Result<Arc<Self>, crate::client::ClientError> {
+    pub fn new(parts: CoordinatorParts) -> Result<Arc<Self>, crate::group::ClientError> {
         let CoordinatorParts {
             group,
             node_id,
