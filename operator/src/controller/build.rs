@@ -83,3 +83,40 @@ impl Rollout {
         r
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{cluster, rolled_out, stateful_sets};
+    use crate::validate::{validate, Deployed};
+
+    fn sets(list: serde_json::Value) -> Vec<StatefulSet> {
+        serde_json::from_value::<k8s_openapi::List<StatefulSet>>(list)
+            .expect("a StatefulSet list")
+            .items
+    }
+
+    #[test]
+    fn a_rollout_is_complete_once_every_group_runs_the_current_config_ready() {
+        let c = cluster("{partitions: 2}");
+        let v = validate(&c, "dssmr:test").unwrap();
+        let done = build(&v, &sets(rolled_out(&c, &Deployed::default(), 2, 3))).rollout;
+        assert!(done.complete && done.all_ready, "{done:?}");
+        assert_eq!(done.groups[0], ("oracle".to_string(), 3, 3));
+        assert!(done.rolling.is_empty());
+
+        let waiting = build(&v, &sets(rolled_out(&c, &Deployed::default(), 2, 1))).rollout;
+        assert!(!waiting.complete && !waiting.all_ready, "{waiting:?}");
+        assert_eq!(waiting.rolling, ["oracle", "p1", "p2"]);
+
+        let old = build(&v, &sets(stateful_sets(&["demo-oracle", "demo-p1"], 3))).rollout;
+        assert!(
+            !old.all_ready && !old.complete,
+            "p2 does not exist: {old:?}"
+        );
+        assert_eq!(old.rolling, ["oracle", "p1"], "another template");
+
+        let none = build(&v, &[]).rollout;
+        assert!(!none.complete && none.rolling.is_empty(), "{none:?}");
+    }
+}

@@ -171,3 +171,43 @@ pub fn to_k8s(c: &DSSMRCluster, wanted: impl IntoIterator<Item = Condition>) -> 
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::DSSMRClusterStatus;
+    use crate::fixtures::cluster;
+
+    #[test]
+    fn a_condition_keeps_its_transition_time_while_its_status_holds() {
+        let then = Time("2020-01-01T00:00:00Z".parse().unwrap());
+        let mut c = (*cluster("{partitions: 1}")).clone();
+        let old = |type_: &str, status: &str| K8sCondition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: "Before".into(),
+            message: String::new(),
+            last_transition_time: then.clone(),
+            observed_generation: Some(1),
+        };
+        c.status = Some(DSSMRClusterStatus {
+            conditions: vec![old("Ready", "True"), old("Degraded", "False")],
+            ..Default::default()
+        });
+        let got = to_k8s(
+            &c,
+            [
+                Condition::new(ConditionType::Ready, true, Reason::AllGroupsReady, "1/1"),
+                Condition::new(ConditionType::Degraded, true, Reason::NoLeader, "p1"),
+            ],
+        );
+        assert_eq!(got[0].type_, "Ready");
+        assert_eq!(got[0].status, "True");
+        assert_eq!(got[0].reason, "AllGroupsReady");
+        assert_eq!(got[0].message, "1/1");
+        assert_eq!(got[0].last_transition_time, then, "unchanged: kept");
+        assert_eq!(got[0].observed_generation, Some(2));
+        assert_eq!(got[1].status, "True");
+        assert_ne!(got[1].last_transition_time, then, "changed: now");
+    }
+}

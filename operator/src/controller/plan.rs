@@ -34,12 +34,37 @@ pub fn plan(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::fixtures::{
         apply_steps, cluster, cluster_json, condition, config_map, play, policy_v1, stateful_sets,
         Step, APPS, NS, STATUS,
     };
     use kube::runtime::controller::Action;
     use std::time::Duration;
+
+    #[test]
+    fn the_running_partitions_are_read_off_the_stateful_set_names() {
+        let c = cluster("{partitions: 1}");
+        let v = crate::validate::validate(&c, "dssmr:test").unwrap();
+        let running: k8s_openapi::List<StatefulSet> = serde_json::from_value(stateful_sets(
+            &["demo-oracle", "demo-p1", "demo-p2", "other-p3"],
+            1,
+        ))
+        .unwrap();
+        let p = plan(
+            &v,
+            &Deployed::default(),
+            &running.items,
+            &OracleContact::Unasked,
+        );
+        assert_eq!(p.partitions, 1);
+        assert_eq!(
+            p.leaving,
+            vec![(2, None)],
+            "p2 runs, p3 is not this cluster's"
+        );
+        assert!(p.delete.is_empty() && p.drain.is_empty() && p.add.is_empty());
+    }
 
     #[tokio::test]
     async fn without_the_oracle_a_partition_out_of_the_spec_is_kept() {

@@ -290,3 +290,76 @@ fn pod_of(addr: &str) -> String {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     host.split('.').next().unwrap_or(host).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::condition::ConditionStatus;
+    use crate::controller::oracle::OracleStep;
+    use crate::replicas::ReplicaError;
+
+    #[test]
+    fn the_oracle_unreachable_and_its_failed_commands_degrade_the_cluster() {
+        let fine = degraded(&OracleContact::Unasked, &[]);
+        assert_eq!(
+            (fine.status, fine.reason),
+            (ConditionStatus::False, Reason::AsSpecified)
+        );
+        let failed = CommandFailure {
+            step: OracleStep::Drain,
+            partition: 3,
+            error: ReplicaError::Timeout("DrainPartition".into()),
+        };
+        let down = degraded(
+            &OracleContact::Unreachable(ReplicaError::Admin("Status: refused".into())),
+            &[failed],
+        );
+        assert_eq!(
+            (down.status, down.reason),
+            (ConditionStatus::True, Reason::OracleUnreachable)
+        );
+        assert_eq!(
+            down.message,
+            "admin API: Status: refused; drain p3: DrainPartition: no answer within 3s"
+        );
+    }
+
+    #[test]
+    fn progressing_names_the_first_thing_left_to_do() {
+        let done = Rollout {
+            complete: true,
+            all_ready: true,
+            ..Default::default()
+        };
+        let plan = ScalePlan {
+            partitions: 3,
+            add: vec![3],
+            leaving: vec![(4, Some(7)), (5, None)],
+            ..Default::default()
+        };
+        let p = progressing(&plan, &done, "3/3 groups ready");
+        assert_eq!(p.reason, Reason::Draining);
+        assert_eq!(
+            p.message,
+            "scaling in, draining before deletion: p4: 7 variables left; p5: waiting for the oracle"
+        );
+        let adding = ScalePlan {
+            leaving: vec![],
+            ..plan
+        };
+        let p = progressing(&adding, &done, "3/3 groups ready");
+        assert_eq!(
+            (p.reason, p.message.as_str()),
+            (Reason::AddingPartitions, "registering p3 with the oracle")
+        );
+        let stable = progressing(&ScalePlan::default(), &done, "3/3 groups ready");
+        assert_eq!(stable.status, ConditionStatus::False);
+        assert_eq!(stable.reason, Reason::Stable);
+    }
+
+    #[test]
+    fn a_leader_is_named_by_its_pod() {
+        assert_eq!(pod_of("demo-p1-2.demo-p1.default.svc:7000"), "demo-p1-2");
+        assert_eq!(round2(1.23456), 1.23);
+    }
+}
