@@ -12,7 +12,7 @@
 //! | plan | [`plan`] | nothing: pure ([`crate::scale`]); the oracle's view it plans from is asked just before by [`oracle::ask`], through the replica access |
 //! | build | [`build`] | nothing: pure ([`crate::build`]), with the [`Rollout`] |
 //! | apply | [`apply`] | the kube `Client`: discovery, server-side apply, an Event |
-//! | oracle | [`oracle`] | the replica access (the oracle's admin API) and the kube `Client` (deletes a drained partition's objects, Events) |
+//! | oracle | [`oracle`] | the replica access (the oracle's admin API) and the kube `Client` (deletes the objects of an empty partition out of the config, Events) |
 //! | update status | [`update_status`] | the replica access (`/metrics`, for the rates) and the kube `Client` (the status subresource, Events) |
 //!
 //! [`events`] publishes Events (best effort) and [`condition`] is the typed status condition;
