@@ -1,15 +1,26 @@
 //! Test fixtures: DSSMRClusters from YAML and a mock API server that plays an expected
 //! sequence of requests (method, path) and answers each, so a reconcile test fails fast when
-//! the controller makes a call it should not, or misses one.
+//! the controller makes a call it should not, or misses one; and the requests and answers
+//! that the reconcile tests of several steps share (paths, discovery, the applies).
 
 use crate::controller::Context;
 use crate::crd::DSSMRCluster;
+use dssmr_api::config::ClusterConfig;
 use http::{Request, Response};
 use kube::client::Body;
 use kube::Client;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Path of the core API in the namespace of the fixtures.
+pub const NS: &str = "/api/v1/namespaces/default";
+/// Path of the apps API in the namespace of the fixtures.
+pub const APPS: &str = "/apis/apps/v1/namespaces/default";
+/// Path of the policy/v1 PodDisruptionBudgets in the namespace of the fixtures.
+pub const PDBS: &str = "/apis/policy/v1/namespaces/default/poddisruptionbudgets";
+/// Path of the status subresource of the fixtures' cluster `demo`.
+pub const STATUS: &str = "/apis/dssmr.io/v1alpha1/namespaces/default/dssmrclusters/demo/status";
 
 /// A cluster from a YAML spec, as the API server would hand it to the controller.
 pub fn cluster(spec_yaml: &str) -> Arc<DSSMRCluster> {
@@ -213,4 +224,39 @@ pub fn condition(body: &Value, type_: &str) -> (String, String) {
         c["status"].as_str().unwrap_or("").into(),
         c["reason"].as_str().unwrap_or("").into(),
     )
+}
+
+/// Discovery answer of a server with policy/v1 PDBs.
+pub fn policy_v1() -> Value {
+    json!({
+        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "policy/v1",
+        "resources": [{"name": "poddisruptionbudgets", "singularName": "", "namespaced": true,
+                       "kind": "PodDisruptionBudget", "verbs": ["patch"]}],
+    })
+}
+
+/// The steps of applying `groups` (ConfigMap, Services, StatefulSets, PDBs), the config
+/// checked by `check_config`.
+pub fn apply_steps(
+    groups: &[&str],
+    check_config: impl Fn(&ClusterConfig) + Send + 'static,
+) -> Vec<Step> {
+    let mut steps = vec![
+        Step::new("PATCH", format!("{NS}/configmaps/demo-config?")).check(move |b| {
+            assert_eq!(b["kind"], "ConfigMap");
+            assert_eq!(b["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+            let text = b["data"]["cluster.yaml"].as_str().expect("cluster.yaml");
+            check_config(&ClusterConfig::from_yaml(text).expect("a valid config"));
+        }),
+    ];
+    for g in groups {
+        steps.push(Step::new("PATCH", format!("{NS}/services/demo-{g}?")));
+    }
+    for g in groups {
+        steps.push(Step::new("PATCH", format!("{APPS}/statefulsets/demo-{g}?")));
+    }
+    for g in groups {
+        steps.push(Step::new("PATCH", format!("{PDBS}/demo-{g}?")));
+    }
+    steps
 }

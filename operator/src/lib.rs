@@ -4,9 +4,11 @@
 //! [`crd`] (the resource type and its schema), [`validate`] (spec → [`validate::ValidatedCluster`]
 //! or the fields that make no sense; pure), [`build`] (validated cluster → the objects that run
 //! it; pure), [`scale`] (the way from the partitions a cluster runs to those its spec asks
-//! for; pure) and [`controller`] (dereference, apply with server-side apply, observe, write
-//! status; the only part with a Kubernetes client). [`replicas`] talks to a cluster's replicas
-//! (the oracle's admin API, `/metrics`). `dssmr-operator render` prints what would be applied.
+//! for; pure) and [`controller`] (the reconcile, `dereference -> validate -> plan -> build ->
+//! apply -> oracle -> update_status`, a submodule per step: its dereference, apply, oracle and
+//! update_status steps are the only part with a Kubernetes client, and its validate, plan and
+//! build steps call the pure modules above). [`replicas`] talks to a cluster's replicas (the
+//! oracle's admin API, `/metrics`). `dssmr-operator render` prints what would be applied.
 
 pub mod build;
 pub mod controller;

@@ -1,0 +1,484 @@
+//! oracle: what the controller asks of a DS-SMR cluster's oracle through its admin API
+//! ([`crate::replicas::Oracle`]), in two places of the pipeline.
+//!
+//! - [`ask`], before the plan: the oracle's view of the partitions and the groups' leaders,
+//!   as an [`OracleContact`]. Replica access only, and it never fails: an oracle that cannot
+//!   be asked is [`OracleContact::Unreachable`], which the plan reads as "no partition is
+//!   known to be empty" and the status reports as Degraded.
+//! - [`perform`], after the apply: the oracle's part of the [`ScalePlan`]. It deletes the
+//!   objects of the partitions that are out of the config and empty (kube client, see
+//!   [`delete_partition`]), drains the partitions the spec scaled away and registers the new
+//!   ones (replica access), each with a Normal Event. A failed oracle command is a
+//!   [`CommandFailure`] for the status (retried next reconcile); a failed delete is an
+//!   [`OracleError`].
+//!
+//! Must not delete a partition the plan did not find empty, nor register one before every
+//! group runs the config that has it (the [`Rollout`](super::Rollout) is complete), as
+//! [`crate::scale`] lays down.
+
+use super::apply::{Applied, PdbApi};
+use super::{events, Context};
+use crate::crd::DSSMRCluster;
+use crate::replicas::{self, OracleReport, ReplicaAccess, ReplicaError};
+use crate::scale::{OracleView, Placement, ScalePlan};
+use crate::validate::{Deployed, ValidatedCluster};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind};
+use kube::Client;
+use std::fmt;
+use thiserror::Error;
+
+/// Why the oracle step failed. Oracle commands that fail are no such error: they are
+/// [`CommandFailure`]s, reported in the status and retried.
+#[derive(Debug, Error)]
+pub enum OracleError {
+    /// An object of a partition out of the config and empty could not be deleted.
+    #[error("delete {kind} {object}: {source}")]
+    Delete {
+        /// Its kind.
+        kind: &'static str,
+        /// `namespace/name`.
+        object: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// What the controller knows from the oracle in this reconcile.
+pub enum OracleContact {
+    /// Not asked: the deployed config has no oracle (a new or an S-SMR cluster), replicas
+    /// are not reached ([`ReplicaAccess::Off`]), or no oracle replica is ready.
+    Unasked,
+    /// The oracle runs but could not be asked.
+    Unreachable(ReplicaError),
+    /// The oracle answered.
+    Answered(OracleAnswer),
+}
+
+/// The oracle's answer, with the connection that got it (for the commands of the plan).
+pub struct OracleAnswer {
+    /// Its admin API.
+    pub connection: replicas::Oracle,
+    /// Its status.
+    pub report: OracleReport,
+}
+
+impl OracleContact {
+    /// The oracle's status, when it answered.
+    pub fn report(&self) -> Option<&OracleReport> {
+        match self {
+            OracleContact::Answered(a) => Some(&a.report),
+            _ => None,
+        }
+    }
+
+    /// Where each partition stands, when the oracle answered.
+    pub fn view(&self) -> Option<&OracleView> {
+        self.report().map(|r| &r.view)
+    }
+
+    /// Why the oracle could not be asked although it runs.
+    pub fn unreachable(&self) -> Option<&ReplicaError> {
+        match self {
+            OracleContact::Unreachable(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// Asks the oracle of a running DS-SMR cluster (one whose oracle StatefulSet, in `running`,
+/// has ready replicas) for its view of the partitions.
+pub async fn ask(
+    access: &ReplicaAccess,
+    v: &ValidatedCluster,
+    deployed: &Deployed,
+    running: &[StatefulSet],
+) -> OracleContact {
+    let Some(config) = deployed.config.as_ref().filter(|c| c.oracle.is_some()) else {
+        return OracleContact::Unasked;
+    };
+    if matches!(access, ReplicaAccess::Off) {
+        return OracleContact::Unasked;
+    }
+    let oracle_name = format!("{}-oracle", v.name);
+    let oracle_runs = running.iter().any(|s| {
+        s.metadata.name.as_deref() == Some(oracle_name.as_str())
+            && s.status
+                .as_ref()
+                .and_then(|st| st.ready_replicas)
+                .unwrap_or(0)
+                > 0
+    });
+    if !oracle_runs {
+        return OracleContact::Unasked;
+    }
+    let connection = match replicas::Oracle::new(config, access) {
+        Ok(c) => c,
+        Err(e) => return OracleContact::Unreachable(e),
+    };
+    match connection.status().await {
+        Ok(report) => OracleContact::Answered(OracleAnswer { connection, report }),
+        Err(e) => OracleContact::Unreachable(e),
+    }
+}
+
+/// An oracle command of a scale plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OracleStep {
+    /// `AddPartition`.
+    Add,
+    /// `DrainPartition`.
+    Drain,
+}
+
+impl OracleStep {
+    async fn run(self, o: &replicas::Oracle, p: u32) -> Result<Placement, ReplicaError> {
+        match self {
+            OracleStep::Add => o.add(p).await,
+            OracleStep::Drain => o.drain(p).await,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            OracleStep::Add => "add",
+            OracleStep::Drain => "drain",
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            OracleStep::Add => "AddedPartition",
+            OracleStep::Drain => "DrainingPartition",
+        }
+    }
+
+    fn note(self, p: u32) -> String {
+        match self {
+            OracleStep::Add => format!("p{p}: the oracle places new variables there too"),
+            OracleStep::Drain => {
+                format!("p{p}: no new variables go there; moving its variables out")
+            }
+        }
+    }
+}
+
+/// An oracle command that failed (reported in the Degraded condition; the next reconcile
+/// plans it again).
+#[derive(Debug)]
+pub struct CommandFailure {
+    /// The command.
+    pub step: OracleStep,
+    /// Its partition.
+    pub partition: u32,
+    /// What went wrong.
+    pub error: ReplicaError,
+}
+
+impl fmt::Display for CommandFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} p{}: {}",
+            self.step.name(),
+            self.partition,
+            self.error
+        )
+    }
+}
+
+/// Performs the oracle's part of `plan` for cluster `c`: deletes, then drains, then (once
+/// the rollout of `applied` is complete) registers; the oracle commands that failed.
+pub async fn perform(
+    ctx: &Context,
+    c: &DSSMRCluster,
+    v: &ValidatedCluster,
+    plan: &ScalePlan,
+    applied: &Applied,
+    oracle: &OracleContact,
+) -> Result<Vec<CommandFailure>, OracleError> {
+    for p in &plan.delete {
+        delete_partition(&ctx.client, v, *p, applied.pdb_api).await?;
+        let note = format!("p{p} holds no variable and is out of the config: deleted");
+        events::scale(ctx, c, "DeletedPartition", &note).await;
+    }
+    let mut failures = Vec::new();
+    if let OracleContact::Answered(answer) = oracle {
+        let mut steps = vec![(OracleStep::Drain, &plan.drain)];
+        if applied.rollout.complete {
+            steps.push((OracleStep::Add, &plan.add));
+        }
+        for (step, partitions) in steps {
+            for p in partitions {
+                match step.run(&answer.connection, *p).await {
+                    Ok(_) => events::scale(ctx, c, step.reason(), &step.note(*p)).await,
+                    Err(error) => failures.push(CommandFailure {
+                        step,
+                        partition: *p,
+                        error,
+                    }),
+                }
+            }
+        }
+    }
+    Ok(failures)
+}
+
+/// Deletes the StatefulSet, Service, PodDisruptionBudget and volume claims of partition `p`
+/// (an object already gone is no error).
+pub async fn delete_partition(
+    client: &Client,
+    v: &ValidatedCluster,
+    p: u32,
+    pdb_api: PdbApi,
+) -> Result<(), OracleError> {
+    let ns = v.namespace.as_str();
+    let name = format!("{}-p{p}", v.name);
+    let failed = |kind: &'static str, name: &str| {
+        let object = format!("{ns}/{name}");
+        move |source| OracleError::Delete {
+            kind,
+            object,
+            source,
+        }
+    };
+    let gone = |r: Result<(), kube::Error>| match r {
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        other => other,
+    };
+    let params = DeleteParams::background();
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    gone(sets.delete(&name, &params).await.map(|_| ())).map_err(failed("StatefulSet", &name))?;
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    gone(services.delete(&name, &params).await.map(|_| ())).map_err(failed("Service", &name))?;
+    let version = match pdb_api {
+        PdbApi::V1 => Some("v1"),
+        PdbApi::V1beta1 => Some("v1beta1"),
+        PdbApi::Unavailable => None,
+    };
+    if let Some(version) = version {
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("policy", version, "PodDisruptionBudget"),
+            "poddisruptionbudgets",
+        );
+        let pdbs: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+        gone(pdbs.delete(&name, &params).await.map(|_| ()))
+            .map_err(failed("PodDisruptionBudget", &name))?;
+    }
+    if v.spec.storage.is_some() {
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+        for r in 0..v.spec.replicas_per_partition {
+            let claim = format!("data-{name}-{r}");
+            gone(claims.delete(&claim, &params).await.map(|_| ()))
+                .map_err(failed("PersistentVolumeClaim", &claim))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::controller::reconcile;
+    use crate::crd::DSSMRCluster;
+    use crate::fixtures::{
+        apply_steps, cluster, cluster_json, condition, config_map, deleted, mock_with, policy_v1,
+        rolled_out, timeout_after_1s, Step, APPS, NS, PDBS, STATUS,
+    };
+    use crate::replicas::{self, ReplicaAccess};
+    use crate::scale;
+    use crate::validate::Deployed;
+    use dssmr_api::config::ClusterConfig;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Scaling through a real oracle: a DS-SMR kv cluster (oracle + 3 partitions × 3
+    /// replicas on 127.0.0.1) created with 2 partitions and grown to 3 in its config. The
+    /// controller registers p3 with the oracle once every group runs that config; then the
+    /// spec goes back to 2, and the controller drains p3 (keeping it in the config) and,
+    /// once the oracle reports it empty, takes it out of the config and deletes its objects.
+    /// Every value survives.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scaling_out_and_in_goes_through_the_oracle() {
+        use dssmr_engine::app::kv::{kv_var, Kv, KvCommand, KvReply};
+        use dssmr_engine::client::proxy::ProxyStats;
+        use dssmr_engine::client::{Connections, LocationCache, Mode, Proxy, ProxyConfig};
+        use dssmr_engine::cluster::{ClusterOptions, LocalCluster};
+        use dssmr_engine::ids::{GroupId, ORACLE};
+        use dssmr_engine::oracle::Oracle as OracleApp;
+        use dssmr_engine::partition::Partition;
+
+        dssmr_engine::telemetry::init_for_tests();
+        let known: Vec<GroupId> = (1..=3).map(GroupId).collect();
+        let local = LocalCluster::start(ClusterOptions {
+            groups: 3,
+            oracle: true,
+            apps: Some(Arc::new(
+                move |g| -> Box<dyn dssmr_engine::app::Application> {
+                    if g == ORACLE {
+                        Box::new(OracleApp::with_initial(
+                            Arc::new(Kv),
+                            known.clone(),
+                            vec![GroupId(1), GroupId(2)],
+                        ))
+                    } else {
+                        Box::new(Partition::new(g, Arc::new(Kv)))
+                    }
+                },
+            )),
+            ..Default::default()
+        })
+        .await
+        .expect("cluster starts");
+        // Pod DNS names of the objects the operator builds → the local replicas.
+        let mut map = HashMap::new();
+        for (g, addrs) in &local.topology().groups {
+            let set = if *g == ORACLE {
+                "demo-oracle".to_string()
+            } else {
+                format!("demo-p{}", g.0)
+            };
+            for (r, a) in addrs.iter().enumerate() {
+                map.insert(format!("{set}-{r}.{set}.default.svc:7000"), a.clone());
+            }
+        }
+        let access = ReplicaAccess::Map(map);
+        let three = cluster("{partitions: 3, app: kv}");
+        let two = cluster("{partitions: 2, app: kv}");
+        let grown = Deployed {
+            config: Some(
+                ClusterConfig::from_yaml(
+                    config_map(&three, 3, 2)["data"]["cluster.yaml"]
+                        .as_str()
+                        .unwrap(),
+                )
+                .unwrap(),
+            ),
+        };
+        let oracle = replicas::Oracle::new(grown.config.as_ref().unwrap(), &access).unwrap();
+        let state = |p: u32| {
+            let oracle = &oracle;
+            async move { oracle.status().await.expect("status").view.get(&p).copied() }
+        };
+        assert_eq!(state(3).await, Some(scale::Placement::Inactive(0)));
+
+        let event = |reason: &'static str| {
+            Step::new("POST", "/apis/events.k8s.io/v1/namespaces/default/events")
+                .check(move |b| assert_eq!(b["reason"], reason))
+        };
+        let status_step = |c: &DSSMRCluster, reason: &'static str| {
+            Step::new("PATCH", format!("{STATUS}?"))
+                .check(move |b| assert_eq!(condition(b, "Progressing").1, reason, "{b}"))
+                .answer(cluster_json(c))
+        };
+        // 1. Scale out: the config has p3, every group runs it: p3 is added.
+        let mut steps = vec![
+            Step::new("GET", format!("{NS}/configmaps/demo-config"))
+                .answer(config_map(&three, 3, 2)),
+            Step::new("GET", format!("{APPS}/statefulsets?"))
+                .answer(rolled_out(&three, &grown, 3, 3)),
+            Step::new("GET", "/apis/policy/v1").answer(policy_v1()),
+        ];
+        steps.extend(apply_steps(&["oracle", "p1", "p2", "p3"], |config| {
+            assert_eq!(config.partitions.len(), 3);
+            assert_eq!(config.initial_partitions, Some(2), "fixed at creation");
+        }));
+        steps.push(event("AddedPartition"));
+        steps.push(status_step(&three, "AddingPartitions"));
+        // 2. Scale in, first pass: p3 holds variables, so it stays and is drained.
+        steps.extend([
+            Step::new("GET", format!("{NS}/configmaps/demo-config"))
+                .answer(config_map(&three, 3, 2)),
+            Step::new("GET", format!("{APPS}/statefulsets?"))
+                .answer(rolled_out(&two, &grown, 3, 3)),
+        ]);
+        steps.extend(apply_steps(&["oracle", "p1", "p2", "p3"], |config| {
+            assert_eq!(config.partitions.len(), 3, "kept until drained");
+        }));
+        steps.push(event("DrainingPartition"));
+        steps.push(status_step(&two, "Draining"));
+        // 3. Scale in, once p3 is empty: out of the config, its objects deleted.
+        steps.extend([
+            Step::new("GET", format!("{NS}/configmaps/demo-config"))
+                .answer(config_map(&three, 3, 2)),
+            Step::new("GET", format!("{APPS}/statefulsets?"))
+                .answer(rolled_out(&two, &grown, 3, 3)),
+        ]);
+        steps.extend(apply_steps(&["oracle", "p1", "p2"], |config| {
+            assert_eq!(config.partitions.len(), 2);
+            assert_eq!(config.initial_partitions, Some(2));
+        }));
+        steps.extend([
+            Step::new("DELETE", format!("{APPS}/statefulsets/demo-p3")).answer(deleted()),
+            Step::new("DELETE", format!("{NS}/services/demo-p3")).answer(deleted()),
+            Step::new("DELETE", format!("{PDBS}/demo-p3")).answer(deleted()),
+            event("DeletedPartition"),
+            status_step(&two, "DeletingPartitions"),
+        ]);
+        let (ctx, server) = mock_with(steps, access);
+        let within = |f| tokio::time::timeout(Duration::from_secs(20), f);
+
+        within(reconcile(three.clone(), ctx.clone()))
+            .await
+            .expect("in time")
+            .expect("reconcile 1");
+        assert_eq!(state(3).await, Some(scale::Placement::Active));
+
+        // Variables, some of them placed in p3 now.
+        let conns = Arc::new(Connections::new(local.topology()).unwrap());
+        let proxy = Proxy::new(
+            Arc::new(Kv),
+            ProxyConfig {
+                mode: Mode::Dssmr,
+                ..ProxyConfig::default()
+            },
+            conns,
+            Arc::new(LocationCache::default()),
+            Arc::new(ProxyStats::default()),
+        )
+        .unwrap();
+        const KEYS: i64 = 30;
+        for i in 0..KEYS {
+            proxy
+                .create(kv_var(&format!("k{i}")), &i)
+                .await
+                .expect("create");
+        }
+        let held = oracle.status().await.unwrap();
+        assert!(held.variables.get(&3).is_some_and(|n| *n > 0), "{held:?}");
+
+        within(reconcile(two.clone(), ctx.clone()))
+            .await
+            .expect("in time")
+            .expect("reconcile 2");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while state(3).await != Some(scale::Placement::Drained) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "p3 not drained in time"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        within(reconcile(two.clone(), ctx.clone()))
+            .await
+            .expect("in time")
+            .expect("reconcile 3");
+        timeout_after_1s(server).await.expect("every step played");
+
+        // Every value is still there, none in p3.
+        for i in 0..KEYS {
+            let got = proxy
+                .access(&KvCommand::Get {
+                    key: format!("k{i}"),
+                })
+                .await
+                .expect("get");
+            assert_eq!(got, KvReply::Value(i), "k{i}");
+        }
+        let after = oracle.status().await.unwrap();
+        assert_eq!(after.view.get(&3), Some(&scale::Placement::Drained));
+        local.shutdown().await;
+    }
+}

@@ -1,0 +1,365 @@
+//! update_status: the status of a cluster after a reconcile (per group its readiness and
+//! leader, the Ready, Progressing and Degraded [`Condition`]s, the throughput and move rate)
+//! written to the status subresource.
+//!
+//! [`status`] and [`paused`] are pure: they only read what the other steps found. [`rates`]
+//! scrapes the replicas' `/metrics` (replica access) and keeps the counters between two
+//! reconciles in the [`Context`]; [`patch`] takes the kube client (a merge patch of the
+//! status only), and so does [`report_invalid`] (an Event, then the patch). Must not write
+//! the spec or any other object, nor decide anything the status only reports.
+
+use super::condition::{self, Condition, ConditionType, Reason};
+use super::oracle::{CommandFailure, OracleContact};
+use super::validate::ValidateError;
+use super::{events, Applied, Context, Rollout};
+use crate::crd::{DSSMRCluster, DSSMRClusterStatus, GroupStatus};
+use crate::replicas;
+use crate::scale::ScalePlan;
+use crate::validate::ValidatedCluster;
+use dssmr_api::config::ClusterConfig;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Client, ResourceExt};
+use thiserror::Error;
+
+/// Why the status could not be written.
+#[derive(Debug, Error)]
+pub enum UpdateStatusError {
+    /// The patch of the status subresource failed.
+    #[error("update status of {object}: {source}")]
+    Patch {
+        /// `namespace/name` of the cluster.
+        object: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Writes `status` into the status subresource of `c`.
+pub async fn patch(
+    client: &Client,
+    c: &DSSMRCluster,
+    ns: &str,
+    status: DSSMRClusterStatus,
+) -> Result<(), UpdateStatusError> {
+    let name = c.name_any();
+    let api: Api<DSSMRCluster> = Api::namespaced(client.clone(), ns);
+    let patch = serde_json::json!({ "status": status });
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|source| UpdateStatusError::Patch {
+            object: format!("{ns}/{name}"),
+            source,
+        })?;
+    Ok(())
+}
+
+/// The status of a paused `c`: its last one, with conditions saying it is paused.
+pub fn paused(c: &DSSMRCluster) -> DSSMRClusterStatus {
+    use ConditionType::*;
+    let why = "spec.paused is true";
+    DSSMRClusterStatus {
+        observed_generation: c.metadata.generation,
+        conditions: condition::to_k8s(
+            c,
+            [
+                Condition::new(
+                    Ready,
+                    false,
+                    Reason::Paused,
+                    "spec.paused is true: no changes are made",
+                ),
+                Condition::new(Progressing, false, Reason::Paused, why),
+                Condition::new(Degraded, false, Reason::Paused, why),
+            ],
+        ),
+        ..c.status.clone().unwrap_or_default()
+    }
+}
+
+/// Reports that the spec of `c` makes no sense: a Warning Event, then the conditions (the
+/// rest of its last status kept).
+pub async fn report_invalid(
+    ctx: &Context,
+    c: &DSSMRCluster,
+    ns: &str,
+    invalid: &ValidateError,
+) -> Result<(), UpdateStatusError> {
+    use ConditionType::*;
+    let message = invalid.to_string();
+    let (type_, reason) = (EventType::Warning, "InvalidSpec");
+    events::publish(ctx, c, type_, reason, "Validate", &message).await;
+    let status = DSSMRClusterStatus {
+        observed_generation: c.metadata.generation,
+        conditions: condition::to_k8s(
+            c,
+            [
+                Condition::new(Ready, false, Reason::InvalidSpec, message.as_str()),
+                Condition::new(
+                    Progressing,
+                    false,
+                    Reason::InvalidSpec,
+                    "nothing is applied until the spec is fixed",
+                ),
+                Condition::new(Degraded, true, Reason::InvalidSpec, message.as_str()),
+            ],
+        ),
+        ..c.status.clone().unwrap_or_default()
+    };
+    patch(&ctx.client, c, ns, status).await
+}
+
+/// Throughput and move rate of `v` since the previous reconcile that scraped it; `None`
+/// until every replica is ready, and at the first scrape.
+pub async fn rates(ctx: &Context, v: &ValidatedCluster, applied: &Applied) -> Option<(f64, f64)> {
+    if !applied.rollout.all_ready {
+        return None;
+    }
+    let config = applied
+        .resources
+        .config_map
+        .data
+        .as_ref()
+        .and_then(|d| d.get("cluster.yaml"))
+        .and_then(|t| ClusterConfig::from_yaml(t).ok())?;
+    let key = format!("{}/{}", v.namespace, v.name);
+    let now = match replicas::scrape(&config, &ctx.replicas).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::debug!(error = %e, cluster = %key, "scrape failed");
+            return None;
+        }
+    };
+    let before = ctx.counters.lock().expect("counters lock").insert(key, now);
+    let rates = now.rates_since(&before?)?;
+    ctx.metrics
+        .set_rates(&v.namespace, v.name.as_str(), rates.0, rates.1);
+    Some(rates)
+}
+
+/// The status of `c` after this reconcile.
+pub fn status(
+    c: &DSSMRCluster,
+    plan: &ScalePlan,
+    rollout: &Rollout,
+    oracle: &OracleContact,
+    failures: &[CommandFailure],
+    rates: Option<(f64, f64)>,
+) -> DSSMRClusterStatus {
+    let leaders = oracle.report().map(|r| &r.leaders);
+    let groups: Vec<GroupStatus> = rollout
+        .groups
+        .iter()
+        .map(|(label, ready, replicas)| GroupStatus {
+            name: label.clone(),
+            ready_replicas: *ready,
+            replicas: *replicas,
+            leader: leaders.and_then(|l| l.get(label)).map(|addr| pod_of(addr)),
+        })
+        .collect();
+    let wanted = groups.len();
+    let ready_groups = groups
+        .iter()
+        .filter(|g| g.ready_replicas >= g.replicas)
+        .count();
+    let ready_msg = format!("{ready_groups}/{wanted} groups ready");
+    let all_ready = ready_groups == wanted;
+    let ready = Condition::new(
+        ConditionType::Ready,
+        all_ready,
+        if all_ready {
+            Reason::AllGroupsReady
+        } else {
+            Reason::GroupsNotReady
+        },
+        ready_msg.as_str(),
+    );
+    DSSMRClusterStatus {
+        observed_generation: c.metadata.generation,
+        conditions: condition::to_k8s(
+            c,
+            [
+                ready,
+                progressing(plan, rollout, &ready_msg),
+                degraded(oracle, failures),
+            ],
+        ),
+        ready: Some(format!("{ready_groups}/{wanted}")),
+        groups,
+        throughput: rates.map(|r| round2(r.0)),
+        move_rate: rates.map(|r| round2(r.1)),
+    }
+}
+
+/// Progressing: what the operator is doing, the first of draining, deleting, rolling out
+/// and adding partitions; `ready_msg` says how many groups are ready.
+fn progressing(plan: &ScalePlan, rollout: &Rollout, ready_msg: &str) -> Condition {
+    let list = |ps: &[u32]| {
+        ps.iter()
+            .map(|p| format!("p{p}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let (progressing, reason, message) = if !plan.leaving.is_empty() {
+        let left = plan
+            .leaving
+            .iter()
+            .map(|(p, n)| match n {
+                Some(n) => format!("p{p}: {n} variables left"),
+                None => format!("p{p}: waiting for the oracle"),
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        (
+            true,
+            Reason::Draining,
+            format!("scaling in, draining before deletion: {left}"),
+        )
+    } else if !plan.delete.is_empty() {
+        (
+            true,
+            Reason::DeletingPartitions,
+            format!("deleting {}", list(&plan.delete)),
+        )
+    } else if !rollout.complete {
+        let reason = if rollout.all_ready {
+            Reason::RollingOut
+        } else {
+            Reason::WaitingForReplicas
+        };
+        let rolling = if rollout.rolling.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; rolling out the current config: {}",
+                rollout.rolling.join(", ")
+            )
+        };
+        (true, reason, format!("{ready_msg}{rolling}"))
+    } else if !plan.add.is_empty() {
+        (
+            true,
+            Reason::AddingPartitions,
+            format!("registering {} with the oracle", list(&plan.add)),
+        )
+    } else {
+        (false, Reason::Stable, ready_msg.to_string())
+    };
+    Condition::new(ConditionType::Progressing, progressing, reason, message)
+}
+
+/// Degraded: groups without a leader first, then the oracle unreachable or a command of it
+/// that failed.
+fn degraded(oracle: &OracleContact, failures: &[CommandFailure]) -> Condition {
+    let leaderless = oracle
+        .report()
+        .map(|r| r.leaderless.clone())
+        .unwrap_or_default();
+    let errors: Vec<String> = oracle
+        .unreachable()
+        .map(|e| e.to_string())
+        .into_iter()
+        .chain(failures.iter().map(|f| f.to_string()))
+        .collect();
+    let (degraded, reason, message) = if !leaderless.is_empty() {
+        (
+            true,
+            Reason::NoLeader,
+            format!("groups without a leader: {}", leaderless.join(", ")),
+        )
+    } else if !errors.is_empty() {
+        (true, Reason::OracleUnreachable, errors.join("; "))
+    } else {
+        (
+            false,
+            Reason::AsSpecified,
+            "every group is as specified".to_string(),
+        )
+    };
+    Condition::new(ConditionType::Degraded, degraded, reason, message)
+}
+
+/// `x` rounded to two decimals (status values are for people).
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// The pod name in a member address (`<pod>.<service>.<ns>.svc:7000` → `<pod>`).
+fn pod_of(addr: &str) -> String {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    host.split('.').next().unwrap_or(host).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::condition::ConditionStatus;
+    use crate::controller::oracle::OracleStep;
+    use crate::replicas::ReplicaError;
+
+    #[test]
+    fn the_oracle_unreachable_and_its_failed_commands_degrade_the_cluster() {
+        let fine = degraded(&OracleContact::Unasked, &[]);
+        assert_eq!(
+            (fine.status, fine.reason),
+            (ConditionStatus::False, Reason::AsSpecified)
+        );
+        let failed = CommandFailure {
+            step: OracleStep::Drain,
+            partition: 3,
+            error: ReplicaError::Timeout("DrainPartition".into()),
+        };
+        let down = degraded(
+            &OracleContact::Unreachable(ReplicaError::Admin("Status: refused".into())),
+            &[failed],
+        );
+        assert_eq!(
+            (down.status, down.reason),
+            (ConditionStatus::True, Reason::OracleUnreachable)
+        );
+        assert_eq!(
+            down.message,
+            "admin API: Status: refused; drain p3: DrainPartition: no answer within 3s"
+        );
+    }
+
+    #[test]
+    fn progressing_names_the_first_thing_left_to_do() {
+        let done = Rollout {
+            complete: true,
+            all_ready: true,
+            ..Default::default()
+        };
+        let plan = ScalePlan {
+            partitions: 3,
+            add: vec![3],
+            leaving: vec![(4, Some(7)), (5, None)],
+            ..Default::default()
+        };
+        let p = progressing(&plan, &done, "3/3 groups ready");
+        assert_eq!(p.reason, Reason::Draining);
+        assert_eq!(
+            p.message,
+            "scaling in, draining before deletion: p4: 7 variables left; p5: waiting for the oracle"
+        );
+        let adding = ScalePlan {
+            leaving: vec![],
+            ..plan
+        };
+        let p = progressing(&adding, &done, "3/3 groups ready");
+        assert_eq!(
+            (p.reason, p.message.as_str()),
+            (Reason::AddingPartitions, "registering p3 with the oracle")
+        );
+        let stable = progressing(&ScalePlan::default(), &done, "3/3 groups ready");
+        assert_eq!(stable.status, ConditionStatus::False);
+        assert_eq!(stable.reason, Reason::Stable);
+    }
+
+    #[test]
+    fn a_leader_is_named_by_its_pod() {
+        assert_eq!(pod_of("demo-p1-2.demo-p1.default.svc:7000"), "demo-p1-2");
+        assert_eq!(round2(1.23456), 1.23);
+    }
+}
