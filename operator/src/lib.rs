@@ -1,14 +1,22 @@
 //! dssmr-operator: runs `DSSMRCluster` resources on Kubernetes.
 //!
-//! The reconcile pipeline is split the way its steps differ in what they may touch:
-//! [`crd`] (the resource type and its schema), [`validate`] (spec → [`validate::ValidatedCluster`]
-//! or the fields that make no sense; pure), [`build`] (validated cluster → the objects that run
-//! it; pure), [`scale`] (the way from the partitions a cluster runs to those its spec asks
-//! for; pure) and [`controller`] (the reconcile, `dereference -> validate -> plan -> build ->
-//! apply -> oracle -> update_status`, a submodule per step: its dereference, apply, oracle and
-//! update_status steps are the only part with a Kubernetes client, and its validate, plan and
-//! build steps call the pure modules above). [`replicas`] talks to a cluster's replicas (the
-//! oracle's admin API, `/metrics`). `dssmr-operator render` prints what would be applied.
+//! # Layout
+//!
+//! In dependency order (a module uses only those on its line or above; checked by the
+//! engine's `tests/layering.rs`):
+//!
+//! - [`crd`], [`scale`], [`metrics`]: the resource type and its schema; the way from the
+//!   partitions a cluster runs to those its spec asks for (pure); the operator's own metrics;
+//! - [`validate`]: spec → [`validate::ValidatedCluster`] or the fields that make no sense
+//!   (pure);
+//! - [`build`]: validated cluster → the objects that run it (pure);
+//! - [`replicas`]: talks to a cluster's replicas (the oracle's admin API, `/metrics`);
+//! - [`controller`]: the reconcile, `dereference -> validate -> plan -> build -> apply ->
+//!   oracle -> update_status`, a submodule per step: its dereference, apply, oracle and
+//!   update_status steps are the only part with a Kubernetes client, and its validate, plan
+//!   and build steps call the pure modules above.
+//!
+//! `dssmr-operator render` prints what would be applied ([`render`]).
 
 pub mod build;
 pub mod controller;

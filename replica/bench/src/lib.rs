@@ -16,6 +16,13 @@
 //!   turns what it saw into a [`Measurement`].
 //!
 //! Nothing here starts clusters or talks to them; the workload modules do.
+//!
+//! # Layout
+//!
+//! - [`stats`]: latency histograms and their summaries;
+//! - [`chirper`], [`mcast`]: the Chirper and multicast workloads;
+//! - [`kv`], [`report`]: the kv workload (it shares the Chirper run's records); the result
+//!   files and plots of a Chirper run.
 
 pub mod chirper;
 pub mod kv;

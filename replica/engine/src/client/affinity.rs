@@ -9,7 +9,7 @@
 //! The affinity policy is label propagation over the co-access graph: each process counts, for
 //! every variable, how often it was gathered together with each other variable (bounded to the
 //! [`MAX_NEIGHBOURS`] heaviest), and sends a command's variables to the involved partition where
-//! their known neighbours already are (locations from the [`LocationCache`]), counting the
+//! their known neighbours already are (locations from a [`Locations`], the process's location cache), counting the
 //! variables themselves too. Variables accessed together therefore end up where most of their
 //! neighbourhood lives, and once a community sits in one partition its commands stop moving
 //! anything. It needs no knowledge of the application: only the choice of destination, which
@@ -22,10 +22,15 @@
 //! that hold its variables ([`crate::command::Execution::Spread`]), as S-SMR would run it, but
 //! only over those partitions.
 
-use crate::client::cache::LocationCache;
 use crate::ids::{GroupId, VarId};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+
+/// Where variables are believed to be: what the affinity policy reads of the location cache.
+pub trait Locations {
+    /// The partition of each of `vars`, in order (`None`: unknown).
+    fn locate_each(&self, vars: &[VarId]) -> Vec<Option<GroupId>>;
+}
 
 /// Neighbours kept per variable (the heaviest; a lighter one is dropped to admit a new one).
 pub const MAX_NEIGHBOURS: usize = 48;
@@ -68,7 +73,7 @@ impl Affinity {
     pub fn destination(
         &self,
         by_partition: &BTreeMap<GroupId, Vec<VarId>>,
-        cache: &LocationCache,
+        cache: &impl Locations,
     ) -> Option<GroupId> {
         let mut score: BTreeMap<GroupId, u64> = by_partition
             .iter()
@@ -103,7 +108,7 @@ impl Affinity {
     /// times those at `target`. Moving such a variable would pull it away from the
     /// variables it is usually accessed with, which then pull it back: a command that needs
     /// it runs spread over the partitions instead ([`crate::command::Execution::Spread`]).
-    pub fn settled(&self, v: &VarId, at: GroupId, target: GroupId, cache: &LocationCache) -> bool {
+    pub fn settled(&self, v: &VarId, at: GroupId, target: GroupId, cache: &impl Locations) -> bool {
         let linked: Vec<(VarId, u32)> = {
             let map = self.neighbours.lock().unwrap_or_else(|p| p.into_inner());
             match map.get(v) {
@@ -154,6 +159,7 @@ fn bump(list: &mut Vec<(VarId, u32)>, v: &VarId) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::cache::LocationCache;
 
     fn v(name: &str) -> VarId {
         VarId::new(name)

@@ -6,7 +6,7 @@
 //! oracle again. Shared by every proxy of a process (one cache per client process), together
 //! with what the process learned about which variables are accessed together ([`Affinity`]).
 
-use crate::client::affinity::Affinity;
+use crate::client::affinity::{Affinity, Locations};
 use crate::ids::{GroupId, VarId};
 use std::collections::HashMap;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -98,6 +98,12 @@ impl LocationCache {
 
     fn write(&self) -> RwLockWriteGuard<'_, HashMap<VarId, GroupId>> {
         self.map.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Locations for LocationCache {
+    fn locate_each(&self, vars: &[VarId]) -> Vec<Option<GroupId>> {
+        LocationCache::locate_each(self, vars)
     }
 }
 

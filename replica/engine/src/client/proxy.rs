@@ -539,7 +539,7 @@ impl<A: StateMachine> Proxy<A> {
         if self.config.destination == DestinationPolicy::Affinity {
             let affinity = self.cache.affinity();
             for (p, vars) in by_partition.iter_mut().filter(|(p, _)| **p != target) {
-                vars.retain(|v| !affinity.settled(v, *p, target, &self.cache));
+                vars.retain(|v| !affinity.settled(v, *p, target, self.cache.as_ref()));
                 if vars.len() < locations.iter().filter(|(_, at)| at == p).count() {
                     spread.push(*p);
                 }
@@ -587,7 +587,11 @@ impl<A: StateMachine> Proxy<A> {
                     .collect()
             }
             DestinationPolicy::Affinity => {
-                match self.cache.affinity().destination(by_partition, &self.cache) {
+                match self
+                    .cache
+                    .affinity()
+                    .destination(by_partition, self.cache.as_ref())
+                {
                     Some(p) => return p,
                     None => by_partition.keys().copied().collect(),
                 }
