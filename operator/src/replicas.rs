@@ -232,10 +232,15 @@ impl Counters {
     }
 }
 
+/// A `/metrics` text that is not the Prometheus exposition format.
+#[derive(Debug, Error)]
+#[error("not Prometheus metrics: {0}")]
+pub struct BadMetrics(#[from] std::io::Error);
+
 /// Counts of one replica's `/metrics` text: (executed commands, variable moves).
-pub fn replica_counts(text: &str) -> Result<(f64, f64), String> {
+pub fn replica_counts(text: &str) -> Result<(f64, f64), BadMetrics> {
     let lines = text.lines().map(|l| Ok(l.to_string()));
-    let scrape = prometheus_parse::Scrape::parse(lines).map_err(|e| e.to_string())?;
+    let scrape = prometheus_parse::Scrape::parse(lines)?;
     let (mut executed, mut moves) = (0.0, 0.0);
     for s in &scrape.samples {
         let value = match s.value {
@@ -277,10 +282,10 @@ pub async fn scrape(
                         let (be, bm) = best.unwrap_or((0.0, 0.0));
                         best = Some((be.max(e), bm.max(m)));
                     }
-                    Err(reason) => {
+                    Err(e) => {
                         last_error = Some(ReplicaError::Scrape {
                             addr: addr.clone(),
-                            reason,
+                            reason: e.to_string(),
                         })
                     }
                 },

@@ -18,20 +18,36 @@ pub const MAX_NAME: usize = 40;
 /// The image replicas run when neither the spec nor the operator says otherwise.
 pub const DEFAULT_IMAGE: &str = "dssmr:latest";
 
+/// Why a cluster name cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum BadClusterName {
+    /// Not a DNS-1123 label.
+    #[error(transparent)]
+    Label(#[from] dssmr_api::config::BadName),
+    /// Longer than [`MAX_NAME`]: the names of its pods and labels would exceed 63 characters.
+    #[error(
+        "{name:?} is {} characters; at most {MAX_NAME} (pod and label names built from it must \
+         stay within 63)",
+        name.len()
+    )]
+    TooLong {
+        /// The name given.
+        name: String,
+    },
+}
+
 /// A cluster name that is a DNS-1123 label of at most [`MAX_NAME`] characters.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ClusterName(String);
 
 impl ClusterName {
     /// Checks `name`.
-    pub fn new(name: &str) -> Result<Self, String> {
+    pub fn new(name: &str) -> Result<Self, BadClusterName> {
         dssmr_api::config::validate_name(name)?;
         if name.len() > MAX_NAME {
-            return Err(format!(
-                "{name:?} is {} characters; at most {MAX_NAME} (pod and label names built from it \
-                 must stay within 63)",
-                name.len()
-            ));
+            return Err(BadClusterName::TooLong {
+                name: name.to_string(),
+            });
         }
         Ok(ClusterName(name.to_string()))
     }
@@ -124,7 +140,7 @@ pub fn validate_against(
     };
     let name = cluster.metadata.name.clone().unwrap_or_default();
     let name = ClusterName::new(&name)
-        .map_err(|e| bad("metadata.name", e))
+        .map_err(|e| bad("metadata.name", e.to_string()))
         .ok();
     let spec = &cluster.spec;
     if spec.partitions == 0 {

@@ -34,7 +34,7 @@
 //! reading and (atomically) writing the file.
 
 use crate::ids::{GroupId, ORACLE};
-use crate::mode::{DestinationPolicy, Mode, DEFAULT_RETRY_THRESHOLD};
+use crate::mode::{DestinationPolicy, Mode, UnknownName, DEFAULT_RETRY_THRESHOLD};
 use crate::topology::Topology;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -125,12 +125,12 @@ impl fmt::Display for AppKind {
 }
 
 impl FromStr for AppKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         match s {
             "kv" => Ok(AppKind::Kv),
             "chirper" => Ok(AppKind::Chirper),
-            _ => Err(format!("unknown app {s:?} (expected kv or chirper)")),
+            _ => Err(UnknownName::new("app", s, "kv or chirper")),
         }
     }
 }
@@ -161,14 +161,12 @@ impl UserPlacement {
 }
 
 impl std::str::FromStr for UserPlacement {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         match s {
             "interest" => Ok(UserPlacement::Interest),
             "hash" => Ok(UserPlacement::Hash),
-            _ => Err(format!(
-                "unknown placement {s:?} (expected interest or hash)"
-            )),
+            _ => Err(UnknownName::new("placement", s, "interest or hash")),
         }
     }
 }
@@ -380,7 +378,7 @@ impl ClusterConfig {
             }
             for (r, addr) in group.members.iter().enumerate() {
                 let here = format!("{field}[{r}]");
-                check_address(addr).map_err(|reason| Invalid::new(&here, reason))?;
+                check_address(addr).map_err(|e| Invalid::new(&here, e.to_string()))?;
                 if let Some(first) = seen.insert(addr, here.clone()) {
                     return Err(Invalid::new(
                         &here,
@@ -460,11 +458,22 @@ impl Invalid {
 
 /// A DNS-1123 label: it becomes part of Kubernetes object names.
 fn check_name(name: &str) -> Result<(), Invalid> {
-    validate_name(name).map_err(|reason| Invalid::new("name", reason))
+    validate_name(name).map_err(|e| Invalid::new("name", e.to_string()))
+}
+
+/// A cluster name that is not a DNS-1123 label.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error(
+    "must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit, \
+     got {name:?}"
+)]
+pub struct BadName {
+    /// The name given.
+    pub name: String,
 }
 
 /// Checks a cluster name (a DNS-1123 label: it becomes part of Kubernetes object names).
-pub fn validate_name(name: &str) -> Result<(), String> {
+pub fn validate_name(name: &str) -> Result<(), BadName> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name
@@ -475,20 +484,35 @@ pub fn validate_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a letter or \
-             digit, got {name:?}"
-        ))
+        Err(BadName {
+            name: name.to_string(),
+        })
     }
 }
 
+/// A member address that is not `host:port`.
+#[derive(Debug, Error)]
+enum BadAddress {
+    /// No port, or a host that is neither a name nor an IP.
+    #[error("expected host:port, got {0:?}")]
+    Shape(String),
+    /// The port is not 1..=65535.
+    #[error("bad port {port:?} in {addr:?} (expected 1-65535)")]
+    Port { port: String, addr: String },
+}
+
 /// `host:port`, host a name or an IP (IPv6 in brackets), port 1..=65535.
-fn check_address(addr: &str) -> Result<(), String> {
-    let bad = || format!("expected host:port, got {addr:?}");
+fn check_address(addr: &str) -> Result<(), BadAddress> {
+    let bad = || BadAddress::Shape(addr.to_string());
     let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
     match port.parse::<u16>() {
         Ok(p) if p > 0 => {}
-        _ => return Err(format!("bad port {port:?} in {addr:?} (expected 1-65535)")),
+        _ => {
+            return Err(BadAddress::Port {
+                port: port.to_string(),
+                addr: addr.to_string(),
+            })
+        }
     }
     let host_ok = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         v6.parse::<std::net::Ipv6Addr>().is_ok()

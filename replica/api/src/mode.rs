@@ -5,6 +5,30 @@
 
 use serde::{Deserialize, Serialize};
 use std::str::FromStr;
+use thiserror::Error;
+
+/// A word on a command line or in a config that is not one of those accepted.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("unknown {what} {given:?} (expected {expected})")]
+pub struct UnknownName {
+    /// What the word should name (`mode`, `app`, ...).
+    pub what: &'static str,
+    /// The word given.
+    pub given: String,
+    /// The accepted words, as a phrase.
+    pub expected: &'static str,
+}
+
+impl UnknownName {
+    /// `given` is not a `what`; `expected` lists the accepted words.
+    pub fn new(what: &'static str, given: &str, expected: &'static str) -> Self {
+        UnknownName {
+            what,
+            given: given.to_string(),
+            expected,
+        }
+    }
+}
 
 /// Retries before a DS-SMR command falls back to S-SMR, unless the config says otherwise.
 pub const DEFAULT_RETRY_THRESHOLD: u32 = 5;
@@ -30,12 +54,12 @@ impl Mode {
 }
 
 impl FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         match s {
             "ssmr" | "s-smr" => Ok(Mode::Ssmr),
             "dssmr" | "ds-smr" => Ok(Mode::Dssmr),
-            _ => Err(format!("unknown mode {s:?} (expected ssmr or dssmr)")),
+            _ => Err(UnknownName::new("mode", s, "ssmr or dssmr")),
         }
     }
 }
@@ -67,14 +91,16 @@ impl DestinationPolicy {
 }
 
 impl FromStr for DestinationPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         match s {
             "random" => Ok(DestinationPolicy::Random),
             "majority" => Ok(DestinationPolicy::Majority),
             "affinity" => Ok(DestinationPolicy::Affinity),
-            _ => Err(format!(
-                "unknown destination policy {s:?} (expected random, majority or affinity)"
+            _ => Err(UnknownName::new(
+                "destination policy",
+                s,
+                "random, majority or affinity",
             )),
         }
     }

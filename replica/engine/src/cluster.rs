@@ -22,6 +22,57 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use thiserror::Error;
+
+/// Why a local cluster could not start, restart a replica, or hand out a client.
+#[derive(Debug, Error)]
+pub enum ClusterError {
+    /// Binding 127.0.0.1 listeners or building a replica's runtime failed.
+    #[error("local cluster: {0}")]
+    Io(#[from] std::io::Error),
+    /// A replica failed to start.
+    #[error("replica {ordinal} of group {group}: {source}")]
+    Replica {
+        /// Its group.
+        group: GroupId,
+        /// Its ordinal.
+        ordinal: usize,
+        /// Why.
+        #[source]
+        source: crate::node::NodeError,
+    },
+    /// A replica's start task panicked or was cancelled.
+    #[error("replica {ordinal} of group {group}: start task failed: {source}")]
+    Task {
+        /// Its group.
+        group: GroupId,
+        /// Its ordinal.
+        ordinal: usize,
+        /// Why.
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// A client of the cluster's groups could not be made.
+    #[error(transparent)]
+    Client(#[from] crate::group::ClientError),
+    /// The cluster has no such group.
+    #[error("no group {0}")]
+    NoGroup(GroupId),
+    /// A group elected no leader in time.
+    #[error("group {group} elected no leader within {timeout:?}")]
+    NoLeader {
+        /// The group.
+        group: GroupId,
+        /// How long it was given.
+        timeout: Duration,
+    },
+    /// Every replica of a group is down.
+    #[error("group {0} has no running replica")]
+    NoReplica(GroupId),
+}
+
+/// Result alias of this module.
+pub type Result<T, E = ClusterError> = std::result::Result<T, E>;
 
 /// Builds the application replicated by each group.
 pub type AppFactory = Arc<dyn Fn(GroupId) -> Box<dyn Application> + Send + Sync>;
@@ -116,7 +167,7 @@ struct Replica {
 
 impl LocalCluster {
     /// Starts every replica of every group and waits until each group has a leader.
-    pub async fn start(options: ClusterOptions) -> anyhow::Result<Self> {
+    pub async fn start(options: ClusterOptions) -> Result<Self> {
         let mut topology = Topology::default();
         let mut listeners = BTreeMap::new();
         let first = if options.oracle { 0 } else { 1 };
@@ -148,7 +199,7 @@ impl LocalCluster {
         group: GroupId,
         ordinal: usize,
         listener: Option<std::net::TcpListener>,
-    ) -> anyhow::Result<Replica> {
+    ) -> Result<Replica> {
         let storage = match &self.options.data_root {
             None => Storage::Memory,
             Some(root) => Storage::Disk(root.join(format!("g{}-r{}", group.0, ordinal))),
@@ -176,7 +227,19 @@ impl LocalCluster {
             .thread_name(format!("g{}-r{}", group.0, ordinal))
             .enable_all()
             .build()?;
-        let node = runtime.spawn(GroupNode::start(spec)).await??;
+        let node = runtime
+            .spawn(GroupNode::start(spec))
+            .await
+            .map_err(|source| ClusterError::Task {
+                group,
+                ordinal,
+                source,
+            })?
+            .map_err(|source| ClusterError::Replica {
+                group,
+                ordinal,
+                source,
+            })?;
         Ok(Replica { node, runtime })
     }
 
@@ -186,7 +249,7 @@ impl LocalCluster {
     }
 
     /// Clients of every group, for client proxies.
-    pub fn connections(&self) -> anyhow::Result<Connections> {
+    pub fn connections(&self) -> Result<Connections> {
         Ok(Connections::new(&self.topology)?)
     }
 
@@ -201,12 +264,12 @@ impl LocalCluster {
     }
 
     /// A client of group `g`.
-    pub fn client(&self, g: GroupId) -> anyhow::Result<GroupClient> {
+    pub fn client(&self, g: GroupId) -> Result<GroupClient> {
         let addrs = self
             .topology
             .groups
             .get(&g)
-            .ok_or_else(|| anyhow::anyhow!("no group {g}"))?;
+            .ok_or(ClusterError::NoGroup(g))?;
         Ok(GroupClient::new(g, addrs)?)
     }
 
@@ -229,7 +292,7 @@ impl LocalCluster {
     }
 
     /// Waits until every group has a leader.
-    pub async fn wait_for_leaders(&self, timeout: Duration) -> anyhow::Result<()> {
+    pub async fn wait_for_leaders(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         for g in self.groups() {
             loop {
@@ -237,7 +300,7 @@ impl LocalCluster {
                     break;
                 }
                 if Instant::now() > deadline {
-                    anyhow::bail!("group {g} elected no leader within {timeout:?}");
+                    return Err(ClusterError::NoLeader { group: g, timeout });
                 }
                 let mut watched = None;
                 for r in 0..self.options.replicas {
@@ -251,7 +314,7 @@ impl LocalCluster {
                         let _ =
                             tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
                     }
-                    None => anyhow::bail!("group {g} has no running replica"),
+                    None => return Err(ClusterError::NoReplica(g)),
                 }
             }
         }
@@ -273,7 +336,7 @@ impl LocalCluster {
     }
 
     /// Restarts replica `ordinal` of `g` on its old address (and data directory).
-    pub async fn restart(&mut self, g: GroupId, ordinal: usize) -> anyhow::Result<()> {
+    pub async fn restart(&mut self, g: GroupId, ordinal: usize) -> Result<()> {
         if self.node(g, ordinal).is_some() {
             return Ok(());
         }

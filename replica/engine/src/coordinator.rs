@@ -119,7 +119,7 @@ pub enum RequestError {
     Stopped,
     /// The application refused the message's payload.
     #[error("malformed command: {0}")]
-    InvalidPayload(String),
+    InvalidPayload(crate::app::InvalidCommand),
     /// The message was answered so long ago that its reply is no longer kept.
     #[error("message {0} was answered long ago; its reply is no longer kept")]
     ReplyForgotten(MsgId),

@@ -52,6 +52,28 @@ impl Actions {
     }
 }
 
+/// Why a group refuses a client's message before ordering it ([`Application::validate`]).
+#[derive(Debug, Error)]
+pub enum InvalidCommand {
+    /// The payload (or a value inside it) does not decode.
+    #[error(transparent)]
+    Undecodable(#[from] crate::command::CodecError),
+    /// The command is sent to a group that never executes that kind of command.
+    #[error("{0}")]
+    Misdirected(&'static str),
+    /// An admin command names a partition the oracle's cluster config does not have.
+    #[error(
+        "partition {partition} is not in this oracle's cluster config (partitions: {known:?}); \
+         restart the oracle with a config that has it"
+    )]
+    UnknownPartition {
+        /// The partition named.
+        partition: GroupId,
+        /// The partitions the oracle knows.
+        known: Vec<GroupId>,
+    },
+}
+
 /// Why an application snapshot could not be restored.
 #[derive(Debug, Error)]
 #[error("cannot restore application snapshot: {0}")]
@@ -68,7 +90,7 @@ pub trait Application: Send + Sync + 'static {
     /// with an error instead of entering the log. Called at the leader that receives the
     /// client's submission; what passes is still handled deterministically when delivered.
     /// Default: everything passes.
-    fn validate(&self, _msg: &McastMessage) -> Result<(), String> {
+    fn validate(&self, _msg: &McastMessage) -> Result<(), InvalidCommand> {
         Ok(())
     }
 

@@ -50,10 +50,15 @@ enum Done {
     /// openraft's append callback.
     Flushed(LogFlushed<TypeConfig>),
     /// A caller awaiting the write.
-    Notify(tokio::sync::oneshot::Sender<Result<(), String>>),
+    Notify(tokio::sync::oneshot::Sender<Result<(), WriteFailed>>),
     /// Nobody (best-effort metadata).
     Nothing,
 }
+
+/// A group commit of the log writer failed; every write of the batch reports the same error.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("log write failed: {0}")]
+struct WriteFailed(Arc<redb::Error>);
 
 struct WriteReq {
     meta: Vec<(&'static str, Vec<u8>)>,
@@ -89,7 +94,7 @@ impl Writer {
                     while let Ok(more) = rx.try_recv() {
                         batch.push(more);
                     }
-                    let result = write_batch(&db, &batch).map_err(|e| e.to_string());
+                    let result = write_batch(&db, &batch).map_err(|e| WriteFailed(Arc::new(e)));
                     for req in batch {
                         match req.done {
                             Done::Flushed(cb) => {

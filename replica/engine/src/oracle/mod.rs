@@ -6,7 +6,7 @@
 //! The oracle is the [`Application`] of one group; it never runs application commands and
 //! never waits for another group, so it can never block a partition that waits for it.
 
-use crate::app::{Actions, Application, RestoreError, StateMachine};
+use crate::app::{Actions, Application, InvalidCommand, RestoreError, StateMachine};
 use crate::command::{decode, encode, AdminOp, Command, Prophecy, Purpose, Reply, Transfer};
 use crate::ids::{GroupId, VarId, ORACLE};
 use crate::multicast::McastMessage;
@@ -336,25 +336,27 @@ impl Application for Oracle {
         }
     }
 
-    fn validate(&self, msg: &McastMessage) -> Result<(), String> {
-        match decode::<Command>(&msg.payload, "command").map_err(|e| e.to_string())? {
-            Command::Access { .. } => {
-                Err("access commands go to partitions, not to the oracle".into())
-            }
+    fn validate(&self, msg: &McastMessage) -> Result<(), InvalidCommand> {
+        use InvalidCommand::Misdirected;
+        match decode::<Command>(&msg.payload, "command")? {
+            Command::Access { .. } => Err(Misdirected(
+                "access commands go to partitions, not to the oracle",
+            )),
             Command::Create { .. } if msg.dests.iter().filter(|g| **g != ORACLE).count() != 1 => {
-                Err("a create goes to the oracle and exactly one partition".into())
+                Err(Misdirected(
+                    "a create goes to the oracle and exactly one partition",
+                ))
             }
-            Command::Move { from, to, .. } if from == to => {
-                Err("a move needs different source and destination partitions".into())
-            }
+            Command::Move { from, to, .. } if from == to => Err(Misdirected(
+                "a move needs different source and destination partitions",
+            )),
             Command::Admin(AdminOp::AddPartition(p) | AdminOp::DrainPartition(p))
                 if !self.known.contains(&p) =>
             {
-                Err(format!(
-                    "partition {p} is not in this oracle's cluster config (partitions: {:?}); \
-                     restart the oracle with a config that has it",
-                    self.known
-                ))
+                Err(InvalidCommand::UnknownPartition {
+                    partition: p,
+                    known: self.known.clone(),
+                })
             }
             _ => Ok(()),
         }

@@ -23,7 +23,7 @@
 //! * `create(v)`: waits for the oracle's decision (DS-SMR) or decides itself (S-SMR);
 //! * `delete(v)`: forgets `v` if it holds it.
 
-use crate::app::{Actions, Application, RestoreError, StateMachine, Store};
+use crate::app::{Actions, Application, InvalidCommand, RestoreError, StateMachine, Store};
 use crate::command::{decode, encode, Command, Execution, Reply, Transfer};
 use crate::ids::{GroupId, MsgId, VarId, ORACLE};
 use crate::multicast::McastMessage;
@@ -474,22 +474,26 @@ impl<A: StateMachine> Application for Partition<A> {
         }
     }
 
-    fn validate(&self, msg: &McastMessage) -> Result<(), String> {
-        let cmd = decode::<Command>(&msg.payload, "command").map_err(|e| e.to_string())?;
-        match cmd {
-            Command::Access { cmd, .. } => decode::<A::Command>(&cmd, "application command")
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            Command::Create { value, .. } => decode::<A::Value>(&value, "initial value")
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            Command::Consult { .. } => Err("consults go to the oracle, not to partitions".into()),
-            Command::Admin(_) => {
-                Err("administrative commands go to the oracle, not to partitions".into())
+    fn validate(&self, msg: &McastMessage) -> Result<(), InvalidCommand> {
+        use InvalidCommand::Misdirected;
+        match decode::<Command>(&msg.payload, "command")? {
+            Command::Access { cmd, .. } => {
+                decode::<A::Command>(&cmd, "application command")?;
+                Ok(())
             }
-            Command::Move { from, to, .. } if from == to => {
-                Err("a move needs different source and destination partitions".into())
+            Command::Create { value, .. } => {
+                decode::<A::Value>(&value, "initial value")?;
+                Ok(())
             }
+            Command::Consult { .. } => {
+                Err(Misdirected("consults go to the oracle, not to partitions"))
+            }
+            Command::Admin(_) => Err(Misdirected(
+                "administrative commands go to the oracle, not to partitions",
+            )),
+            Command::Move { from, to, .. } if from == to => Err(Misdirected(
+                "a move needs different source and destination partitions",
+            )),
             _ => Ok(()),
         }
     }

@@ -18,6 +18,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use std::sync::Arc;
+use thiserror::Error;
 
 /// Committed entries a ready replica may still have to apply (apply work in flight under load).
 pub const READY_LAG: u64 = 64;
@@ -91,43 +92,69 @@ async fn readyz(State(p): State<Arc<Probe>>) -> (StatusCode, String) {
     }
 }
 
+/// Why a replica is not ready (`/readyz` answers 503 with it).
+#[derive(Debug, Error)]
+pub enum NotReady {
+    /// Raft is not running.
+    #[error("raft stopped: {0}")]
+    RaftStopped(String),
+    /// The replica is not (yet) a voter of its group.
+    #[error("not a voter of its group (yet)")]
+    NotAVoter,
+    /// The replica knows no leader of its group.
+    #[error("no known leader")]
+    NoLeader,
+    /// The replica leads, but no quorum acknowledged it for this long.
+    #[error("leader without a quorum for {0} ms")]
+    LeaderWithoutQuorum(u64),
+    /// The replica leads, and no quorum acknowledged it yet.
+    #[error("leader without a quorum yet")]
+    LeaderNotAcknowledged,
+    /// The replica applied fewer entries than it knows to be committed.
+    #[error("catching up: applied {applied} of {committed} committed entries")]
+    CatchingUp {
+        /// Entries applied.
+        applied: u64,
+        /// Entries known committed.
+        committed: u64,
+    },
+}
+
 /// Why the replica is not ready, if it is not.
-pub async fn readiness(p: &Probe) -> Result<(), String> {
+pub async fn readiness(p: &Probe) -> Result<(), NotReady> {
     let m = p.raft.metrics().borrow().clone();
     m.running_state
         .as_ref()
-        .map_err(|e| format!("raft stopped: {e}"))?;
+        .map_err(|e| NotReady::RaftStopped(e.to_string()))?;
     let voter = m
         .membership_config
         .membership()
         .voter_ids()
         .any(|id| id == p.node_id);
     if !voter {
-        return Err("not a voter of its group (yet)".into());
+        return Err(NotReady::NotAVoter);
     }
     if m.current_leader.is_none() {
-        return Err("no known leader".into());
+        return Err(NotReady::NoLeader);
     }
     if m.current_leader == Some(p.node_id) {
         // A leader cut off from its followers still believes it leads: ready only while a
         // quorum acknowledges it.
         match m.millis_since_quorum_ack {
             Some(ms) if ms <= LEADER_QUORUM_MS => {}
-            Some(ms) => return Err(format!("leader without a quorum for {ms} ms")),
-            None => return Err("leader without a quorum yet".into()),
+            Some(ms) => return Err(NotReady::LeaderWithoutQuorum(ms)),
+            None => return Err(NotReady::LeaderNotAcknowledged),
         }
     }
     let committed = p
         .raft
         .with_raft_state(|st| st.committed.map(|c| c.index))
         .await
-        .map_err(|e| format!("raft stopped: {e}"))?
+        .map_err(|e| NotReady::RaftStopped(e.to_string()))?
         .unwrap_or(0);
     let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
     if committed > applied + READY_LAG {
-        return Err(format!(
-            "catching up: applied {applied} of {committed} committed entries"
-        ));
+        return Err(NotReady::CatchingUp { applied, committed });
     }
     Ok(())
 }
