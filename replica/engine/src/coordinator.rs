@@ -203,12 +203,19 @@ impl Coordinator {
 
     /// Serves a client multicast addressed to this group: answers with the application's reply
     /// once the message is delivered and answered here.
+    #[tracing::instrument(
+        level = "debug",
+        name = "submit",
+        skip_all,
+        fields(group = %self.group, msg = tracing::field::Empty)
+    )]
     pub async fn multicast(
         &self,
         req: proto::MulticastRequest,
     ) -> Result<(proto::multicast_reply::Outcome, Vec<u8>), RequestError> {
         use proto::multicast_reply::Outcome;
         let msg = McastMessage::from_proto(req.message, self.known_group())?;
+        tracing::Span::current().record("msg", tracing::field::display(msg.id));
         if req.group != self.group.0 {
             return Err(MessageError::WrongReceiver {
                 addressed: req.group,

@@ -342,6 +342,12 @@ impl<A: StateMachine> Proxy<A> {
     }
 
     /// Executes an application command and returns its reply.
+    #[tracing::instrument(
+        level = "debug",
+        name = "access",
+        skip_all,
+        fields(sender = %format_args!("{:x}", self.sender), mode = self.config.mode.name())
+    )]
     pub async fn access(&self, cmd: &A::Command) -> Result<A::Reply, ProxyError> {
         bump(&self.stats.commands, 1);
         let r = match self.config.mode {

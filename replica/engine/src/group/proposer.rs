@@ -51,6 +51,12 @@ impl Proposer {
     }
 
     /// Proposes `op` and waits until it is committed and applied here.
+    #[tracing::instrument(
+        level = "debug",
+        name = "propose",
+        skip_all,
+        fields(op = op.name(), msg = op.msg_id().map(tracing::field::display))
+    )]
     pub async fn propose(&self, op: Op) -> Result<(), ProposeError> {
         let (done, rx) = oneshot::channel();
         self.tx

@@ -42,6 +42,28 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The operation's name, for logs and spans.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Start(_) => "start",
+            Op::Final { .. } => "final",
+            Op::ChannelSend { .. } => "channel_send",
+            Op::ChannelReceive { .. } => "channel_receive",
+            Op::ChannelTrim { .. } => "channel_trim",
+        }
+    }
+
+    /// The multicast message the operation orders, if it orders one.
+    pub fn msg_id(&self) -> Option<MsgId> {
+        match self {
+            Op::Start(m) => Some(m.id),
+            Op::Final { id, .. } => Some(*id),
+            _ => None,
+        }
+    }
+}
+
 /// A log entry: a batch of operations proposed together.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {

@@ -319,6 +319,12 @@ impl Oracle {
 }
 
 impl Application for Oracle {
+    #[tracing::instrument(
+        level = "debug",
+        name = "deliver",
+        skip_all,
+        fields(group = %ORACLE, msg = %msg.id, ts)
+    )]
     fn deliver(&mut self, msg: &McastMessage, ts: u64, actions: &mut Actions) {
         let reply = self.execute(msg, actions);
         let kind = decode::<Command>(&msg.payload, "command")

@@ -444,6 +444,12 @@ impl<A: StateMachine> Partition<A> {
 }
 
 impl<A: StateMachine> Application for Partition<A> {
+    #[tracing::instrument(
+        level = "debug",
+        name = "deliver",
+        skip_all,
+        fields(group = %self.me, msg = %msg.id, ts)
+    )]
     fn deliver(&mut self, msg: &McastMessage, ts: u64, actions: &mut Actions) {
         match decode::<Command>(&msg.payload, "command") {
             Ok(cmd) => {
