@@ -354,8 +354,12 @@ impl<A: StateMachine> Proxy<A> {
             Mode::Ssmr => self.access_ssmr(cmd).await,
             Mode::Dssmr => self.access_dssmr(cmd).await,
         };
-        if r.is_ok() {
-            bump(&self.stats.completed, 1);
+        match &r {
+            Ok(_) => {
+                bump(&self.stats.completed, 1);
+                tracing::debug!("done");
+            }
+            Err(e) => tracing::debug!(error = %e, "failed"),
         }
         r
     }

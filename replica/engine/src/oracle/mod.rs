@@ -330,7 +330,9 @@ impl Application for Oracle {
         let kind = decode::<Command>(&msg.payload, "command")
             .map(|c| CommandKind::of(&c))
             .unwrap_or(CommandKind::Consult);
-        self.commands.add(kind, CommandOutcome::of(&reply));
+        let outcome = CommandOutcome::of(&reply);
+        tracing::debug!(kind = kind.name(), outcome = outcome.name(), "executed");
+        self.commands.add(kind, outcome);
         actions.reply(msg.id, ts, encode(&reply));
     }
 

@@ -166,9 +166,15 @@ impl<A: StateMachine> Partition<A> {
             match self.finish(&head) {
                 Step::Blocked => return,
                 Step::Finished(reply) => {
-                    self.counters
-                        .commands
-                        .add(CommandKind::of(&head.cmd), CommandOutcome::of(&reply));
+                    let (kind, outcome) = (CommandKind::of(&head.cmd), CommandOutcome::of(&reply));
+                    tracing::debug!(
+                        group = %self.me,
+                        msg = %head.id,
+                        kind = kind.name(),
+                        outcome = outcome.name(),
+                        "executed"
+                    );
+                    self.counters.commands.add(kind, outcome);
                     self.state.queue.pop_front();
                     self.state.inbox.remove(&head.id);
                     self.state.head_started = false;
