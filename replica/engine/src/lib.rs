@@ -26,14 +26,16 @@
 //! - [`server`]: the replica process (config, metrics, HTTP probes);
 //! - [`cluster`]: a local cluster in one process (tests, benchmarks, the demo).
 
+#![warn(unreachable_pub)]
+
 pub use dssmr_api::{channel, config, ids, mode, proto, telemetry, topology};
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod app;
 pub mod client;
 pub mod cluster;
 pub mod command;
-pub mod coordinator;
+pub(crate) mod coordinator;
 pub mod group;
 pub mod multicast;
 pub mod node;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Variables moved by one move command of the drainer.
-pub const DRAIN_BATCH: usize = 64;
+pub(crate) const DRAIN_BATCH: usize = 64;
 /// Pause between drain rounds when there is nothing to do (or after a failure).
 const IDLE: Duration = Duration::from_millis(200);
 /// How long one move may take.
@@ -21,7 +21,7 @@ const MOVE_DEADLINE: Duration = Duration::from_secs(10);
 
 /// One drain step: the move to issue.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DrainMove {
+pub(crate) struct DrainMove {
     /// The draining partition.
     pub from: GroupId,
     /// The active partition receiving its variables.
@@ -31,7 +31,7 @@ pub struct DrainMove {
 }
 
 /// The next move that drains a partition, decided from the oracle's map (pure).
-pub fn next_move(oracle: &Oracle) -> Option<DrainMove> {
+pub(crate) fn next_move(oracle: &Oracle) -> Option<DrainMove> {
     oracle.draining().into_iter().find_map(|from| {
         let to = oracle.emptiest_active(from)?;
         let vars = oracle.variables_in(from, DRAIN_BATCH);
@@ -40,7 +40,7 @@ pub fn next_move(oracle: &Oracle) -> Option<DrainMove> {
 }
 
 /// Runs forever on an oracle replica: while it leads, issues the moves [`next_move`] asks for.
-pub async fn run_drainer(
+pub(crate) async fn run_drainer(
     shared: Arc<Shared>,
     coordinator: Arc<Coordinator>,
     topology: Topology,

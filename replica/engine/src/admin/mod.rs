@@ -13,10 +13,10 @@
 //!   the partitions a command involves); the drainer moves them out again, and since nothing
 //!   new is placed there the partition empties.
 
-pub mod drain;
-pub mod service;
+pub(crate) mod drain;
+pub(crate) mod service;
 
-pub use service::AdminService;
+pub(crate) use service::AdminService;
 
 use crate::ids::ORACLE;
 use crate::node::{NodeParts, ReplicaServices};
@@ -24,7 +24,7 @@ use crate::proto::admin_server::AdminServer;
 
 /// The admin service of a replica, and at an oracle replica the drainer: what the replica
 /// server and local clusters add to every replica they start ([`crate::node::ReplicaSpec`]).
-pub fn replica_services() -> ReplicaServices {
+pub(crate) fn replica_services() -> ReplicaServices {
     Box::new(|parts: NodeParts<'_>, routes| {
         let admin = AdminService::new(
             parts.group,

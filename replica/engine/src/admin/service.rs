@@ -33,7 +33,7 @@ const COMMAND_DEADLINE: Duration = Duration::from_secs(10);
 type Member = (String, AdminClient<Channel>);
 
 /// What the admin service of one replica works with.
-pub struct AdminService {
+pub(crate) struct AdminService {
     group: GroupId,
     ordinal: usize,
     addr: String,
@@ -50,7 +50,7 @@ pub struct AdminService {
 
 impl AdminService {
     /// The service of replica `ordinal` (listening on `addr`) of `group`.
-    pub fn new(
+    pub(crate) fn new(
         group: GroupId,
         ordinal: usize,
         addr: String,

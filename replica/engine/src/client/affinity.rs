@@ -33,16 +33,16 @@ pub trait Locations {
 }
 
 /// Neighbours kept per variable (the heaviest; a lighter one is dropped to admit a new one).
-pub const MAX_NEIGHBOURS: usize = 48;
+pub(crate) const MAX_NEIGHBOURS: usize = 48;
 
 /// Co-access weight a variable needs at its partition before it counts as settled there.
-pub const SETTLED_WEIGHT: u64 = 2;
+pub(crate) const SETTLED_WEIGHT: u64 = 2;
 
 /// How many times its weight at the destination a variable's weight where it is must be for
 /// it to count as settled. Above 1, so that a community split evenly over two partitions
 /// (about as many neighbours on each side) keeps moving until one side wins, instead of
 /// freezing with every command between the halves running spread.
-pub const SETTLED_FACTOR: u64 = 2;
+pub(crate) const SETTLED_FACTOR: u64 = 2;
 
 /// Co-access counts, shared by the proxies of a process.
 #[derive(Debug, Default)]

@@ -2,8 +2,8 @@
 //! destination policies, and the client process's metrics. Talking to one group (leader
 //! finding, redirects, retries) is [`crate::group::client`].
 
-pub mod affinity;
-pub mod cache;
+pub(crate) mod affinity;
+pub(crate) mod cache;
 pub mod metrics;
 pub mod proxy;
 

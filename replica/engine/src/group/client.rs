@@ -7,12 +7,11 @@
 
 use crate::channel::lazy_channel;
 use crate::group::faults::Faults;
-pub use crate::group::state_machine::Completion;
+pub(crate) use crate::group::state_machine::Completion;
 use crate::ids::GroupId;
 use crate::multicast::McastMessage;
 use crate::proto::group_client::GroupClient as RpcClient;
 use crate::proto::{self, LeaderHint};
-pub use crate::topology::Topology;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,7 +20,7 @@ use std::time::{Duration, Instant};
 /// Longest wait for one member's answer before trying the next: longer than a healthy group
 /// takes to deliver even a multi-group message under load, short enough that a partitioned
 /// leader does not hold clients for long.
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 use thiserror::Error;
 use tonic::transport::Channel;
 

@@ -11,12 +11,12 @@
 //! replicated state it applies entries to; the leader-side runtime that drives them is
 //! [`crate::coordinator`], and a running replica is assembled in [`crate::node`].
 
-pub mod client;
-pub mod faults;
+pub(crate) mod client;
+pub(crate) mod faults;
 pub mod log_store;
-pub mod network;
-pub mod proposer;
-pub mod replies;
+pub(crate) mod network;
+pub(crate) mod proposer;
+pub(crate) mod replies;
 pub mod state;
 pub mod state_machine;
 pub mod types;

@@ -24,24 +24,24 @@ use serde::Serialize;
 use std::sync::Arc;
 use tonic::transport::Channel;
 
-pub use crate::channel::lazy_channel;
+pub(crate) use crate::channel::lazy_channel;
 
 /// Creates connections to the other replicas of the group.
 #[derive(Clone)]
-pub struct Network {
+pub(crate) struct Network {
     self_addr: String,
     faults: Arc<Faults>,
 }
 
 impl Network {
     /// The network of the replica listening on `self_addr`.
-    pub fn new(self_addr: String, faults: Arc<Faults>) -> Self {
+    pub(crate) fn new(self_addr: String, faults: Arc<Faults>) -> Self {
         Network { self_addr, faults }
     }
 }
 
 /// A connection to one peer replica.
-pub struct Connection {
+pub(crate) struct Connection {
     target: NodeId,
     addr: String,
     self_addr: String,

@@ -13,9 +13,9 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// Most operations in one log entry.
-pub const MAX_BATCH: usize = 2048;
+pub(crate) const MAX_BATCH: usize = 2048;
 /// Entries proposed and not yet applied at once.
-pub const MAX_ENTRIES_IN_FLIGHT: usize = 4;
+pub(crate) const MAX_ENTRIES_IN_FLIGHT: usize = 4;
 
 /// Why a proposal did not commit.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
 /// Replies kept per sender.
-pub const REPLY_WINDOW: usize = 16;
+pub(crate) const REPLY_WINDOW: usize = 16;
 
 /// What the group knows of the reply to one message.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 //! Nothing here does I/O: the leader-side exchanges that drive these state machines (announces,
 //! channel transmissions) live in [`crate::coordinator`].
 
-pub mod channel;
+pub(crate) mod channel;
 pub mod message;
 pub mod skeen;
 

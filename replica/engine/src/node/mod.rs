@@ -7,8 +7,8 @@
 //! members). [`GroupNode::crash`] stops everything abruptly, as a killed process: with disk
 //! storage a new `start` on the same directory recovers vote, log and state.
 
-pub mod handover;
-pub mod service;
+pub(crate) mod handover;
+pub(crate) mod service;
 
 pub use handover::{hand_over, Handover, HandoverError};
 

@@ -12,13 +12,13 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 /// Serves openraft RPCs from the other replicas of the group.
-pub struct RaftService {
+pub(crate) struct RaftService {
     raft: Raft,
 }
 
 impl RaftService {
     /// Serves `raft`.
-    pub fn new(raft: Raft) -> Self {
+    pub(crate) fn new(raft: Raft) -> Self {
         RaftService { raft }
     }
 }
@@ -85,13 +85,13 @@ impl proto::raft_server::Raft for RaftService {
 }
 
 /// Serves multicast submissions, timestamp announces and channel transmissions.
-pub struct GroupService {
+pub(crate) struct GroupService {
     coordinator: Arc<Coordinator>,
 }
 
 impl GroupService {
     /// Serves through `coordinator`.
-    pub fn new(coordinator: Arc<Coordinator>) -> Self {
+    pub(crate) fn new(coordinator: Arc<Coordinator>) -> Self {
         GroupService { coordinator }
     }
 }

@@ -9,7 +9,7 @@
 use crate::ids::{GroupId, ORACLE};
 
 /// A group as written on the command line: `oracle`, `p<N>` or `<N>` (partition N, from 1).
-pub fn parse_group(text: &str) -> Result<GroupId, String> {
+pub(crate) fn parse_group(text: &str) -> Result<GroupId, String> {
     if text == "oracle" {
         return Ok(ORACLE);
     }
@@ -23,7 +23,7 @@ pub fn parse_group(text: &str) -> Result<GroupId, String> {
 }
 
 /// Group and ordinal of pod `pod` of cluster `cluster`.
-pub fn parse_pod_name(cluster: &str, pod: &str) -> Result<(GroupId, usize), String> {
+pub(crate) fn parse_pod_name(cluster: &str, pod: &str) -> Result<(GroupId, usize), String> {
     let shape = || {
         format!(
             "{pod:?} is not a pod of cluster {cluster:?} \
@@ -44,7 +44,7 @@ pub fn parse_pod_name(cluster: &str, pod: &str) -> Result<(GroupId, usize), Stri
 }
 
 /// Resolves the replica's identity: `group` and `ordinal` flags first, then `pod_name`.
-pub fn resolve(
+pub(crate) fn resolve(
     cluster: &str,
     group: Option<&str>,
     ordinal: Option<usize>,

@@ -29,7 +29,7 @@ use prometheus::{
     TextEncoder,
 };
 
-pub use crate::ids::group_label;
+pub(crate) use crate::ids::group_label;
 
 /// The metrics of one replica process: one registry, registered once at start.
 pub struct ReplicaMetrics {

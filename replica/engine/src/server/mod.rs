@@ -10,8 +10,8 @@
 //! disk (fsync before acknowledging), so a replica killed at any point restarts from them.
 
 pub mod http;
-pub mod identity;
-pub mod metrics;
+pub(crate) mod identity;
+pub(crate) mod metrics;
 
 use crate::app::chirper::Chirper;
 use crate::app::kv::Kv;
