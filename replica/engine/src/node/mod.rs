@@ -189,28 +189,7 @@ impl GroupNode {
                 ordinal: spec.ordinal,
             })?;
         let node_id = node_id_of_ordinal(spec.ordinal);
-        let listener = match spec.listener {
-            Some(l) => {
-                l.set_nonblocking(true).map_err(|source| NodeError::Bind {
-                    addr: addr.clone(),
-                    source,
-                })?;
-                TcpListener::from_std(l).map_err(|source| NodeError::Bind {
-                    addr: addr.clone(),
-                    source,
-                })?
-            }
-            None => {
-                let listen = spec.listen.clone().unwrap_or_else(|| addr.clone());
-                TcpListener::bind(&listen)
-                    .await
-                    .map_err(|source| NodeError::Bind {
-                        addr: listen.clone(),
-                        source,
-                    })?
-            }
-        };
-
+        let listener = bind(spec.listener, spec.listen.as_deref(), &addr).await?;
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut state = GroupState::new(spec.group, spec.app);
         state.skeen.set_rule(spec.delivery_rule);
@@ -220,22 +199,16 @@ impl GroupNode {
             Storage::Disk(dir) => (LogStore::open(dir)?, Some(dir.clone())),
         };
         let sm = StateMachineStore::open(shared.clone(), dir)?;
-        let config = Config {
-            cluster_name: format!("dssmr-{}", spec.group),
-            heartbeat_interval: spec.tuning.heartbeat_ms,
-            election_timeout_min: spec.tuning.election_min_ms,
-            election_timeout_max: spec.tuning.election_max_ms,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(spec.tuning.snapshot_every),
-            max_in_snapshot_log_to_keep: 1000,
-            max_payload_entries: 256,
-            ..Default::default()
-        }
-        .validate()
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
-        let network = Network::new(addr.clone(), spec.faults.clone());
-        let raft = Raft::new(node_id, Arc::new(config), network, log, sm)
-            .await
-            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let raft = start_raft(
+            spec.group,
+            node_id,
+            &spec.tuning,
+            &addr,
+            &spec.faults,
+            log,
+            sm,
+        )
+        .await?;
 
         let proposer = Proposer::spawn(raft.clone());
         let coordinator = Coordinator::new(CoordinatorParts {
@@ -289,20 +262,7 @@ impl GroupNode {
         }));
 
         if spec.ordinal == 0 {
-            let initialized = raft
-                .is_initialized()
-                .await
-                .map_err(|e| NodeError::Raft(e.to_string()))?;
-            if !initialized {
-                let nodes: BTreeMap<NodeId, BasicNode> = members
-                    .iter()
-                    .enumerate()
-                    .map(|(i, a)| (node_id_of_ordinal(i), BasicNode::new(a)))
-                    .collect();
-                raft.initialize(nodes)
-                    .await
-                    .map_err(|e| NodeError::Raft(e.to_string()))?;
-            }
+            bootstrap(&raft, &members).await?;
         }
         tracing::info!(%group, node_id, %addr, "replica started");
         Ok(GroupNode {
@@ -385,6 +345,87 @@ impl GroupNode {
             .propose(Op::ChannelSend { dst, payload })
             .await
     }
+}
+
+/// The replica's gRPC listener: the one the caller bound, or one bound on `listen` (default:
+/// the member address `addr`).
+async fn bind(
+    listener: Option<std::net::TcpListener>,
+    listen: Option<&str>,
+    addr: &str,
+) -> Result<TcpListener, NodeError> {
+    let addr = addr.to_string();
+    let listener = match listener {
+        Some(l) => {
+            l.set_nonblocking(true).map_err(|source| NodeError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+            TcpListener::from_std(l).map_err(|source| NodeError::Bind {
+                addr: addr.clone(),
+                source,
+            })?
+        }
+        None => {
+            let listen = listen.map(str::to_string).unwrap_or_else(|| addr.clone());
+            TcpListener::bind(&listen)
+                .await
+                .map_err(|source| NodeError::Bind {
+                    addr: listen.clone(),
+                    source,
+                })?
+        }
+    };
+    Ok(listener)
+}
+
+/// Starts the group's Raft on this replica with its storage and network.
+async fn start_raft(
+    group: GroupId,
+    node_id: NodeId,
+    tuning: &RaftTuning,
+    addr: &str,
+    faults: &Arc<Faults>,
+    log: LogStore,
+    sm: StateMachineStore,
+) -> Result<Raft, NodeError> {
+    let config = Config {
+        cluster_name: format!("dssmr-{}", group),
+        heartbeat_interval: tuning.heartbeat_ms,
+        election_timeout_min: tuning.election_min_ms,
+        election_timeout_max: tuning.election_max_ms,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_every),
+        max_in_snapshot_log_to_keep: 1000,
+        max_payload_entries: 256,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let network = Network::new(addr.to_string(), faults.clone());
+    let raft = Raft::new(node_id, Arc::new(config), network, log, sm)
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    Ok(raft)
+}
+
+/// Initialises a fresh group with every member as a voter (ordinal 0 does it; a group that
+/// is already initialised is left as it is).
+async fn bootstrap(raft: &Raft, members: &[String]) -> Result<(), NodeError> {
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    if !initialized {
+        let nodes: BTreeMap<NodeId, BasicNode> = members
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (node_id_of_ordinal(i), BasicNode::new(a)))
+            .collect();
+        raft.initialize(nodes)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// A histogram nobody reads, for replicas started without metrics (tests, local clusters).
