@@ -331,8 +331,77 @@ fn stateful_set(c: &ValidatedCluster, g: &Group, config_yaml: &str) -> StatefulS
     let labels = selector(c, g);
     let mut node_selector = profile_node_selector(c.spec.placement.hardware_profile);
     node_selector.extend(role.node_selector.clone());
-    // Replicas of one group on different hosts: preferred (hard would leave small test
-    // clusters unschedulable), plus an even spread over hosts.
+    let (affinity, spread) = spread_over_hosts(role, &labels);
+    let container = replica_container(c);
+    let (volumes, claims) = data_volumes(c);
+    let mut pod_labels = cluster_labels(c);
+    pod_labels.extend(labels.clone());
+    StatefulSet {
+        metadata: meta(
+            c,
+            name.clone(),
+            BTreeMap::from([(GROUP_LABEL.into(), g.label.clone())]),
+        ),
+        spec: Some(StatefulSetSpec {
+            replicas: Some(g.replicas as i32),
+            service_name: Some(name),
+            pod_management_policy: Some("Parallel".into()),
+            selector: LabelSelector {
+                match_labels: Some(labels),
+                ..Default::default()
+            },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.into(),
+                        config_hash(config_yaml),
+                    )])),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    node_selector: (!node_selector.is_empty()).then_some(node_selector),
+                    affinity: Some(affinity),
+                    tolerations: (!role.tolerations.is_empty()).then(|| role.tolerations.clone()),
+                    topology_spread_constraints: Some(spread),
+                    termination_grace_period_seconds: Some(30),
+                    security_context: Some(PodSecurityContext {
+                        run_as_user: Some(USER),
+                        run_as_group: Some(USER),
+                        fs_group: Some(USER),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+            },
+            volume_claim_templates: claims,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A stable hash of the config (FNV-1a), so pods restart when their config changes.
+fn config_hash(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Replicas of one group on different hosts: preferred anti-affinity (hard would leave small
+/// test clusters unschedulable), plus an even spread over hosts, added to the role's own.
+fn spread_over_hosts(
+    role: &RolePlacement,
+    labels: &BTreeMap<String, String>,
+) -> (
+    k8s_openapi::api::core::v1::Affinity,
+    Vec<TopologySpreadConstraint>,
+) {
     let mut affinity = role.affinity.clone().unwrap_or_default();
     let mut anti = affinity.pod_anti_affinity.take().unwrap_or_default();
     anti.preferred_during_scheduling_ignored_during_execution
@@ -361,6 +430,12 @@ fn stateful_set(c: &ValidatedCluster, g: &Group, config_yaml: &str) -> StatefulS
     }];
     spread.extend(role.topology_spread_constraints.clone());
 
+    (affinity, spread)
+}
+
+/// The replica container: `dssmr replica` with the mounted config, its ports, probes on
+/// `/readyz` and `/healthz`, non-root with a read-only root filesystem.
+fn replica_container(c: &ValidatedCluster) -> Container {
     let probe = |path: &str, period: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.into()),
@@ -370,7 +445,7 @@ fn stateful_set(c: &ValidatedCluster, g: &Group, config_yaml: &str) -> StatefulS
         period_seconds: Some(period),
         ..Default::default()
     };
-    let container = Container {
+    Container {
         name: "replica".into(),
         image: Some(c.image.clone()),
         args: Some(
@@ -439,7 +514,12 @@ fn stateful_set(c: &ValidatedCluster, g: &Group, config_yaml: &str) -> StatefulS
             },
         ]),
         ..Default::default()
-    };
+    }
+}
+
+/// The config volume, and the data directory: a claim per replica when the spec asks for
+/// storage, else an emptyDir volume.
+fn data_volumes(c: &ValidatedCluster) -> (Vec<Volume>, Option<Vec<PersistentVolumeClaim>>) {
     let mut volumes = vec![Volume {
         name: "config".into(),
         config_map: Some(ConfigMapVolumeSource {
@@ -477,63 +557,7 @@ fn stateful_set(c: &ValidatedCluster, g: &Group, config_yaml: &str) -> StatefulS
             None
         }
     };
-    let mut pod_labels = cluster_labels(c);
-    pod_labels.extend(labels.clone());
-    StatefulSet {
-        metadata: meta(
-            c,
-            name.clone(),
-            BTreeMap::from([(GROUP_LABEL.into(), g.label.clone())]),
-        ),
-        spec: Some(StatefulSetSpec {
-            replicas: Some(g.replicas as i32),
-            service_name: Some(name),
-            pod_management_policy: Some("Parallel".into()),
-            selector: LabelSelector {
-                match_labels: Some(labels),
-                ..Default::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.into(),
-                        config_hash(config_yaml),
-                    )])),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![container],
-                    volumes: Some(volumes),
-                    node_selector: (!node_selector.is_empty()).then_some(node_selector),
-                    affinity: Some(affinity),
-                    tolerations: (!role.tolerations.is_empty()).then(|| role.tolerations.clone()),
-                    topology_spread_constraints: Some(spread),
-                    termination_grace_period_seconds: Some(30),
-                    security_context: Some(PodSecurityContext {
-                        run_as_user: Some(USER),
-                        run_as_group: Some(USER),
-                        fs_group: Some(USER),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-            },
-            volume_claim_templates: claims,
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// A stable hash of the config (FNV-1a), so pods restart when their config changes.
-fn config_hash(text: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    (volumes, claims)
 }
 
 #[cfg(test)]
