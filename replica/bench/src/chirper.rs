@@ -1,9 +1,11 @@
 //! Chirper (§5.2) under closed-loop load: the workloads of §6.1 on S-SMR or DS-SMR. Used by
 //! `dssmr demo` (one workload, both modes) and `dssmr bench chirper` (workloads × partition
-//! counts × modes, [`run_points`]).
+//! counts × modes, [`crate::run_points`]); [`ChirperBench`] is a [`ClosedLoop`] workload of the
+//! crate's one run loop ([`crate::run`]).
 //!
-//! Setup: a seeded [`SocialGraph`] is generated, a local cluster started ([`run`]) or a running
-//! one used ([`run_against`]), and every user created through client proxies, concurrently,
+//! Setup: a seeded [`SocialGraph`] is generated, and on a local cluster ([`crate::run_local`])
+//! or a running one ([`crate::run_against`]) every user is created through the client proxies
+//! ([`crate::run::setup_each`]), concurrently,
 //! with its follow edges already in its initial [`User`] value, so loading the graph needs no
 //! follow commands. Where a user lands is the app's placement ([`UserPlacement`]: a hash of the
 //! id by default, or the interest rule f(uid)), the same under both modes: the oracle applies
@@ -31,7 +33,7 @@
 //!
 //! With a [`BenchHistory`], every command is recorded, the creates of the setup included (so a
 //! history holds the initial graph): `invoke`, then `ok` with the reply, `fail` when the proxy
-//! reports [`ProxyError::Rejected`], or `info` for [`ProxyError::Indeterminate`], after which
+//! reports [`ProxyError::Rejected`](dssmr_engine::client::ProxyError::Rejected), or `info` for [`ProxyError::Indeterminate`](dssmr_engine::client::ProxyError::Indeterminate), after which
 //! the client carries on under a fresh process id. Process ids come from the
 //! [`BenchHistory`], so several runs can share one history. The encoding is the app's
 //! ([`dssmr_engine::app::chirper::json`]).
@@ -39,25 +41,22 @@
 //! This module generates Chirper load; it changes nothing in the engine, encodes no JSON and
 //! owns no run loop.
 
-use crate::run::{mode_label, ClosedLoop, RunOutcome, RunShape};
+use crate::run::{
+    mode_label, setup_command, setup_each, ClosedLoop, CommandJson, ReplyJson, RunOutcome, RunShape,
+};
 use crate::{recorded, BenchHistory, Error, Measurement, Result};
 use dssmr_engine::app::chirper::graph::{GraphSpec, SocialGraph};
 use dssmr_engine::app::chirper::json::{command_json, create_json, created_json, reply_json};
-use dssmr_engine::app::chirper::{
-    user_var, Chirper, ChirperCommand, ChirperReply, User, UserId, UserPlacement,
-};
-use dssmr_engine::client::{Created, DestinationPolicy, Mode, Proxy, ProxyConfig, ProxyError};
+use dssmr_engine::app::chirper::{user_var, Chirper, ChirperCommand, User, UserId, UserPlacement};
+use dssmr_engine::client::{Created, DestinationPolicy, Mode, Proxy};
 use indicatif::ProgressBar;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::BTreeSet;
 use std::fmt;
-use std::future::Future;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -190,17 +189,11 @@ impl Default for ChirperBench {
             },
             placement: UserPlacement::Hash,
             run: RunShape {
-                mode: Mode::Dssmr,
-                partitions: 2,
-                replicas: 3,
                 clients: 256,
                 duration: Duration::from_secs(20),
                 warmup: Duration::from_secs(15),
-                retry_threshold: ProxyConfig::default().retry_threshold,
                 destination: DestinationPolicy::Affinity,
-                threads_per_replica: 1,
-                seed: 1,
-                stats: None,
+                ..RunShape::default()
             },
         }
     }
@@ -263,6 +256,8 @@ impl ClosedLoop for ChirperBench {
     type Client = Generator;
     type Record = ChirperRecord;
     const WHAT: &'static str = "chirper command";
+    const COMMAND_JSON: CommandJson<Chirper> = command_json;
+    const REPLY_JSON: ReplyJson<Chirper> = reply_json;
 
     fn shape(&self) -> &RunShape {
         &self.run
@@ -335,21 +330,6 @@ impl ClosedLoop for ChirperBench {
         client.next_command()
     }
 
-    fn call<'a>(
-        proxy: &'a Proxy<Chirper>,
-        cmd: &'a ChirperCommand,
-    ) -> impl Future<Output = Result<ChirperReply, ProxyError>> + Send + 'a {
-        proxy.access(cmd)
-    }
-
-    fn command_json(cmd: &ChirperCommand) -> (&'static str, Value) {
-        command_json(cmd)
-    }
-
-    fn reply_json(reply: &ChirperReply) -> Value {
-        reply_json(reply)
-    }
-
     fn record(&self, run: RunOutcome<Loaded>) -> ChirperRecord {
         ChirperRecord {
             workload: self.workload,
@@ -366,7 +346,7 @@ impl ClosedLoop for ChirperBench {
 }
 
 /// Creates every user of `graph` with its edges, `proxies.len()` at a time, each loader under
-/// its own history process.
+/// its own history process ([`setup_each`]).
 async fn load_users(
     graph: &SocialGraph,
     proxies: &[Proxy<Chirper>],
@@ -374,31 +354,26 @@ async fn load_users(
     bar: &ProgressBar,
 ) -> Result<()> {
     let followers = graph.followers_index();
-    let next = AtomicU64::new(0);
-    bar.set_length(graph.users);
-    bar.set_position(0);
-    bar.set_message(format!("creating {} users", graph.users));
-    let loaders = proxies.iter().map(|proxy| async {
-        let mut process = history.map(BenchHistory::fresh_process).unwrap_or_default();
-        loop {
-            let u = next.fetch_add(1, Ordering::Relaxed);
-            if u >= graph.users {
-                return Ok::<(), Error>(());
-            }
+    let message = format!("creating {} users", graph.users);
+    setup_each(
+        graph.users,
+        proxies,
+        history,
+        bar,
+        message,
+        async |proxy, u, process| {
             let user = User {
                 followers: followers[u as usize].iter().copied().collect(),
                 following: graph.following_of(u).collect::<BTreeSet<_>>(),
                 ..User::new(u)
             };
-            create_user(proxy, &user, history, &mut process).await?;
-            bar.inc(1);
-        }
-    });
-    futures::future::try_join_all(loaders).await?;
-    Ok(())
+            create_user(proxy, &user, history, process).await.map(drop)
+        },
+    )
+    .await
 }
 
-/// Creates `user`; an indeterminate outcome is retried (a create is idempotent: a second one
+/// Creates `user`; an indeterminate outcome is retried ([`setup_command`]: a second create
 /// finds the user and changes nothing).
 async fn create_user(
     proxy: &Proxy<Chirper>,
@@ -406,30 +381,13 @@ async fn create_user(
     history: Option<&BenchHistory>,
     process: &mut u64,
 ) -> Result<Created> {
-    const ATTEMPTS: usize = 5;
-    let step = || format!("creating user {}", user.id);
     let encode = |c: &Created| created_json(*c == Created::Created);
-    let mut attempt = 1;
-    loop {
+    let step = || format!("creating user {}", user.id);
+    setup_command(step, async || {
         let create = proxy.create(user_var(user.id), user);
-        match recorded(history, process, || create_json(user), create, encode).await {
-            Ok(c) => return Ok(c),
-            Err(ProxyError::Indeterminate(_)) if attempt < ATTEMPTS => attempt += 1,
-            Err(ProxyError::Indeterminate(source)) => {
-                return Err(Error::Unanswered {
-                    step: step(),
-                    attempts: ATTEMPTS,
-                    source,
-                })
-            }
-            Err(source) => {
-                return Err(Error::Setup {
-                    step: step(),
-                    source,
-                })
-            }
-        }
-    }
+        recorded(history, process, || create_json(user), create, encode).await
+    })
+    .await
 }
 
 /// Draws the commands of one client.

@@ -31,32 +31,28 @@
 //! This module generates kv load; it changes nothing in the engine, encodes no JSON and owns
 //! no run loop.
 
-use crate::run::{mode_label, ClosedLoop, RunOutcome, RunShape};
+use crate::run::{
+    mode_label, setup_command, setup_each, ClosedLoop, CommandJson, ReplyJson, RunOutcome, RunShape,
+};
 use crate::{record_outcome, recorded, BenchHistory, Error, Measurement, Result};
 use dssmr_check::history::{EventKind, History};
 use dssmr_engine::app::kv::{command_json, kv_var, reply_json, Kv, KvCommand, KvReply};
-use dssmr_engine::client::{Created, DestinationPolicy, Mode, Proxy, ProxyConfig, ProxyError};
+use dssmr_engine::client::{Created, Mode, Proxy, ProxyError};
 use indicatif::ProgressBar;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::fmt;
 use std::future::Future;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The value every key holds after the setup.
 pub const INITIAL_VALUE: i64 = 100;
 
 /// How many times a put retries when its key keeps appearing and disappearing.
 const PUT_ATTEMPTS: usize = 5;
-
-/// How many times the setup retries a put whose outcome is unknown.
-const SETUP_ATTEMPTS: usize = 5;
 
 /// The name of key `i`: `k0`, `k1`, ...
 pub fn key_name(i: usize) -> String {
@@ -226,19 +222,7 @@ impl Default for KvBench {
         KvBench {
             keys: 16,
             mix: KvMix::default(),
-            run: RunShape {
-                mode: Mode::Dssmr,
-                partitions: 2,
-                replicas: 3,
-                clients: 8,
-                duration: Duration::from_secs(10),
-                warmup: Duration::from_secs(1),
-                retry_threshold: ProxyConfig::default().retry_threshold,
-                destination: DestinationPolicy::Random,
-                threads_per_replica: 1,
-                seed: 1,
-                stats: None,
-            },
+            run: RunShape::default(),
         }
     }
 }
@@ -269,6 +253,8 @@ impl ClosedLoop for KvBench {
     type Client = Generator;
     type Record = KvRecord;
     const WHAT: &'static str = "kv operation";
+    const COMMAND_JSON: CommandJson<Kv> = command_json;
+    const REPLY_JSON: ReplyJson<Kv> = reply_json;
 
     fn shape(&self) -> &RunShape {
         &self.run
@@ -331,14 +317,6 @@ impl ClosedLoop for KvBench {
         execute(proxy, cmd)
     }
 
-    fn command_json(cmd: &KvCommand) -> (&'static str, Value) {
-        command_json(cmd)
-    }
-
-    fn reply_json(reply: &KvReply) -> Value {
-        reply_json(reply)
-    }
-
     fn record(&self, run: RunOutcome<Arc<Vec<String>>>) -> KvRecord {
         KvRecord {
             mode: self.run.mode,
@@ -353,55 +331,51 @@ impl ClosedLoop for KvBench {
 }
 
 /// Puts every key to [`INITIAL_VALUE`], `proxies.len()` at a time, each loader under its own
-/// history process; a put with an unknown outcome is retried (under a fresh process).
+/// history process ([`setup_each`]).
 async fn put_keys(
     keys: &[String],
     proxies: &[Proxy<Kv>],
     history: Option<&BenchHistory>,
     bar: &ProgressBar,
 ) -> Result<()> {
-    let next = AtomicUsize::new(0);
-    bar.set_length(keys.len() as u64);
-    bar.set_position(0);
-    bar.set_message(format!("putting {} keys", keys.len()));
-    let loaders = proxies.iter().take(keys.len()).map(|proxy| async {
-        let mut process = history.map(BenchHistory::fresh_process).unwrap_or_default();
-        while let Some(key) = keys.get(next.fetch_add(1, Ordering::Relaxed)) {
-            let op = KvCommand::Put {
-                key: key.clone(),
-                value: INITIAL_VALUE,
-            };
-            let step = || format!("setup: put {key}");
-            let mut attempts = 0;
-            loop {
-                attempts += 1;
-                let put = execute(proxy, &op);
-                match recorded(history, &mut process, || command_json(&op), put, reply_json).await {
-                    Ok(KvReply::Done) => break,
-                    Ok(other) => {
-                        let reply = format!("{other:?}");
-                        return Err(Error::UnexpectedReply {
-                            step: step(),
-                            reply,
-                        });
-                    }
-                    Err(ProxyError::Indeterminate(e)) if attempts < SETUP_ATTEMPTS => {
-                        tracing::debug!(%key, error = %e, "setup put indeterminate; retrying");
-                    }
-                    Err(source) => {
-                        return Err(Error::Setup {
-                            step: step(),
-                            source,
-                        })
-                    }
-                }
-            }
-            bar.inc(1);
-        }
-        Ok::<(), Error>(())
-    });
-    futures::future::try_join_all(loaders).await?;
-    Ok(())
+    let message = format!("putting {} keys", keys.len());
+    let count = keys.len() as u64;
+    setup_each(
+        count,
+        proxies,
+        history,
+        bar,
+        message,
+        async |proxy, i, process| put_key(proxy, &keys[i as usize], history, process).await,
+    )
+    .await
+}
+
+/// Puts `key` to [`INITIAL_VALUE`]; a put with an unknown outcome is retried
+/// ([`setup_command`], under a fresh process).
+async fn put_key(
+    proxy: &Proxy<Kv>,
+    key: &str,
+    history: Option<&BenchHistory>,
+    process: &mut u64,
+) -> Result<()> {
+    let op = KvCommand::Put {
+        key: key.to_string(),
+        value: INITIAL_VALUE,
+    };
+    let step = || format!("setup: put {key}");
+    let reply = setup_command(step, async || {
+        let put = execute(proxy, &op);
+        recorded(history, process, || command_json(&op), put, reply_json).await
+    })
+    .await?;
+    match reply {
+        KvReply::Done => Ok(()),
+        other => Err(Error::UnexpectedReply {
+            step: step(),
+            reply: format!("{other:?}"),
+        }),
+    }
 }
 
 /// Draws the operations of one client.
@@ -512,6 +486,7 @@ mod tests {
     use dssmr_check::history::linearizability::check_kv;
     use rand::SeedableRng;
     use std::collections::{BTreeMap, BTreeSet, HashMap};
+    use std::time::Duration;
 
     fn generator(mix: KvMix, keys: usize, seed: u64) -> Generator {
         Generator {

@@ -16,7 +16,8 @@
 //! 4. drives warm-up and measured window ([`drive`]), stops and joins the clients, and hands
 //!    the [`RunOutcome`] to the workload to make its record ([`ClosedLoop::record`]).
 //!
-//! [`run_points`] runs several points one after the other, each with its own progress bar.
+//! [`run_points`] runs several points one after the other, each with its own progress bar;
+//! [`setup_each`] is the loop of a setup (items spread over the proxies).
 //! This module owns the order of these steps; it knows no workload and encodes no command.
 
 use crate::load::{drive, join_clients, Load, Measurement};
@@ -34,6 +35,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::Value;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -89,6 +91,27 @@ pub struct RunShape {
     pub stats: Option<Arc<ProxyStats>>,
 }
 
+/// DS-SMR on 2 partitions × 3 replicas (one worker thread each), 8 clients, 1 s warm-up +
+/// 10 s, the paper's DS-SMR defaults (random destination, retry threshold 5), seed 1, and
+/// counters of its own.
+impl Default for RunShape {
+    fn default() -> Self {
+        RunShape {
+            mode: Mode::Dssmr,
+            partitions: 2,
+            replicas: 3,
+            clients: 8,
+            duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(1),
+            retry_threshold: ProxyConfig::default().retry_threshold,
+            destination: DestinationPolicy::Random,
+            threads_per_replica: 1,
+            seed: 1,
+            stats: None,
+        }
+    }
+}
+
 impl RunShape {
     /// Checks the shape; the error names the field.
     pub fn check(&self) -> Result<()> {
@@ -130,6 +153,12 @@ pub struct RunOutcome<S> {
     pub setup: S,
 }
 
+/// The history name and arguments of a command of `A` (the app's encoder).
+pub type CommandJson<A> = fn(&<A as StateMachine>::Command) -> (&'static str, Value);
+
+/// The history result of a reply of `A` (the app's encoder).
+pub type ReplyJson<A> = fn(&<A as StateMachine>::Reply) -> Value;
+
 /// A closed-loop workload: its app, its setup and what one client does next.
 pub trait ClosedLoop: Sync + 'static {
     /// The replicated application the clients talk to.
@@ -142,6 +171,10 @@ pub trait ClosedLoop: Sync + 'static {
     type Record;
     /// What a command is called in logs (`kv operation`).
     const WHAT: &'static str;
+    /// The history name and arguments of a command.
+    const COMMAND_JSON: CommandJson<Self::App>;
+    /// The history result of a reply.
+    const REPLY_JSON: ReplyJson<Self::App>;
 
     /// The shape of the run.
     fn shape(&self) -> &RunShape;
@@ -157,20 +190,19 @@ pub trait ClosedLoop: Sync + 'static {
         proxies: &[Proxy<Self::App>],
         history: Option<&BenchHistory>,
         bar: &ProgressBar,
-    ) -> impl Future<Output = Result<Self::Setup>> + Send;
+    ) -> impl Future<Output = Result<Self::Setup>>;
     /// The generator of client `id`, drawing from `rng`.
     fn client(&self, setup: &Self::Setup, id: usize, rng: StdRng) -> Self::Client;
     /// The next command of `client`.
     fn next_command(client: &mut Self::Client) -> <Self::App as StateMachine>::Command;
-    /// Issues `cmd` as the workload's clients do.
+    /// Issues `cmd` as the workload's clients do (by default, one access).
     fn call<'a>(
         proxy: &'a Proxy<Self::App>,
         cmd: &'a <Self::App as StateMachine>::Command,
-    ) -> impl Future<Output = Result<<Self::App as StateMachine>::Reply, ProxyError>> + Send + 'a;
-    /// The history name and arguments of `cmd`.
-    fn command_json(cmd: &<Self::App as StateMachine>::Command) -> (&'static str, Value);
-    /// The history result of `reply`.
-    fn reply_json(reply: &<Self::App as StateMachine>::Reply) -> Value;
+    ) -> impl Future<Output = Result<<Self::App as StateMachine>::Reply, ProxyError>> + Send + 'a
+    {
+        proxy.access(cmd)
+    }
     /// The record of a finished run.
     fn record(&self, run: RunOutcome<Self::Setup>) -> Self::Record;
 }
@@ -267,6 +299,72 @@ pub async fn run_against<W: ClosedLoop>(
     }))
 }
 
+/// The setup's loop: runs `step(proxy, i, process)` for every `i` in `0..count`, spread over
+/// `proxies` (one loader per proxy, no more loaders than items), each loader under its own
+/// history process (`step` may replace it, e.g. after an `info`); `bar` counts the items under
+/// `message`. Stops at the first failed step.
+pub async fn setup_each<A: StateMachine>(
+    count: u64,
+    proxies: &[Proxy<A>],
+    history: Option<&BenchHistory>,
+    bar: &ProgressBar,
+    message: String,
+    step: impl AsyncFn(&Proxy<A>, u64, &mut u64) -> Result<()>,
+) -> Result<()> {
+    let next = AtomicU64::new(0);
+    bar.set_length(count);
+    bar.set_position(0);
+    bar.set_message(message);
+    let loaders = proxies.iter().take(count as usize).map(async |proxy| {
+        let mut process = history.map(BenchHistory::fresh_process).unwrap_or_default();
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= count {
+                return Ok::<(), Error>(());
+            }
+            step(proxy, i, &mut process).await?;
+            bar.inc(1);
+        }
+    });
+    futures::future::try_join_all(loaders).await?;
+    Ok(())
+}
+
+/// How many times a setup command is tried while its outcome stays unknown.
+pub const SETUP_ATTEMPTS: usize = 5;
+
+/// Runs one command of a setup (`step` names it for errors) by `call`, again while its outcome
+/// is unknown, at most [`SETUP_ATTEMPTS`] times: a setup command must be idempotent (a create
+/// finds its variable, a put writes the same value again).
+pub async fn setup_command<T>(
+    step: impl Fn() -> String,
+    mut call: impl AsyncFnMut() -> Result<T, ProxyError>,
+) -> Result<T> {
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Ok(reply) => return Ok(reply),
+            Err(ProxyError::Indeterminate(e)) if attempt < SETUP_ATTEMPTS => {
+                tracing::debug!(step = %step(), error = %e, "setup command indeterminate; retrying");
+                attempt += 1;
+            }
+            Err(ProxyError::Indeterminate(source)) => {
+                return Err(Error::Unanswered {
+                    step: step(),
+                    attempts: SETUP_ATTEMPTS,
+                    source,
+                })
+            }
+            Err(source) => {
+                return Err(Error::Setup {
+                    step: step(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
 /// One closed-loop client: issues commands until told to stop. Returns the latencies of the
 /// commands that completed in the measured window; fails only on a configuration error.
 async fn client_loop<W: ClosedLoop>(
@@ -285,9 +383,9 @@ async fn client_loop<W: ClosedLoop>(
         let outcome = recorded(
             history,
             &mut process,
-            || W::command_json(&cmd),
+            || W::COMMAND_JSON(&cmd),
             W::call(&proxy, &cmd),
-            W::reply_json,
+            W::REPLY_JSON,
         )
         .await;
         load.tally(&outcome, start.elapsed(), &mut lat, id, W::WHAT)?;

@@ -96,10 +96,8 @@ impl Verb {
         let mut cmd = Command::new(self.name).about(self.about).long_about(None);
         for operand in self.operands {
             let (id, name, parser, action): (_, _, ValueParser, _) = match *operand {
-                Operand::Key(id, name) => (id, name, value_parser!(String).into(), ArgAction::Set),
-                Operand::Keys(id, name) => {
-                    (id, name, value_parser!(String).into(), ArgAction::Append)
-                }
+                Operand::Key(id, name) => (id, name, value_parser!(String), ArgAction::Set),
+                Operand::Keys(id, name) => (id, name, value_parser!(String), ArgAction::Append),
                 Operand::Number(id, name) => {
                     cmd = cmd.allow_negative_numbers(true);
                     (id, name, value_parser!(i64).into(), ArgAction::Set)
