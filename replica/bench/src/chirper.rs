@@ -1,17 +1,18 @@
 //! Chirper (§5.2) under closed-loop load: the workloads of §6.1 on S-SMR or DS-SMR. Used by
 //! `dssmr demo` (one workload, both modes) and `dssmr bench chirper` (workloads × partition
-//! counts × modes, [`run_points`]).
+//! counts × modes, [`crate::run_points`]); [`ChirperBench`] is a [`ClosedLoop`] workload of the
+//! crate's one run loop ([`crate::run`]).
 //!
-//! Setup: a seeded [`SocialGraph`] is generated, a local cluster started ([`run`]) or a running
-//! one used ([`run_against`]), and every user created through client proxies, concurrently,
+//! Setup: a seeded [`SocialGraph`] is generated, and on a local cluster ([`crate::run_local`])
+//! or a running one ([`crate::run_against`]) every user is created through the client proxies
+//! ([`crate::run::setup_each`]), concurrently,
 //! with its follow edges already in its initial [`User`] value, so loading the graph needs no
 //! follow commands. Where a user lands is the app's placement ([`UserPlacement`]: a hash of the
 //! id by default, or the interest rule f(uid)), the same under both modes: the oracle applies
 //! it under DS-SMR, the static map under S-SMR. A user that already exists is left as it is.
 //!
-//! Load: `clients` closed-loop clients, each a [`Proxy`] with one command in flight, sharing
-//! one [`Connections`], one [`LocationCache`] and one [`ProxyStats`] like the client threads of
-//! one process. The workloads are those of §6.1:
+//! Load: the run loop's closed-loop clients, one command in flight each. The workloads are
+//! those of §6.1:
 //!
 //! | workload   | commands                                                          |
 //! |------------|-------------------------------------------------------------------|
@@ -32,45 +33,30 @@
 //!
 //! With a [`BenchHistory`], every command is recorded, the creates of the setup included (so a
 //! history holds the initial graph): `invoke`, then `ok` with the reply, `fail` when the proxy
-//! reports [`ProxyError::Rejected`], or `info` for [`ProxyError::Indeterminate`], after which
+//! reports [`ProxyError::Rejected`](dssmr_engine::client::ProxyError::Rejected), or `info` for [`ProxyError::Indeterminate`](dssmr_engine::client::ProxyError::Indeterminate), after which
 //! the client carries on under a fresh process id. Process ids come from the
-//! [`BenchHistory`], so several runs can share one history. The encoding ([`command_json`],
-//! [`reply_json`], [`create_json`]):
+//! [`BenchHistory`], so several runs can share one history. The encoding is the app's
+//! ([`dssmr_engine::app::chirper::json`]).
 //!
-//! | `f`            | `args`                               | `result`                          |
-//! |----------------|--------------------------------------|-----------------------------------|
-//! | `create_user`  | `{"user":1,"following":[2],"followers":[3]}` | `{"created":bool}`        |
-//! | `post`         | `{"user":1,"text":"..","time":7}`    | `{"posted":{"seq":0}}`            |
-//! | `follow`       | `{"follower":1,"followee":2}`        | `{"followed":bool}`               |
-//! | `unfollow`     | `{"follower":1,"followee":2}`        | `{"unfollowed":bool}`             |
-//! | `get_timeline` | `{"user":1}`                         | `{"timeline":[{"time","author","seq","text"}..]}` |
-//!
-//! and any command may return `{"missing":[user ids]}`.
-//!
-//! This module generates load and measures; it changes nothing in the engine.
+//! This module generates Chirper load; it changes nothing in the engine, encodes no JSON and
+//! owns no run loop.
 
-use crate::stats::Latencies;
-use crate::{drive, join_clients, recorded, BenchHistory, Load, Measurement};
+use crate::run::{
+    mode_label, setup_command, setup_each, ClosedLoop, CommandJson, ReplyJson, RunOutcome, RunShape,
+};
+use crate::{recorded, BenchHistory, Error, Measurement, Result};
 use dssmr_engine::app::chirper::graph::{GraphSpec, SocialGraph};
-use dssmr_engine::app::chirper::{
-    user_var, Chirper, ChirperCommand, ChirperReply, User, UserId, UserPlacement,
-};
-use dssmr_engine::client::proxy::ProxyStats;
-use dssmr_engine::client::{
-    Connections, Created, DestinationPolicy, LocationCache, Mode, Proxy, ProxyConfig, ProxyError,
-    Topology,
-};
-use dssmr_engine::cluster::{ClusterOptions, LocalCluster};
-use indicatif::{ProgressBar, ProgressStyle};
+use dssmr_engine::app::chirper::json::{command_json, create_json, created_json, reply_json};
+use dssmr_engine::app::chirper::{user_var, Chirper, ChirperCommand, User, UserId, UserPlacement};
+use dssmr_engine::client::{Created, DestinationPolicy, Mode, Proxy};
+use indicatif::ProgressBar;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -173,46 +159,18 @@ enum Op {
     Unfollow,
 }
 
-/// The paper's name of a mode, for people (`S-SMR`, `DS-SMR`).
-pub fn mode_label(mode: Mode) -> &'static str {
-    match mode {
-        Mode::Ssmr => "S-SMR",
-        Mode::Dssmr => "DS-SMR",
-    }
-}
-
 /// Settings of one Chirper run.
 #[derive(Clone, Debug)]
 pub struct ChirperBench {
     /// The command mix.
     pub workload: Workload,
-    /// S-SMR or DS-SMR.
-    pub mode: Mode,
-    /// Partitions of the local cluster ([`run`]; [`run_against`] uses the topology's).
-    pub partitions: usize,
-    /// Replicas per group of the local cluster.
-    pub replicas: usize,
     /// The social graph (users, communities, degree, seed).
     pub graph: GraphSpec,
-    /// Closed-loop clients, one command in flight each.
-    pub clients: usize,
-    /// Measured time.
-    pub duration: Duration,
-    /// Unmeasured load before it.
-    pub warmup: Duration,
-    /// Retries before a DS-SMR command falls back to S-SMR.
-    pub retry_threshold: u32,
-    /// Where DS-SMR gathers the variables of a multi-partition command.
-    pub destination: DestinationPolicy,
     /// Where users are created (and, under S-SMR, stay).
     pub placement: UserPlacement,
-    /// Worker threads of each replica's runtime (local cluster).
-    pub threads_per_replica: usize,
-    /// Seed of the command generators (the graph has its own in `graph.seed`).
-    pub seed: u64,
-    /// The counters the proxies update; given, they are shared (e.g. with a metrics
-    /// endpoint), else each run has its own.
-    pub stats: Option<Arc<ProxyStats>>,
+    /// Mode, cluster size, clients, times, DS-SMR policies and the seed of the command
+    /// generators (the graph has its own in `graph.seed`).
+    pub run: RunShape,
 }
 
 /// Mix on 2 partitions × 3 replicas, 2 000 users on the generator's default graph (communities
@@ -224,54 +182,20 @@ impl Default for ChirperBench {
     fn default() -> Self {
         ChirperBench {
             workload: Workload::Mix,
-            mode: Mode::Dssmr,
-            partitions: 2,
-            replicas: 3,
             graph: GraphSpec {
                 users: 2_000,
                 seed: 1,
                 ..GraphSpec::default()
             },
-            clients: 256,
-            duration: Duration::from_secs(20),
-            warmup: Duration::from_secs(15),
-            retry_threshold: ProxyConfig::default().retry_threshold,
-            destination: DestinationPolicy::Affinity,
             placement: UserPlacement::Hash,
-            threads_per_replica: 1,
-            seed: 1,
-            stats: None,
+            run: RunShape {
+                clients: 256,
+                duration: Duration::from_secs(20),
+                warmup: Duration::from_secs(15),
+                destination: DestinationPolicy::Affinity,
+                ..RunShape::default()
+            },
         }
-    }
-}
-
-impl ChirperBench {
-    /// Checks the settings; the error names the field.
-    pub fn check(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            self.graph.users >= 2,
-            "users: need at least 2, got {}",
-            self.graph.users
-        );
-        anyhow::ensure!(self.clients >= 1, "clients: need at least 1");
-        anyhow::ensure!(self.partitions >= 1, "partitions: need at least 1");
-        anyhow::ensure!(
-            self.replicas % 2 == 1,
-            "replicas: need an odd number (2f+1), got {}",
-            self.replicas
-        );
-        anyhow::ensure!(!self.duration.is_zero(), "duration: must be positive");
-        Ok(())
-    }
-
-    /// A short name of the point for people: `mix ×2 DS-SMR`.
-    pub fn label(&self) -> String {
-        format!(
-            "{} ×{} {}",
-            self.workload,
-            self.partitions,
-            mode_label(self.mode)
-        )
     }
 }
 
@@ -311,284 +235,164 @@ impl ChirperRecord {
     }
 }
 
-/// The history name and arguments of a Chirper command.
-pub fn command_json(cmd: &ChirperCommand) -> (&'static str, Value) {
-    match cmd {
-        ChirperCommand::Post { user, text, time } => {
-            ("post", json!({ "user": user, "text": text, "time": time }))
+/// What the setup leaves for the clients: the graph's shape and its follow lists.
+#[derive(Debug)]
+pub struct Loaded {
+    /// Users of the graph.
+    users: u64,
+    /// Users per interest community.
+    community_size: u64,
+    /// The probability that a follow stays inside the community.
+    intra: f64,
+    /// The followees of every user in the generated graph.
+    following: Arc<Vec<Vec<UserId>>>,
+    /// The clock of post times, started when the setup ends.
+    clock: Instant,
+}
+
+impl ClosedLoop for ChirperBench {
+    type App = Chirper;
+    type Setup = Loaded;
+    type Client = Generator;
+    type Record = ChirperRecord;
+    const WHAT: &'static str = "chirper command";
+    const COMMAND_JSON: CommandJson<Chirper> = command_json;
+    const REPLY_JSON: ReplyJson<Chirper> = reply_json;
+
+    fn shape(&self) -> &RunShape {
+        &self.run
+    }
+
+    /// `mix ×2 DS-SMR`.
+    fn label(&self) -> String {
+        format!(
+            "{} ×{} {}",
+            self.workload,
+            self.run.partitions,
+            mode_label(self.run.mode)
+        )
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.graph.users < 2 {
+            return Err(Error::Settings(format!(
+                "users: need at least 2, got {}",
+                self.graph.users
+            )));
         }
-        ChirperCommand::Follow { follower, followee } => (
-            "follow",
-            json!({ "follower": follower, "followee": followee }),
-        ),
-        ChirperCommand::Unfollow { follower, followee } => (
-            "unfollow",
-            json!({ "follower": follower, "followee": followee }),
-        ),
-        ChirperCommand::GetTimeline { user } => ("get_timeline", json!({ "user": user })),
+        self.run.check()
     }
-}
 
-/// The history name and arguments of the create of `user` (with its initial edges).
-pub fn create_json(user: &User) -> (&'static str, Value) {
-    (
-        "create_user",
-        json!({ "user": user.id, "following": user.following, "followers": user.followers }),
-    )
-}
-
-/// The history result of a create.
-pub fn created_json(created: &Created) -> Value {
-    json!({ "created": *created == Created::Created })
-}
-
-/// A Chirper reply as JSON (history results and `dssmr client` output).
-pub fn reply_json(reply: &ChirperReply) -> Value {
-    match reply {
-        ChirperReply::Posted { seq } => json!({ "posted": { "seq": seq } }),
-        ChirperReply::Followed(added) => json!({ "followed": added }),
-        ChirperReply::Unfollowed(removed) => json!({ "unfollowed": removed }),
-        ChirperReply::Timeline(posts) => json!({ "timeline": posts }),
-        ChirperReply::Missing(users) => json!({ "missing": users }),
+    fn app(&self) -> Arc<Chirper> {
+        Arc::new(Chirper::new(self.graph.community_size).with_placement(self.placement))
     }
-}
 
-/// A progress bar for a run (hidden unless `visible`), prefixed with `prefix`.
-pub fn progress_bar(prefix: &str, visible: bool) -> ProgressBar {
-    let bar = if visible {
-        ProgressBar::new(1)
-    } else {
-        ProgressBar::hidden()
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{prefix:>7} {bar:32.cyan/blue} {msg}")
-            .expect("static progress template is valid")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(prefix.to_string());
-    bar
-}
-
-/// Runs every point, one after the other, each on a fresh local cluster ([`run`]) with its own
-/// progress bar (hidden unless `progress`), all recording into `history`; `report` sees each
-/// record as soon as its run is done. Stops at the first failed run.
-pub async fn run_points(
-    points: &[ChirperBench],
-    history: Option<&BenchHistory>,
-    progress: bool,
-    report: impl FnMut(&ChirperRecord),
-) -> anyhow::Result<Vec<ChirperRecord>> {
-    run_points_on(points, None, history, progress, report).await
-}
-
-/// As [`run_points`], but with `cluster` every point runs against that running cluster
-/// ([`run_against`]) instead of a fresh local one.
-pub async fn run_points_on(
-    points: &[ChirperBench],
-    cluster: Option<Topology>,
-    history: Option<&BenchHistory>,
-    progress: bool,
-    mut report: impl FnMut(&ChirperRecord),
-) -> anyhow::Result<Vec<ChirperRecord>> {
-    let mut records = Vec::with_capacity(points.len());
-    for (i, point) in points.iter().enumerate() {
-        let prefix = format!("[{}/{}] {}", i + 1, points.len(), point.label());
-        let bar = progress_bar(&prefix, progress);
-        let record = match &cluster {
-            None => run(point, history, &bar).await,
-            Some(topology) => {
-                let app = Arc::new(
-                    Chirper::new(point.graph.community_size).with_placement(point.placement),
-                );
-                run_against(point, app, topology, history, &bar).await
-            }
-        };
-        bar.finish_and_clear();
-        let record = record.map_err(|e| e.context(format!("run {}", point.label())))?;
-        report(&record);
-        records.push(record);
-    }
-    Ok(records)
-}
-
-/// Starts a local cluster (oracle for DS-SMR, `partitions` × `replicas`), runs the workload on
-/// it and shuts it down.
-pub async fn run(
-    cfg: &ChirperBench,
-    history: Option<&BenchHistory>,
-    bar: &ProgressBar,
-) -> anyhow::Result<ChirperRecord> {
-    cfg.check()?;
-    let app = Arc::new(Chirper::new(cfg.graph.community_size).with_placement(cfg.placement));
-    bar.set_message(format!(
-        "starting {} partition(s) × {} replicas{}",
-        cfg.partitions,
-        cfg.replicas,
-        if cfg.mode == Mode::Dssmr {
-            " + oracle"
-        } else {
-            ""
-        }
-    ));
-    let cluster = LocalCluster::start(ClusterOptions {
-        replicas: cfg.replicas,
-        threads_per_replica: cfg.threads_per_replica,
-        ..ClusterOptions::engine(app.clone(), cfg.partitions, cfg.mode)
-    })
-    .await?;
-    let result = run_against(cfg, app, cluster.topology(), history, bar).await;
-    bar.set_message("shutting down");
-    cluster.shutdown().await;
-    result
-}
-
-/// Loads the graph into the running cluster of `topology` (running `cfg.mode`) and runs the
-/// workload against it.
-pub async fn run_against(
-    cfg: &ChirperBench,
-    app: Arc<Chirper>,
-    topology: &Topology,
-    history: Option<&BenchHistory>,
-    bar: &ProgressBar,
-) -> anyhow::Result<ChirperRecord> {
-    cfg.check()?;
-    let graph = SocialGraph::generate(&cfg.graph);
-    let conns = Arc::new(Connections::new(topology)?);
-    let cache = Arc::new(LocationCache::default());
-    let stats = cfg
-        .stats
-        .clone()
-        .unwrap_or_else(|| Arc::new(ProxyStats::default()));
-    let proxy_config = ProxyConfig {
-        mode: cfg.mode,
-        retry_threshold: cfg.retry_threshold,
-        destination: cfg.destination,
-        ..ProxyConfig::default()
-    };
-    let proxies = (0..cfg.clients)
-        .map(|_| {
-            Proxy::new(
-                app.clone(),
-                proxy_config.clone(),
-                conns.clone(),
-                cache.clone(),
-                stats.clone(),
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-
-    let setup = Instant::now();
-    load_users(&graph, &proxies, history, bar).await?;
-    let setup_s = setup.elapsed().as_secs_f64();
-
-    let following: Arc<Vec<Vec<UserId>>> = Arc::new(
-        (0..graph.users)
+    /// Generates the graph and creates its users.
+    async fn setup(
+        &self,
+        proxies: &[Proxy<Chirper>],
+        history: Option<&BenchHistory>,
+        bar: &ProgressBar,
+    ) -> Result<Loaded> {
+        let graph = SocialGraph::generate(&self.graph);
+        load_users(&graph, proxies, history, bar).await?;
+        let following = (0..graph.users)
             .map(|u| graph.following_of(u).collect())
-            .collect(),
-    );
-    let load = Arc::new(Load::default());
-    let clock = Instant::now();
-    let intra = if cfg.graph.intra_community >= 0.0 {
-        cfg.graph.intra_community.min(1.0)
-    } else {
-        0.0
-    };
-    let tasks: Vec<_> = proxies
-        .into_iter()
-        .enumerate()
-        .map(|(i, proxy)| {
-            let generator = Generator {
-                workload: cfg.workload,
-                rng: StdRng::seed_from_u64(
-                    cfg.seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-                ),
-                users: graph.users,
-                community_size: graph.community_size.max(1),
-                intra,
-                following: following.clone(),
-                clock,
-                client: i,
-                posts: 0,
-            };
-            tokio::spawn(client(proxy, generator, load.clone(), history.cloned()))
+            .collect();
+        Ok(Loaded {
+            users: graph.users,
+            community_size: graph.community_size.max(1),
+            intra: if self.graph.intra_community >= 0.0 {
+                self.graph.intra_community.min(1.0)
+            } else {
+                0.0
+            },
+            following: Arc::new(following),
+            clock: Instant::now(),
         })
-        .collect();
+    }
 
-    let window = drive(cfg.warmup, cfg.duration, &load, &stats, bar).await;
-    let lat = join_clients(&load, bar, tasks).await?;
-    Ok(ChirperRecord {
-        workload: cfg.workload,
-        mode: cfg.mode,
-        partitions: conns.partitions().len(),
-        clients: cfg.clients,
-        users: graph.users,
-        placement: cfg.placement,
-        destination: cfg.destination,
-        measured: window.measure(&load, &lat),
-        setup_s,
-    })
+    fn client(&self, setup: &Loaded, id: usize, rng: StdRng) -> Generator {
+        Generator {
+            workload: self.workload,
+            rng,
+            users: setup.users,
+            community_size: setup.community_size,
+            intra: setup.intra,
+            following: setup.following.clone(),
+            clock: setup.clock,
+            client: id,
+            posts: 0,
+        }
+    }
+
+    fn next_command(client: &mut Generator) -> ChirperCommand {
+        client.next_command()
+    }
+
+    fn record(&self, run: RunOutcome<Loaded>) -> ChirperRecord {
+        ChirperRecord {
+            workload: self.workload,
+            mode: self.run.mode,
+            partitions: run.partitions,
+            clients: self.run.clients,
+            users: run.setup.users,
+            placement: self.placement,
+            destination: self.run.destination,
+            measured: run.measured,
+            setup_s: run.setup_s,
+        }
+    }
 }
 
 /// Creates every user of `graph` with its edges, `proxies.len()` at a time, each loader under
-/// its own history process.
+/// its own history process ([`setup_each`]).
 async fn load_users(
     graph: &SocialGraph,
     proxies: &[Proxy<Chirper>],
     history: Option<&BenchHistory>,
     bar: &ProgressBar,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let followers = graph.followers_index();
-    let next = AtomicU64::new(0);
-    bar.set_length(graph.users);
-    bar.set_position(0);
-    bar.set_message(format!("creating {} users", graph.users));
-    let loaders = proxies.iter().map(|proxy| async {
-        let mut process = history.map(BenchHistory::fresh_process).unwrap_or_default();
-        loop {
-            let u = next.fetch_add(1, Ordering::Relaxed);
-            if u >= graph.users {
-                return Ok::<(), anyhow::Error>(());
-            }
+    let message = format!("creating {} users", graph.users);
+    setup_each(
+        graph.users,
+        proxies,
+        history,
+        bar,
+        message,
+        async |proxy, u, process| {
             let user = User {
                 followers: followers[u as usize].iter().copied().collect(),
                 following: graph.following_of(u).collect::<BTreeSet<_>>(),
                 ..User::new(u)
             };
-            create_user(proxy, &user, history, &mut process).await?;
-            bar.inc(1);
-        }
-    });
-    futures::future::try_join_all(loaders).await?;
-    Ok(())
+            create_user(proxy, &user, history, process).await.map(drop)
+        },
+    )
+    .await
 }
 
-/// Creates `user`; an indeterminate outcome is retried (a create is idempotent: a second one
+/// Creates `user`; an indeterminate outcome is retried ([`setup_command`]: a second create
 /// finds the user and changes nothing).
 async fn create_user(
     proxy: &Proxy<Chirper>,
     user: &User,
     history: Option<&BenchHistory>,
     process: &mut u64,
-) -> anyhow::Result<Created> {
-    const ATTEMPTS: usize = 5;
-    let mut last = None;
-    for _ in 0..ATTEMPTS {
+) -> Result<Created> {
+    let encode = |c: &Created| created_json(*c == Created::Created);
+    let step = || format!("creating user {}", user.id);
+    setup_command(step, async || {
         let create = proxy.create(user_var(user.id), user);
-        match recorded(history, process, || create_json(user), create, created_json).await {
-            Ok(c) => return Ok(c),
-            Err(ProxyError::Indeterminate(e)) => last = Some(e),
-            Err(e) => return Err(anyhow::anyhow!("creating user {}: {e}", user.id)),
-        }
-    }
-    Err(anyhow::anyhow!(
-        "creating user {}: no answer after {ATTEMPTS} attempts: {}",
-        user.id,
-        last.map(|e| e.to_string()).unwrap_or_default()
-    ))
+        recorded(history, process, || create_json(user), create, encode).await
+    })
+    .await
 }
 
 /// Draws the commands of one client.
-struct Generator {
+#[derive(Debug)]
+pub struct Generator {
     workload: Workload,
     rng: StdRng,
     users: u64,
@@ -647,39 +451,6 @@ impl Generator {
             x
         }
     }
-}
-
-/// One closed-loop client: issues commands until told to stop. Returns the latencies of the
-/// commands that completed in the measured window; fails only on a configuration error.
-async fn client(
-    proxy: Proxy<Chirper>,
-    mut generator: Generator,
-    load: Arc<Load>,
-    history: Option<BenchHistory>,
-) -> Result<Latencies, ProxyError> {
-    let mut lat = Latencies::default();
-    let history = history.as_ref();
-    let mut process = history.map(BenchHistory::fresh_process).unwrap_or_default();
-    while load.running() {
-        let cmd = generator.next_command();
-        let start = Instant::now();
-        let outcome = recorded(
-            history,
-            &mut process,
-            || command_json(&cmd),
-            proxy.access(&cmd),
-            reply_json,
-        )
-        .await;
-        load.tally(
-            &outcome,
-            start.elapsed(),
-            &mut lat,
-            generator.client,
-            "chirper command",
-        )?;
-    }
-    Ok(lat)
 }
 
 /// DS-SMR throughput over S-SMR throughput for each workload and partition count measured
@@ -744,7 +515,10 @@ pub fn table(records: &[ChirperRecord]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::run_local;
     use dssmr_check::history::EventKind;
+    use rand::SeedableRng;
+    use serde_json::json;
     use std::collections::HashMap;
 
     fn generator(workload: Workload, seed: u64) -> Generator {
@@ -851,42 +625,6 @@ mod tests {
     }
 
     #[test]
-    fn json_encodings() {
-        let (f, args) = command_json(&ChirperCommand::Post {
-            user: 1,
-            text: "hi".into(),
-            time: 7,
-        });
-        assert_eq!(f, "post");
-        assert_eq!(args, json!({"user": 1, "text": "hi", "time": 7}));
-        assert_eq!(
-            command_json(&ChirperCommand::Unfollow {
-                follower: 1,
-                followee: 2
-            }),
-            ("unfollow", json!({"follower": 1, "followee": 2}))
-        );
-        assert_eq!(
-            reply_json(&ChirperReply::Posted { seq: 3 }),
-            json!({"posted": {"seq": 3}})
-        );
-        assert_eq!(
-            reply_json(&ChirperReply::Missing(vec![4, 9])),
-            json!({"missing": [4, 9]})
-        );
-        let post = dssmr_engine::app::chirper::Post {
-            time: 5,
-            author: 1,
-            seq: 0,
-            text: "x".into(),
-        };
-        assert_eq!(
-            reply_json(&ChirperReply::Timeline(vec![post])),
-            json!({"timeline": [{"time": 5, "author": 1, "seq": 0, "text": "x"}]})
-        );
-    }
-
-    #[test]
     fn workload_names_round_trip() {
         for w in Workload::ALL {
             assert_eq!(w.name().parse::<Workload>(), Ok(w));
@@ -909,15 +647,18 @@ mod tests {
                 intra_community: 0.5,
                 seed: 7,
             },
-            clients: 4,
-            warmup: Duration::from_millis(200),
-            duration: Duration::from_secs(1),
-            // Random destinations keep users moving through the measured window.
-            destination: DestinationPolicy::Random,
+            run: RunShape {
+                clients: 4,
+                warmup: Duration::from_millis(200),
+                duration: Duration::from_secs(1),
+                // Random destinations keep users moving through the measured window.
+                destination: DestinationPolicy::Random,
+                ..ChirperBench::default().run
+            },
             ..ChirperBench::default()
         };
         let history = BenchHistory::new(dssmr_check::history::History::in_memory());
-        let record = run(&cfg, Some(&history), &ProgressBar::hidden())
+        let record = run_local(&cfg, Some(&history), &ProgressBar::hidden())
             .await
             .expect("run");
         let m = &record.measured;
@@ -965,10 +706,8 @@ mod tests {
         let mut cfg = ChirperBench::default();
         cfg.graph.users = 1;
         assert!(cfg.check().unwrap_err().to_string().starts_with("users:"));
-        let cfg = ChirperBench {
-            clients: 0,
-            ..ChirperBench::default()
-        };
+        let mut cfg = ChirperBench::default();
+        cfg.run.clients = 0;
         assert!(cfg.check().unwrap_err().to_string().starts_with("clients:"));
     }
 }

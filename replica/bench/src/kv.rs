@@ -1,14 +1,15 @@
 //! `dssmr bench kv`: closed-loop clients run a mix of kv operations over a few keys, on S-SMR
 //! or DS-SMR, and every operation can be recorded in a history that a linearizability checker
-//! judges afterwards (`dssmr history check --app kv FILE`).
+//! judges afterwards (`dssmr history check --app kv FILE`). [`KvBench`] is a [`ClosedLoop`]
+//! workload of the crate's one run loop ([`crate::run`]).
 //!
 //! Setup: `keys` keys named `k0`, `k1`, ... ([`key_name`]) are put to [`INITIAL_VALUE`]
 //! through client proxies, concurrently. With a history, these puts are recorded like any
 //! other operation, each loader under its own process id, so a history file is
 //! self-contained: its initial state is the empty map.
 //!
-//! Load: `clients` closed-loop clients, each a [`Proxy`] with one operation in flight, sharing
-//! one [`Connections`], [`LocationCache`] and [`ProxyStats`]. Operations are drawn by a
+//! Load: the run loop's closed-loop clients, one operation in flight each. Operations (the
+//! app's own [`KvCommand`]) are drawn by a
 //! [`KvMix`] (default: 25 % get, 15 % put, 15 % cas, 25 % transfer, 20 % read_many), keys
 //! uniformly:
 //!
@@ -22,34 +23,30 @@
 //!
 //! A put runs as the kv client runs it ([`execute`]): access; if the key is missing, create
 //! it; if the create finds it (someone created it meanwhile), access again, a bounded number
-//! of times. Outcomes are recorded as in [`crate::recorded`]: `ok` with the reply in the
-//! encoding of [`dssmr_check::history::kv_model`], `fail` for [`ProxyError::Rejected`], `info` for
-//! [`ProxyError::Indeterminate`], after which the client continues under a fresh process id.
+//! of times. Outcomes are recorded as in [`crate::recorded`]: `ok` with the reply in the app's
+//! encoding ([`dssmr_engine::app::kv`], decoded by [`dssmr_check::history::kv_model`]), `fail`
+//! for [`ProxyError::Rejected`], `info` for [`ProxyError::Indeterminate`], after which the
+//! client continues under a fresh process id.
 //!
-//! This module generates load and measures; it changes nothing in the engine.
+//! This module generates kv load; it changes nothing in the engine, encodes no JSON and owns
+//! no run loop.
 
-use crate::chirper::mode_label;
-use crate::stats::Latencies;
-use crate::{drive, join_clients, record_outcome, recorded, BenchHistory, Load, Measurement};
-use dssmr_check::history::kv_model::{KvOp, KvRet};
-use dssmr_check::history::{EventKind, History};
-use dssmr_engine::app::kv::{kv_var, Kv, KvCommand, KvReply};
-use dssmr_engine::client::proxy::ProxyStats;
-use dssmr_engine::client::{
-    Connections, Created, DestinationPolicy, LocationCache, Mode, Proxy, ProxyConfig, ProxyError,
-    Topology,
+use crate::run::{
+    mode_label, setup_command, setup_each, ClosedLoop, CommandJson, ReplyJson, RunOutcome, RunShape,
 };
-use dssmr_engine::cluster::{ClusterOptions, LocalCluster};
+use crate::{record_outcome, recorded, BenchHistory, Error, Measurement, Result};
+use dssmr_check::history::{EventKind, History};
+use dssmr_engine::app::kv::{command_json, kv_var, reply_json, Kv, KvCommand, KvReply};
+use dssmr_engine::client::{Created, Mode, Proxy, ProxyError};
 use indicatif::ProgressBar;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::future::Future;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 /// The value every key holds after the setup.
 pub const INITIAL_VALUE: i64 = 100;
@@ -57,35 +54,9 @@ pub const INITIAL_VALUE: i64 = 100;
 /// How many times a put retries when its key keeps appearing and disappearing.
 const PUT_ATTEMPTS: usize = 5;
 
-/// How many times the setup retries a put whose outcome is unknown.
-const SETUP_ATTEMPTS: usize = 5;
-
 /// The name of key `i`: `k0`, `k1`, ...
 pub fn key_name(i: usize) -> String {
     format!("k{i}")
-}
-
-/// The kv command of a history operation.
-pub fn kv_command(op: &KvOp) -> KvCommand {
-    match op.clone() {
-        KvOp::Get { key } => KvCommand::Get { key },
-        KvOp::Put { key, value } => KvCommand::Put { key, value },
-        KvOp::Cas { key, expected, new } => KvCommand::Cas { key, expected, new },
-        KvOp::Transfer { from, to, amount } => KvCommand::Transfer { from, to, amount },
-        KvOp::ReadMany { keys } => KvCommand::ReadMany { keys },
-    }
-}
-
-/// The history result of a kv reply.
-pub fn kv_ret(reply: KvReply) -> KvRet {
-    match reply {
-        KvReply::Value(v) => KvRet::Value(v),
-        KvReply::Done => KvRet::Done,
-        KvReply::Cas(swapped) => KvRet::Swapped(swapped),
-        KvReply::Transfer(moved) => KvRet::Transferred(moved),
-        KvReply::Values(values) => KvRet::Values(values),
-        KvReply::Missing(keys) => KvRet::Missing(keys),
-    }
 }
 
 /// Runs one kv operation through the proxy as the kv client does. Every operation but `put`
@@ -93,18 +64,17 @@ pub fn kv_ret(reply: KvReply) -> KvRet {
 /// else created it meanwhile), the put is accessed again, at most a few times, after which it
 /// is [`ProxyError::Rejected`]: every attempt found the key missing or existing, so none took
 /// effect.
-pub async fn execute(p: &Proxy<Kv>, op: &KvOp) -> Result<KvRet, ProxyError> {
-    let cmd = kv_command(op);
-    let KvOp::Put { key, value } = op else {
-        return p.access(&cmd).await.map(kv_ret);
+pub async fn execute(p: &Proxy<Kv>, cmd: &KvCommand) -> Result<KvReply, ProxyError> {
+    let KvCommand::Put { key, value } = cmd else {
+        return p.access(cmd).await;
     };
     for _ in 0..PUT_ATTEMPTS {
-        match p.access(&cmd).await? {
+        match p.access(cmd).await? {
             KvReply::Missing(_) => match p.create(kv_var(key), value).await? {
-                Created::Created => return Ok(KvRet::Done),
+                Created::Created => return Ok(KvReply::Done),
                 Created::Exists => continue,
             },
-            reply => return Ok(kv_ret(reply)),
+            reply => return Ok(reply),
         }
     }
     Err(ProxyError::Rejected(format!(
@@ -114,11 +84,11 @@ pub async fn execute(p: &Proxy<Kv>, op: &KvOp) -> Result<KvRet, ProxyError> {
 
 /// Runs `op` with [`execute`] and records it in `h` as an operation of `process`. Returns
 /// false when the outcome is unknown (`info`): the caller must retire `process`.
-pub async fn run_kv_op(p: &Proxy<Kv>, h: &History, process: u64, op: &KvOp) -> bool {
-    let (f, args) = op.encode();
+pub async fn run_kv_op(p: &Proxy<Kv>, h: &History, process: u64, op: &KvCommand) -> bool {
+    let (f, args) = command_json(op);
     h.invoke(process, f, args.clone());
     let outcome = execute(p, op).await;
-    record_outcome(h, process, f, args, &outcome, KvRet::encode) != EventKind::Info
+    record_outcome(h, process, f, args, &outcome, reply_json) != EventKind::Info
 }
 
 /// The weights of the operations a client draws (a weight of 0 leaves the operation out).
@@ -153,8 +123,8 @@ impl Default for KvMix {
 }
 
 impl KvMix {
-    /// The operation names, in the order of the fields.
-    pub const NAMES: [&'static str; 5] = ["get", "put", "cas", "transfer", "read_many"];
+    /// The operation names, in the order of the fields (the app's command names).
+    pub const NAMES: [&'static str; 5] = KvCommand::NAMES;
 
     fn weights(&self) -> [u32; 5] {
         [self.get, self.put, self.cas, self.transfer, self.read_many]
@@ -235,33 +205,13 @@ impl FromStr for KvMix {
 /// Settings of one kv run.
 #[derive(Clone, Debug)]
 pub struct KvBench {
-    /// S-SMR or DS-SMR.
-    pub mode: Mode,
-    /// Partitions of the local cluster ([`run`]; [`run_against`] uses the topology's).
-    pub partitions: usize,
-    /// Replicas per group of the local cluster.
-    pub replicas: usize,
     /// Keys, named by [`key_name`].
     pub keys: usize,
     /// The operation mix.
     pub mix: KvMix,
-    /// Closed-loop clients, one operation in flight each.
-    pub clients: usize,
-    /// Measured time.
-    pub duration: Duration,
-    /// Unmeasured load before it.
-    pub warmup: Duration,
-    /// Retries before a DS-SMR command falls back to S-SMR.
-    pub retry_threshold: u32,
-    /// Where DS-SMR gathers the keys of a multi-key operation.
-    pub destination: DestinationPolicy,
-    /// Worker threads of each replica's runtime (local cluster).
-    pub threads_per_replica: usize,
-    /// Seed of the operation generators.
-    pub seed: u64,
-    /// The counters the proxies update; given, they are shared (e.g. with a metrics
-    /// endpoint), else each run has its own.
-    pub stats: Option<Arc<ProxyStats>>,
+    /// Mode, cluster size, clients, times, DS-SMR policies and the seed of the operation
+    /// generators.
+    pub run: RunShape,
 }
 
 /// DS-SMR on 2 partitions × 3 replicas, 16 keys, the default mix, 8 clients (few enough for
@@ -270,47 +220,10 @@ pub struct KvBench {
 impl Default for KvBench {
     fn default() -> Self {
         KvBench {
-            mode: Mode::Dssmr,
-            partitions: 2,
-            replicas: 3,
             keys: 16,
             mix: KvMix::default(),
-            clients: 8,
-            duration: Duration::from_secs(10),
-            warmup: Duration::from_secs(1),
-            retry_threshold: ProxyConfig::default().retry_threshold,
-            destination: DestinationPolicy::Random,
-            threads_per_replica: 1,
-            seed: 1,
-            stats: None,
+            run: RunShape::default(),
         }
-    }
-}
-
-impl KvBench {
-    /// Checks the settings; the error names the field.
-    pub fn check(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.keys >= 1, "keys: need at least 1");
-        anyhow::ensure!(
-            self.keys >= 2 || !self.mix.needs_two_keys(),
-            "keys: transfer and read_many need at least 2 keys, got {}",
-            self.keys
-        );
-        anyhow::ensure!(self.mix.total() > 0, "mix: every weight is 0");
-        anyhow::ensure!(self.clients >= 1, "clients: need at least 1");
-        anyhow::ensure!(self.partitions >= 1, "partitions: need at least 1");
-        anyhow::ensure!(
-            self.replicas % 2 == 1,
-            "replicas: need an odd number (2f+1), got {}",
-            self.replicas
-        );
-        anyhow::ensure!(!self.duration.is_zero(), "duration: must be positive");
-        Ok(())
-    }
-
-    /// A short name of the run for people: `kv ×2 DS-SMR`.
-    pub fn label(&self) -> String {
-        format!("kv ×{} {}", self.partitions, mode_label(self.mode))
     }
 }
 
@@ -334,145 +247,140 @@ pub struct KvRecord {
     pub setup_s: f64,
 }
 
-/// Starts a local cluster (oracle for DS-SMR, `partitions` × `replicas`), runs the mix on it
-/// and shuts it down.
-pub async fn run(
-    cfg: &KvBench,
-    history: Option<&BenchHistory>,
-    bar: &ProgressBar,
-) -> anyhow::Result<KvRecord> {
-    cfg.check()?;
-    bar.set_message(format!(
-        "starting {} partition(s) × {} replicas{}",
-        cfg.partitions,
-        cfg.replicas,
-        if cfg.mode == Mode::Dssmr {
-            " + oracle"
-        } else {
-            ""
+impl ClosedLoop for KvBench {
+    type App = Kv;
+    type Setup = Arc<Vec<String>>;
+    type Client = Generator;
+    type Record = KvRecord;
+    const WHAT: &'static str = "kv operation";
+    const COMMAND_JSON: CommandJson<Kv> = command_json;
+    const REPLY_JSON: ReplyJson<Kv> = reply_json;
+
+    fn shape(&self) -> &RunShape {
+        &self.run
+    }
+
+    /// `kv ×2 DS-SMR`.
+    fn label(&self) -> String {
+        format!("kv ×{} {}", self.run.partitions, mode_label(self.run.mode))
+    }
+
+    fn check(&self) -> Result<()> {
+        let fail = |m: String| Err(Error::Settings(m));
+        if self.keys < 1 {
+            return fail("keys: need at least 1".into());
         }
-    ));
-    let cluster = LocalCluster::start(ClusterOptions {
-        replicas: cfg.replicas,
-        threads_per_replica: cfg.threads_per_replica,
-        ..ClusterOptions::engine(Arc::new(Kv), cfg.partitions, cfg.mode)
-    })
-    .await?;
-    let result = run_against(cfg, cluster.topology(), history, bar).await;
-    bar.set_message("shutting down");
-    cluster.shutdown().await;
-    result
-}
+        if self.keys < 2 && self.mix.needs_two_keys() {
+            return fail(format!(
+                "keys: transfer and read_many need at least 2 keys, got {}",
+                self.keys
+            ));
+        }
+        if self.mix.total() == 0 {
+            return fail("mix: every weight is 0".into());
+        }
+        self.run.check()
+    }
 
-/// Puts the keys into the running cluster of `topology` (running `cfg.mode`) and runs the mix
-/// against it.
-pub async fn run_against(
-    cfg: &KvBench,
-    topology: &Topology,
-    history: Option<&BenchHistory>,
-    bar: &ProgressBar,
-) -> anyhow::Result<KvRecord> {
-    cfg.check()?;
-    let conns = Arc::new(Connections::new(topology)?);
-    let cache = Arc::new(LocationCache::default());
-    let stats = cfg
-        .stats
-        .clone()
-        .unwrap_or_else(|| Arc::new(ProxyStats::default()));
-    let proxy_config = ProxyConfig {
-        mode: cfg.mode,
-        retry_threshold: cfg.retry_threshold,
-        destination: cfg.destination,
-        ..ProxyConfig::default()
-    };
-    let proxies = (0..cfg.clients)
-        .map(|_| {
-            Proxy::new(
-                Arc::new(Kv),
-                proxy_config.clone(),
-                conns.clone(),
-                cache.clone(),
-                stats.clone(),
-            )
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let keys: Arc<Vec<String>> = Arc::new((0..cfg.keys).map(key_name).collect());
+    fn app(&self) -> Arc<Kv> {
+        Arc::new(Kv)
+    }
 
-    let setup = Instant::now();
-    put_keys(&keys, &proxies, history, bar).await?;
-    let setup_s = setup.elapsed().as_secs_f64();
+    /// Puts every key to [`INITIAL_VALUE`].
+    async fn setup(
+        &self,
+        proxies: &[Proxy<Kv>],
+        history: Option<&BenchHistory>,
+        bar: &ProgressBar,
+    ) -> Result<Arc<Vec<String>>> {
+        let keys: Vec<String> = (0..self.keys).map(key_name).collect();
+        put_keys(&keys, proxies, history, bar).await?;
+        Ok(Arc::new(keys))
+    }
 
-    let load = Arc::new(Load::default());
-    let tasks: Vec<_> = proxies
-        .into_iter()
-        .enumerate()
-        .map(|(i, proxy)| {
-            let generator = Generator {
-                rng: StdRng::seed_from_u64(
-                    cfg.seed ^ (i as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-                ),
-                keys: keys.clone(),
-                mix: cfg.mix,
-            };
-            tokio::spawn(client(i, proxy, generator, load.clone(), history.cloned()))
-        })
-        .collect();
+    fn client(&self, keys: &Arc<Vec<String>>, _id: usize, rng: StdRng) -> Generator {
+        Generator {
+            rng,
+            keys: keys.clone(),
+            mix: self.mix,
+        }
+    }
 
-    let window = drive(cfg.warmup, cfg.duration, &load, &stats, bar).await;
-    let lat = join_clients(&load, bar, tasks).await?;
-    Ok(KvRecord {
-        mode: cfg.mode,
-        partitions: conns.partitions().len(),
-        clients: cfg.clients,
-        keys: cfg.keys,
-        mix: cfg.mix.to_string(),
-        measured: window.measure(&load, &lat),
-        setup_s,
-    })
+    fn next_command(client: &mut Generator) -> KvCommand {
+        client.next_op()
+    }
+
+    fn call<'a>(
+        proxy: &'a Proxy<Kv>,
+        cmd: &'a KvCommand,
+    ) -> impl Future<Output = Result<KvReply, ProxyError>> + Send + 'a {
+        execute(proxy, cmd)
+    }
+
+    fn record(&self, run: RunOutcome<Arc<Vec<String>>>) -> KvRecord {
+        KvRecord {
+            mode: self.run.mode,
+            partitions: run.partitions,
+            clients: self.run.clients,
+            keys: self.keys,
+            mix: self.mix.to_string(),
+            measured: run.measured,
+            setup_s: run.setup_s,
+        }
+    }
 }
 
 /// Puts every key to [`INITIAL_VALUE`], `proxies.len()` at a time, each loader under its own
-/// history process; a put with an unknown outcome is retried (under a fresh process).
+/// history process ([`setup_each`]).
 async fn put_keys(
     keys: &[String],
     proxies: &[Proxy<Kv>],
     history: Option<&BenchHistory>,
     bar: &ProgressBar,
-) -> anyhow::Result<()> {
-    let next = AtomicUsize::new(0);
-    bar.set_length(keys.len() as u64);
-    bar.set_position(0);
-    bar.set_message(format!("putting {} keys", keys.len()));
-    let loaders = proxies.iter().take(keys.len()).map(|proxy| async {
-        let mut process = history.map(BenchHistory::fresh_process).unwrap_or_default();
-        while let Some(key) = keys.get(next.fetch_add(1, Ordering::Relaxed)) {
-            let op = KvOp::Put {
-                key: key.clone(),
-                value: INITIAL_VALUE,
-            };
-            let mut attempts = 0;
-            loop {
-                attempts += 1;
-                let put = execute(proxy, &op);
-                match recorded(history, &mut process, || op.encode(), put, KvRet::encode).await {
-                    Ok(KvRet::Done) => break,
-                    Ok(other) => anyhow::bail!("setup: put {key} returned {other:?}"),
-                    Err(ProxyError::Indeterminate(e)) if attempts < SETUP_ATTEMPTS => {
-                        tracing::debug!(%key, error = %e, "setup put indeterminate; retrying");
-                    }
-                    Err(e) => anyhow::bail!("setup: put {key}: {e}"),
-                }
-            }
-            bar.inc(1);
-        }
-        Ok(())
-    });
-    futures::future::try_join_all(loaders).await?;
-    Ok(())
+) -> Result<()> {
+    let message = format!("putting {} keys", keys.len());
+    let count = keys.len() as u64;
+    setup_each(
+        count,
+        proxies,
+        history,
+        bar,
+        message,
+        async |proxy, i, process| put_key(proxy, &keys[i as usize], history, process).await,
+    )
+    .await
+}
+
+/// Puts `key` to [`INITIAL_VALUE`]; a put with an unknown outcome is retried
+/// ([`setup_command`], under a fresh process).
+async fn put_key(
+    proxy: &Proxy<Kv>,
+    key: &str,
+    history: Option<&BenchHistory>,
+    process: &mut u64,
+) -> Result<()> {
+    let op = KvCommand::Put {
+        key: key.to_string(),
+        value: INITIAL_VALUE,
+    };
+    let step = || format!("setup: put {key}");
+    let reply = setup_command(step, async || {
+        let put = execute(proxy, &op);
+        recorded(history, process, || command_json(&op), put, reply_json).await
+    })
+    .await?;
+    match reply {
+        KvReply::Done => Ok(()),
+        other => Err(Error::UnexpectedReply {
+            step: step(),
+            reply: format!("{other:?}"),
+        }),
+    }
 }
 
 /// Draws the operations of one client.
-struct Generator {
+#[derive(Debug)]
+pub struct Generator {
     rng: StdRng,
     keys: Arc<Vec<String>>,
     mix: KvMix,
@@ -494,7 +402,7 @@ impl Generator {
             .collect()
     }
 
-    fn next_op(&mut self) -> KvOp {
+    fn next_op(&mut self) -> KvCommand {
         let mut x = self.rng.random_range(0..self.mix.total().max(1));
         let mut pick = 0;
         for (i, w) in self.mix.weights().into_iter().enumerate() {
@@ -505,12 +413,12 @@ impl Generator {
             x -= u64::from(w);
         }
         match KvMix::NAMES[pick] {
-            "get" => KvOp::Get { key: self.key() },
-            "put" => KvOp::Put {
+            "get" => KvCommand::Get { key: self.key() },
+            "put" => KvCommand::Put {
                 key: self.key(),
                 value: self.rng.random_range(0..200),
             },
-            "cas" => KvOp::Cas {
+            "cas" => KvCommand::Cas {
                 key: self.key(),
                 expected: self.rng.random_range(INITIAL_VALUE - 5..INITIAL_VALUE + 5),
                 new: self.rng.random_range(0..200),
@@ -519,7 +427,7 @@ impl Generator {
                 let mut pair = self.distinct_keys(2);
                 let to = pair.pop().unwrap_or_else(|| self.key());
                 let from = pair.pop().unwrap_or_else(|| self.key());
-                KvOp::Transfer {
+                KvCommand::Transfer {
                     from,
                     to,
                     amount: self.rng.random_range(1..60),
@@ -527,40 +435,12 @@ impl Generator {
             }
             _ => {
                 let n = self.rng.random_range(2..=4);
-                KvOp::ReadMany {
+                KvCommand::ReadMany {
                     keys: self.distinct_keys(n),
                 }
             }
         }
     }
-}
-
-/// One closed-loop client: issues operations until told to stop. Returns the latencies of the
-/// operations that completed in the measured window; fails only on a configuration error.
-async fn client(
-    id: usize,
-    proxy: Proxy<Kv>,
-    mut generator: Generator,
-    load: Arc<Load>,
-    history: Option<BenchHistory>,
-) -> Result<Latencies, ProxyError> {
-    let mut lat = Latencies::default();
-    let history = history.as_ref();
-    let mut process = history.map(BenchHistory::fresh_process).unwrap_or_default();
-    while load.running() {
-        let op = generator.next_op();
-        let start = Instant::now();
-        let outcome = recorded(
-            history,
-            &mut process,
-            || op.encode(),
-            execute(&proxy, &op),
-            KvRet::encode,
-        )
-        .await;
-        load.tally(&outcome, start.elapsed(), &mut lat, id, "kv operation")?;
-    }
-    Ok(lat)
 }
 
 /// Renders records as an aligned table.
@@ -602,9 +482,11 @@ pub fn table(records: &[KvRecord]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::run::run_local;
     use dssmr_check::history::linearizability::check_kv;
-    use serde_json::json;
+    use rand::SeedableRng;
     use std::collections::{BTreeMap, BTreeSet, HashMap};
+    use std::time::Duration;
 
     fn generator(mix: KvMix, keys: usize, seed: u64) -> Generator {
         Generator {
@@ -648,16 +530,16 @@ mod tests {
         for _ in 0..n {
             let op = g.next_op();
             match &op {
-                KvOp::Get { key } => assert!(key.starts_with('k')),
-                KvOp::Put { value, .. } => assert!((0..200).contains(value)),
-                KvOp::Cas { expected, new, .. } => {
+                KvCommand::Get { key } => assert!(key.starts_with('k')),
+                KvCommand::Put { value, .. } => assert!((0..200).contains(value)),
+                KvCommand::Cas { expected, new, .. } => {
                     assert!((95..105).contains(expected) && (0..200).contains(new));
                 }
-                KvOp::Transfer { from, to, amount } => {
+                KvCommand::Transfer { from, to, amount } => {
                     assert_ne!(from, to);
                     assert!((1..60).contains(amount));
                 }
-                KvOp::ReadMany { keys } => {
+                KvCommand::ReadMany { keys } => {
                     assert!((2..=4).contains(&keys.len()), "{keys:?}");
                     let distinct: BTreeSet<_> = keys.iter().collect();
                     assert_eq!(distinct.len(), keys.len());
@@ -676,9 +558,8 @@ mod tests {
             assert!((share(name) - expected).abs() < 0.01, "{name}: {counts:?}");
         }
         let mut two = generator("read_many=1".parse().unwrap(), 2, 2);
-        assert!(
-            (0..100).all(|_| matches!(two.next_op(), KvOp::ReadMany { keys } if keys.len() == 2))
-        );
+        assert!((0..100)
+            .all(|_| matches!(two.next_op(), KvCommand::ReadMany { keys } if keys.len() == 2)));
     }
 
     #[test]
@@ -694,40 +575,9 @@ mod tests {
             ..KvBench::default()
         };
         assert!(cfg.check().is_ok());
-        let cfg = KvBench {
-            clients: 0,
-            ..KvBench::default()
-        };
+        let mut cfg = KvBench::default();
+        cfg.run.clients = 0;
         assert!(cfg.check().unwrap_err().to_string().starts_with("clients:"));
-    }
-
-    #[test]
-    fn replies_map_to_the_history_encoding() {
-        let encoded = |r| kv_ret(r).encode();
-        assert_eq!(encoded(KvReply::Value(5)), json!({"value": 5}));
-        assert_eq!(encoded(KvReply::Done), json!("done"));
-        assert_eq!(encoded(KvReply::Cas(true)), json!({"swapped": true}));
-        assert_eq!(
-            encoded(KvReply::Transfer(false)),
-            json!({"transferred": false})
-        );
-        assert_eq!(
-            encoded(KvReply::Values(vec![1, 2])),
-            json!({"values": [1, 2]})
-        );
-        assert_eq!(
-            encoded(KvReply::Missing(vec!["k".into()])),
-            json!({"missing": ["k"]})
-        );
-        let op = KvOp::ReadMany {
-            keys: vec!["a".into(), "b".into()],
-        };
-        assert_eq!(
-            kv_command(&op),
-            KvCommand::ReadMany {
-                keys: vec!["a".into(), "b".into()]
-            }
-        );
     }
 
     /// A short DS-SMR run on a real local cluster with few keys, so that operations contend
@@ -738,14 +588,17 @@ mod tests {
         dssmr_engine::telemetry::init_for_tests();
         let cfg = KvBench {
             keys: 4,
-            clients: 4,
-            warmup: Duration::from_millis(200),
-            duration: Duration::from_secs(1),
-            retry_threshold: 1,
+            run: RunShape {
+                clients: 4,
+                warmup: Duration::from_millis(200),
+                duration: Duration::from_secs(1),
+                retry_threshold: 1,
+                ..KvBench::default().run
+            },
             ..KvBench::default()
         };
         let history = BenchHistory::new(History::in_memory());
-        let record = run(&cfg, Some(&history), &ProgressBar::hidden())
+        let record = run_local(&cfg, Some(&history), &ProgressBar::hidden())
             .await
             .expect("run");
         let m = &record.measured;

@@ -5,8 +5,12 @@
 //! multicast one message at a time to k groups (random k of the cluster's groups) and wait until
 //! every destination delivered it. The first `warmup` is not measured. Results: one record per
 //! destination count, printed and optionally written as JSON.
+//!
+//! This module measures the multicast layer alone (raw group clients, no proxies, no app), so
+//! it has its own loop rather than [`crate::run`]'s; it changes nothing in the engine.
 
 use crate::stats::Latencies;
+use crate::{Error, Result};
 use dssmr_engine::app::recorder::Recording;
 use dssmr_engine::client::{GroupClient, Topology};
 use dssmr_engine::cluster::{ClusterOptions, LocalCluster};
@@ -93,7 +97,7 @@ type Clients = HashMap<GroupId, Arc<GroupClient>>;
 
 /// `n` sets of group clients; each set holds one HTTP/2 connection per replica, shared by the
 /// senders that use it (requests are multiplexed, so frames coalesce into fewer syscalls).
-fn client_pool(topology: &Topology, n: usize) -> anyhow::Result<Vec<Clients>> {
+fn client_pool(topology: &Topology, n: usize) -> Result<Vec<Clients>> {
     (0..n.max(1))
         .map(|_| {
             topology
@@ -153,7 +157,7 @@ async fn sender(
 }
 
 /// Measures one destination count on a fresh cluster.
-pub async fn measure(cfg: &McastBench, k: usize, bar: &ProgressBar) -> anyhow::Result<McastRecord> {
+pub async fn measure(cfg: &McastBench, k: usize, bar: &ProgressBar) -> Result<McastRecord> {
     let total = cfg.total_groups.unwrap_or(k).max(k);
     let dir = cfg
         .data_root
@@ -168,7 +172,8 @@ pub async fn measure(cfg: &McastBench, k: usize, bar: &ProgressBar) -> anyhow::R
         threads_per_replica: cfg.threads_per_replica,
         ..Default::default()
     })
-    .await?;
+    .await
+    .map_err(|e| Error::Cluster(e.into()))?;
     let shared = Arc::new(Shared {
         measuring: AtomicBool::new(false),
         stop: AtomicBool::new(false),
@@ -236,11 +241,12 @@ pub async fn measure(cfg: &McastBench, k: usize, bar: &ProgressBar) -> anyhow::R
 }
 
 /// Runs every destination count in turn.
-pub async fn run(cfg: &McastBench) -> anyhow::Result<Vec<McastRecord>> {
+pub async fn run(cfg: &McastBench) -> Result<Vec<McastRecord>> {
     let mut out = Vec::new();
     for &k in &cfg.dest_groups {
         if k == 0 {
-            anyhow::bail!("--groups: a destination count must be at least 1");
+            let why = "dest_groups: a destination count must be at least 1";
+            return Err(Error::Settings(why.into()));
         }
         let bar = if cfg.progress {
             ProgressBar::new(1000)

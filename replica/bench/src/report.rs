@@ -17,9 +17,10 @@
 //!
 //! This module only writes files from finished records; it runs nothing and reads nothing.
 
-use crate::chirper::{mode_label, ChirperRecord, Workload};
-use crate::Sample;
-use anyhow::Context;
+use crate::chirper::{ChirperRecord, Workload};
+use crate::error::BoxError;
+use crate::run::mode_label;
+use crate::{Error, Result, Sample};
 use dssmr_engine::app::chirper::UserPlacement;
 use dssmr_engine::client::{DestinationPolicy, Mode};
 use plotters::coord::Shift;
@@ -205,14 +206,20 @@ impl SeriesRow {
     }
 }
 
+/// What writing or drawing one file gives: the lower-layer error is boxed, and [`write_all`]
+/// names the file ([`Error::WriteFile`]).
+type Drawn<T = ()> = std::result::Result<T, BoxError>;
+
 /// A writer of one result file.
-type Writer = fn(&Path, &[ChirperRecord]) -> anyhow::Result<()>;
+type Writer = fn(&Path, &[ChirperRecord]) -> Drawn;
 
 /// Writes every result file of `records` into `dir` (created if missing) and returns their
 /// paths. Stops at the first file that cannot be written; the error names it.
-pub fn write_all(dir: &Path, records: &[ChirperRecord]) -> anyhow::Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create directory {}", dir.display()))?;
+pub fn write_all(dir: &Path, records: &[ChirperRecord]) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::CreateDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
     let files: [(&str, Writer); 6] = [
         (RESULTS_JSON, write_json),
         (RESULTS_CSV, write_results_csv),
@@ -225,20 +232,22 @@ pub fn write_all(dir: &Path, records: &[ChirperRecord]) -> anyhow::Result<Vec<Pa
         .into_iter()
         .map(|(name, write)| {
             let path = dir.join(name);
-            write(&path, records).with_context(|| format!("cannot write {}", path.display()))?;
-            Ok(path)
+            match write(&path, records) {
+                Ok(()) => Ok(path),
+                Err(source) => Err(Error::WriteFile { path, source }),
+            }
         })
         .collect()
 }
 
 /// `results.json`: the records as a pretty JSON array.
-pub fn write_json(path: &Path, records: &[ChirperRecord]) -> anyhow::Result<()> {
+fn write_json(path: &Path, records: &[ChirperRecord]) -> Drawn {
     std::fs::write(path, serde_json::to_string_pretty(records)?)?;
     Ok(())
 }
 
 /// `results.csv`: the header, then one [`ResultRow`] per record.
-pub fn write_results_csv(path: &Path, records: &[ChirperRecord]) -> anyhow::Result<()> {
+fn write_results_csv(path: &Path, records: &[ChirperRecord]) -> Drawn {
     write_csv(
         path,
         &ResultRow::COLUMNS,
@@ -247,7 +256,7 @@ pub fn write_results_csv(path: &Path, records: &[ChirperRecord]) -> anyhow::Resu
 }
 
 /// `timeseries.csv`: the header, then one [`SeriesRow`] per second of every run.
-pub fn write_timeseries_csv(path: &Path, records: &[ChirperRecord]) -> anyhow::Result<()> {
+fn write_timeseries_csv(path: &Path, records: &[ChirperRecord]) -> Drawn {
     let rows = records
         .iter()
         .flat_map(|r| r.measured.series.iter().map(|s| SeriesRow::new(r, s)));
@@ -255,11 +264,7 @@ pub fn write_timeseries_csv(path: &Path, records: &[ChirperRecord]) -> anyhow::R
 }
 
 /// Writes `columns` as the header (also when there are no rows), then `rows`.
-fn write_csv<T: Serialize>(
-    path: &Path,
-    columns: &[&str],
-    rows: impl Iterator<Item = T>,
-) -> anyhow::Result<()> {
+fn write_csv<T: Serialize>(path: &Path, columns: &[&str], rows: impl Iterator<Item = T>) -> Drawn {
     let mut w = csv::WriterBuilder::new()
         .has_headers(false)
         .from_path(path)?;
@@ -275,7 +280,7 @@ fn write_csv<T: Serialize>(
 const FONT: &str = "sans-serif";
 
 /// Registers the embedded DejaVu fonts with plotters, once per process.
-fn register_fonts() -> anyhow::Result<()> {
+fn register_fonts() -> Drawn {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| {
         let fonts = [
@@ -288,8 +293,11 @@ fn register_fonts() -> anyhow::Result<()> {
             .into_iter()
             .all(|(name, style, bytes)| plotters::style::register_font(name, style, bytes).is_ok())
     });
-    anyhow::ensure!(ok, "the embedded DejaVu font does not parse");
-    Ok(())
+    if ok {
+        Ok(())
+    } else {
+        Err("the embedded DejaVu font does not parse".into())
+    }
 }
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
@@ -319,7 +327,7 @@ fn mode_color(mode: Mode) -> RGBColor {
 }
 
 /// Opens a figure at `path`: a white canvas with `title`, the area below it.
-fn figure<'a>(path: &'a Path, title: &str) -> anyhow::Result<Area<'a>> {
+fn figure<'a>(path: &'a Path, title: &str) -> Drawn<Area<'a>> {
     register_fonts()?;
     let root = BitMapBackend::new(path, FIGURE_SIZE).into_drawing_area();
     root.fill(&WHITE)?;
@@ -328,13 +336,13 @@ fn figure<'a>(path: &'a Path, title: &str) -> anyhow::Result<Area<'a>> {
 }
 
 /// Writes the figure to its file.
-fn finish(area: Area<'_>) -> anyhow::Result<()> {
+fn finish(area: Area<'_>) -> Drawn {
     area.present()?;
     Ok(())
 }
 
 /// Draws `text` in the middle of an empty figure.
-fn note(area: &Area<'_>, text: &str) -> anyhow::Result<()> {
+fn note(area: &Area<'_>, text: &str) -> Drawn {
     let (w, h) = area.dim_in_pixel();
     let style = TextStyle::from((FONT, 22).into_font())
         .color(&BLACK)
@@ -430,7 +438,7 @@ fn partitions_panel(
     y_desc: &str,
     axis: &[usize],
     lines: &[Line],
-) -> anyhow::Result<()> {
+) -> Drawn {
     let values = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1));
     let top = axis_top(values, area.dim_in_pixel().1, lines.len());
     let last = axis.len().saturating_sub(1);
@@ -523,7 +531,7 @@ fn per_workload(
     y_desc: &str,
     records: &[ChirperRecord],
     lines: impl Fn(&[&ChirperRecord], &[usize]) -> Vec<Line>,
-) -> anyhow::Result<()> {
+) -> Drawn {
     let area = figure(path, title)?;
     let all: Vec<&ChirperRecord> = records.iter().collect();
     let workloads = workloads(&all);
@@ -548,7 +556,7 @@ fn per_workload(
 
 /// `throughput.png`: commands/s by partition count, one panel per workload and one line per
 /// mode (the paper's Figure 4).
-pub fn plot_throughput(path: &Path, records: &[ChirperRecord]) -> anyhow::Result<()> {
+fn plot_throughput(path: &Path, records: &[ChirperRecord]) -> Drawn {
     per_workload(
         path,
         "Chirper throughput by partitions",
@@ -570,7 +578,7 @@ pub fn plot_throughput(path: &Path, records: &[ChirperRecord]) -> anyhow::Result
 
 /// `latency.png`: p50 (solid) and p99 (dashed) latency by partition count, one panel per
 /// workload, one colour per mode.
-pub fn plot_latency(path: &Path, records: &[ChirperRecord]) -> anyhow::Result<()> {
+fn plot_latency(path: &Path, records: &[ChirperRecord]) -> Drawn {
     per_workload(
         path,
         "Chirper latency by partitions (p50 solid, p99 dashed)",
@@ -614,7 +622,7 @@ fn time_panel(
     runs: &[&ChirperRecord],
     axis: &[usize],
     value: fn(&Sample) -> f64,
-) -> anyhow::Result<()> {
+) -> Drawn {
     let samples = || runs.iter().flat_map(|r| r.measured.series.iter());
     let end = samples().map(|s| s.t_s).fold(0.0, f64::max);
     let end = if end > 0.0 { end * 1.02 } else { 1.0 };
@@ -703,7 +711,7 @@ fn time_panel(
 /// `moves.png`: for every DS-SMR run, users moved per second (top row) and commands per
 /// second (bottom row) over time, one column per workload and one line per partition count:
 /// moves fall and throughput settles as users reach their communities' partitions.
-pub fn plot_moves(path: &Path, records: &[ChirperRecord]) -> anyhow::Result<()> {
+fn plot_moves(path: &Path, records: &[ChirperRecord]) -> Drawn {
     let area = figure(path, "DS-SMR convergence: moves and throughput over time")?;
     let runs: Vec<&ChirperRecord> = records.iter().filter(|r| r.mode == Mode::Dssmr).collect();
     let workloads = workloads(&runs);

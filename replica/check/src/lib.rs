@@ -2,11 +2,18 @@
 //!
 //! # Layout
 //!
-//! - [`history`]: Jepsen-style operation histories (the record format and recorder), the kv
-//!   model, the linearizability checker and the bank invariant;
-//! - [`multicast`]: the atomic multicast properties over recorded delivery sequences.
+//! In dependency order (each module uses only those above it, and the engine's app types):
 //!
-//! Nothing here talks to a cluster.
+//! - [`multicast`]: the atomic multicast properties over recorded delivery sequences (depends
+//!   on nothing else here);
+//! - [`history`]: Jepsen-style operation histories (the record format and recorder), then
+//!   [`history::kv_model`] (the kv app's sequential model over the app's own `KvCommand` and
+//!   `KvReply`, and the decoding of their history encoding), [`history::wgl`] (the search),
+//!   [`history::linearizability`] and [`history::bank`] (the checkers).
+//!
+//! Nothing here talks to a cluster, and nothing here encodes app commands: the apps own their
+//! JSON form (`dssmr_engine::app::kv::command_json`, ...).
+
+pub mod multicast;
 
 pub mod history;
-pub mod multicast;

@@ -15,13 +15,12 @@ mod common;
 use common::engine::{faults_then_join, start, wait_quiescent};
 use common::Progress;
 use dssmr_bench::kv::run_kv_op;
-use dssmr_check::history::kv_model::KvOp;
 use dssmr_check::history::{bank::check_bank, linearizability::check_kv, History};
 use dssmr_engine::app::chirper::graph::{GraphSpec, SocialGraph};
 use dssmr_engine::app::chirper::{
     user_var, Chirper, ChirperCommand, ChirperReply, User, UserId, TIMELINE_CAP,
 };
-use dssmr_engine::app::kv::{kv_var, Kv};
+use dssmr_engine::app::kv::{kv_var, Kv, KvCommand};
 use dssmr_engine::client::proxy::{ProxyStats, StatsSnapshot};
 use dssmr_engine::client::DestinationPolicy::{self, Random};
 use dssmr_engine::client::{Created, LocationCache, Mode, Proxy, ProxyConfig};
@@ -73,22 +72,22 @@ fn policy(c: usize) -> DestinationPolicy {
 // ---------------------------------------------------------------------------------------------
 // kv
 
-fn random_kv_op(rng: &mut StdRng, keys: &[String]) -> KvOp {
+fn random_kv_op(rng: &mut StdRng, keys: &[String]) -> KvCommand {
     let key = || keys.choose(&mut rand::rng()).cloned().expect("keys");
     match rng.random_range(0..100) {
-        0..25 => KvOp::Get { key: key() },
-        25..40 => KvOp::Put {
+        0..25 => KvCommand::Get { key: key() },
+        25..40 => KvCommand::Put {
             key: key(),
             value: rng.random_range(0..200),
         },
-        40..55 => KvOp::Cas {
+        40..55 => KvCommand::Cas {
             key: key(),
             expected: rng.random_range(95..105),
             new: rng.random_range(0..200),
         },
         55..80 => {
             let pair: Vec<&String> = keys.choose_multiple(rng, 2).collect();
-            KvOp::Transfer {
+            KvCommand::Transfer {
                 from: pair[0].clone(),
                 to: pair[1].clone(),
                 amount: rng.random_range(1..60),
@@ -96,7 +95,7 @@ fn random_kv_op(rng: &mut StdRng, keys: &[String]) -> KvOp {
         }
         _ => {
             let n = rng.random_range(2..=keys.len());
-            KvOp::ReadMany {
+            KvCommand::ReadMany {
                 keys: keys.choose_multiple(rng, n).cloned().collect(),
             }
         }
@@ -110,7 +109,7 @@ async fn run_kv_clients(
     clients: usize,
     ops: usize,
     retry_threshold: u32,
-    gen: fn(&mut StdRng, &[String]) -> KvOp,
+    gen: fn(&mut StdRng, &[String]) -> KvCommand,
     progress: Arc<Progress>,
 ) -> (History, Arc<ProxyStats>, Vec<tokio::task::JoinHandle<()>>) {
     let stats = Arc::new(ProxyStats::default());
@@ -203,10 +202,10 @@ async fn linearizability_check_catches_a_partition_that_skips_the_locality_check
 // ---------------------------------------------------------------------------------------------
 // bank
 
-fn bank_op(rng: &mut StdRng, accounts: &[String]) -> KvOp {
+fn bank_op(rng: &mut StdRng, accounts: &[String]) -> KvCommand {
     if rng.random_bool(0.6) {
         let pair: Vec<&String> = accounts.choose_multiple(rng, 2).collect();
-        KvOp::Transfer {
+        KvCommand::Transfer {
             from: pair[0].clone(),
             to: pair[1].clone(),
             amount: rng.random_range(1..40),
@@ -214,7 +213,7 @@ fn bank_op(rng: &mut StdRng, accounts: &[String]) -> KvOp {
     } else {
         let mut keys = accounts.to_vec();
         keys.reverse();
-        KvOp::ReadMany { keys }
+        KvCommand::ReadMany { keys }
     }
 }
 
@@ -246,7 +245,7 @@ async fn bank(rule: PartitionRule, faults: bool) -> (Result<usize, String>, Stat
         &p,
         &history,
         u64::MAX,
-        &KvOp::ReadMany {
+        &KvCommand::ReadMany {
             keys: initial.keys().cloned().collect(),
         },
     )

@@ -10,8 +10,9 @@
 //!
 //! This module only inspects events; it does no I/O.
 
-use super::kv_model::{KvModelError, KvOp, KvRet};
+use super::kv_model::{decode_op, decode_ret, KvModelError, KvReply};
 use super::{Event, EventKind};
+use dssmr_engine::app::kv::KvCommand;
 
 /// Violations of the bank invariant and malformed reads.
 #[derive(Debug, thiserror::Error)]
@@ -97,8 +98,8 @@ pub fn check_bank(events: &[Event], accounts: &[String], total: i64) -> Result<u
             time_ns,
             source,
         };
-        let op = KvOp::decode(&event.f, &event.args).map_err(malformed)?;
-        let KvOp::ReadMany { keys } = &op else {
+        let op = decode_op(&event.f, &event.args).map_err(malformed)?;
+        let KvCommand::ReadMany { keys } = &op else {
             continue;
         };
         let mut sorted: Vec<&str> = keys.iter().map(String::as_str).collect();
@@ -111,8 +112,8 @@ pub fn check_bank(events: &[Event], accounts: &[String], total: i64) -> Result<u
             process,
             time_ns,
         })?;
-        match op.decode_ret(result).map_err(malformed)? {
-            KvRet::Values(values) => {
+        match decode_ret(&op, result).map_err(malformed)? {
+            KvReply::Values(values) => {
                 let sum: i128 = values.iter().map(|v| i128::from(*v)).sum();
                 if sum != i128::from(total) {
                     return Err(BankError::WrongTotal {
@@ -125,7 +126,7 @@ pub fn check_bank(events: &[Event], accounts: &[String], total: i64) -> Result<u
                 }
                 checked += 1;
             }
-            KvRet::Missing(missing) => {
+            KvReply::Missing(missing) => {
                 return Err(BankError::MissingAccounts {
                     index,
                     process,
@@ -143,7 +144,7 @@ pub fn check_bank(events: &[Event], accounts: &[String], total: i64) -> Result<u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::kv_model::KvSpec;
+    use crate::history::kv_model::{command_json, reply_json, KvSpec};
     use crate::history::test_support::{init, Builder};
     use crate::history::History;
     use rand::rngs::StdRng;
@@ -303,18 +304,18 @@ mod tests {
                 reads += 1;
                 let mut keys = names.clone();
                 keys.rotate_left(rng.random_range(0..3));
-                KvOp::ReadMany { keys }
+                KvCommand::ReadMany { keys }
             } else {
-                KvOp::Transfer {
+                KvCommand::Transfer {
                     from: names[rng.random_range(0..3)].clone(),
                     to: names[rng.random_range(0..3)].clone(),
                     amount: rng.random_range(0..150),
                 }
             };
-            let (f, args) = op.encode();
+            let (f, args) = command_json(&op);
             history.invoke(process, f, args.clone());
             let ret = kv.invoke(&op);
-            history.complete(process, EventKind::Ok, f, args, Some(ret.encode()));
+            history.complete(process, EventKind::Ok, f, args, Some(reply_json(&ret)));
         }
         let mut events = history.events();
         assert_eq!(check_bank(&events, &names, 300).ok(), Some(reads));

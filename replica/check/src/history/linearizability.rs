@@ -38,9 +38,10 @@
 //!
 //! [`SequentialSpec`]: stateright::semantics::SequentialSpec
 
-use super::kv_model::{KvModelError, KvOp, KvRet, KvSpec};
+use super::kv_model::{decode_op, decode_ret, distinct_keys, KvModelError, KvReply, KvSpec};
 use super::wgl::{self, Step, Verdict};
 use super::{Event, EventKind};
+use dssmr_engine::app::kv::KvCommand;
 use stateright::semantics::{ConsistencyTester, LinearizabilityTester};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -188,7 +189,7 @@ impl fmt::Display for Violation {
 #[derive(Clone, Debug, PartialEq)]
 enum Outcome {
     /// `ok` with its result.
-    Returned(KvRet),
+    Returned(KvReply),
     /// `fail`: did not happen.
     Failed,
     /// `info` or never completed: may or may not have happened.
@@ -200,7 +201,7 @@ enum Outcome {
 struct Operation {
     /// Thread for stateright: the process, renumbered so it is never reused after `info`.
     thread: u64,
-    op: KvOp,
+    op: KvCommand,
     outcome: Outcome,
     at: OpRef,
 }
@@ -241,7 +242,7 @@ fn prepare(events: &[Event]) -> Result<Prepared> {
                     open: ops[id].at.invoke_index,
                 });
             }
-            let op = KvOp::decode(&event.f, &event.args).map_err(malformed)?;
+            let op = decode_op(&event.f, &event.args).map_err(malformed)?;
             let thread = *thread_of.entry(process).or_insert_with(|| {
                 next_thread += 1;
                 next_thread - 1
@@ -287,7 +288,7 @@ fn prepare(events: &[Event]) -> Result<Prepared> {
                         process,
                         time_ns,
                     })?;
-                let ret = ops[id].op.decode_ret(result).map_err(malformed)?;
+                let ret = decode_ret(&ops[id].op, result).map_err(malformed)?;
                 ops[id].outcome = Outcome::Returned(ret);
                 schedule.push(Step::Return(id));
             }
@@ -312,7 +313,7 @@ impl Part<'_> {
         op.outcome != Outcome::Failed
             && match &self.key {
                 None => true,
-                Some(key) => op.op.keys() == [key.as_str()],
+                Some(key) => distinct_keys(&op.op) == [key.as_str()],
             }
     }
 
@@ -420,14 +421,14 @@ impl Part<'_> {
 /// single key, otherwise the whole history.
 fn parts<'a>(prepared: &'a Prepared, initial: &BTreeMap<String, i64>) -> Vec<Part<'a>> {
     let kept = || prepared.ops.iter().filter(|o| o.outcome != Outcome::Failed);
-    if !kept().all(|o| o.op.keys().len() == 1) {
+    if !kept().all(|o| distinct_keys(&o.op).len() == 1) {
         return vec![Part {
             prepared,
             initial: KvSpec::new(initial.clone()),
             key: None,
         }];
     }
-    let mut keys: Vec<&str> = kept().flat_map(|o| o.op.keys()).collect();
+    let mut keys: Vec<&str> = kept().flat_map(|o| distinct_keys(&o.op)).collect();
     keys.sort_unstable();
     keys.dedup();
     keys.into_iter()

@@ -2,8 +2,9 @@
 //!
 //! Compiled only for tests.
 
-use super::kv_model::{KvOp, KvRet, KvSpec};
+use super::kv_model::{command_json, reply_json, KvReply, KvSpec};
 use super::{Event, EventKind};
+use dssmr_engine::app::kv::KvCommand;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -98,7 +99,7 @@ enum GenEnd {
 
 struct GenOp {
     process: u64,
-    op: KvOp,
+    op: KvCommand,
     invoke_t: u64,
     lin_t: u64,
     complete_t: u64,
@@ -107,27 +108,27 @@ struct GenOp {
 
 const KEYS: [&str; 4] = ["a", "b", "c", "d"];
 
-fn random_op(rng: &mut StdRng, params: &GenParams) -> KvOp {
+fn random_op(rng: &mut StdRng, params: &GenParams) -> KvCommand {
     let keys = params.keys.clamp(1, KEYS.len());
     let key = |rng: &mut StdRng| KEYS[rng.random_range(0..keys)].to_string();
     let value = |rng: &mut StdRng| rng.random_range(0..params.max_value);
     match rng.random_range(0..100) {
-        0..20 => KvOp::Get { key: key(rng) },
-        20..35 => KvOp::Put {
+        0..20 => KvCommand::Get { key: key(rng) },
+        20..35 => KvCommand::Put {
             key: key(rng),
             value: value(rng),
         },
-        35..50 => KvOp::Cas {
+        35..50 => KvCommand::Cas {
             key: key(rng),
             expected: value(rng),
             new: value(rng),
         },
-        50..75 => KvOp::Transfer {
+        50..75 => KvCommand::Transfer {
             from: key(rng),
             to: key(rng),
             amount: rng.random_range(0..8),
         },
-        _ => KvOp::ReadMany {
+        _ => KvCommand::ReadMany {
             keys: (0..rng.random_range(1..=keys)).map(|_| key(rng)).collect(),
         },
     }
@@ -215,7 +216,7 @@ pub fn generate(params: &GenParams, initial: &BTreeMap<String, i64>) -> Vec<Even
     let mut by_lin: Vec<usize> = (0..ops.len()).collect();
     by_lin.sort_by_key(|&i| ops[i].lin_t);
     let mut kv = KvSpec::new(initial.clone());
-    let mut results: Vec<Option<KvRet>> = vec![None; ops.len()];
+    let mut results: Vec<Option<KvReply>> = vec![None; ops.len()];
     for i in by_lin {
         let applied = match ops[i].end {
             GenEnd::Ok => true,
@@ -229,7 +230,7 @@ pub fn generate(params: &GenParams, initial: &BTreeMap<String, i64>) -> Vec<Even
 
     let mut events: Vec<Event> = Vec::new();
     for (op, result) in ops.iter().zip(results) {
-        let (f, args) = op.op.encode();
+        let (f, args) = command_json(&op.op);
         let event = |kind, result, time_ns| Event {
             process: op.process,
             kind,
@@ -242,7 +243,7 @@ pub fn generate(params: &GenParams, initial: &BTreeMap<String, i64>) -> Vec<Even
         match op.end {
             GenEnd::Ok => events.push(event(
                 EventKind::Ok,
-                result.map(|r| r.encode()),
+                result.map(|r| reply_json(&r)),
                 op.complete_t,
             )),
             GenEnd::Fail => events.push(event(EventKind::Fail, None, op.complete_t)),

@@ -6,12 +6,27 @@
 //! `ReadMany` are atomic multi-key commands: a linearizability checker can verify that the sum
 //! of all balances is conserved and that every `ReadMany` sees a consistent cut.
 //!
-//! This module owns the command and reply types and their semantics. It never creates or
-//! deletes keys (the engine's `create` / `delete` commands do) and never sees partitions.
+//! This module owns the command and reply types, their semantics and their JSON form (the `f`,
+//! `args` and `result` of a recorded history, and what `dssmr client kv ...` prints:
+//! [`command_json`], [`reply_json`]):
+//!
+//! | `f`         | `args`                                   | `result`                                                  |
+//! |-------------|------------------------------------------|-----------------------------------------------------------|
+//! | `get`       | `{"key":"a"}`                            | `{"value":5}` or `{"missing":["a"]}`                      |
+//! | `put`       | `{"key":"a","value":5}`                  | `"done"`                                                  |
+//! | `cas`       | `{"key":"a","expected":1,"new":2}`       | `{"swapped":bool}` or `{"missing":["a"]}`                 |
+//! | `transfer`  | `{"from":"a","to":"b","amount":3}`       | `{"transferred":bool}` or `{"missing":[sorted keys]}`     |
+//! | `read_many` | `{"keys":["a","b"]}`                     | `{"values":[1,2]}` or `{"missing":[sorted, dedup keys]}`  |
+//!
+//! The `args` are the serde form of the command's fields (the variants are renamed to their
+//! `f`), so a decoder may read them back with serde. It never creates or deletes keys (the
+//! engine's `create` / `delete` commands do), never sees partitions and decodes no JSON
+//! (`dssmr_check::history::kv_model` does).
 
 use crate::app::state_machine::{StateMachine, Store};
 use crate::ids::VarId;
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
 /// The variable holding `key`: the key string itself.
 pub fn kv_var(key: &str) -> VarId {
@@ -20,7 +35,11 @@ pub fn kv_var(key: &str) -> VarId {
 
 /// A kv command. Every key it names must already exist, otherwise it replies
 /// [`KvReply::Missing`] and changes nothing.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// The serde names of the variants are the history names (`read_many`); the binary encoding
+/// (postcard) numbers variants and does not see them.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum KvCommand {
     /// Reads one key.
     Get {
@@ -60,6 +79,26 @@ pub enum KvCommand {
 }
 
 impl KvCommand {
+    /// Every command name ([`KvCommand::name`]), in the order of the variants.
+    pub const NAMES: [&'static str; 5] = ["get", "put", "cas", "transfer", "read_many"];
+
+    /// The command's name in histories and on command lines: `get`, `put`, `cas`, `transfer`,
+    /// `read_many`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            KvCommand::Get { .. } => "get",
+            KvCommand::Put { .. } => "put",
+            KvCommand::Cas { .. } => "cas",
+            KvCommand::Transfer { .. } => "transfer",
+            KvCommand::ReadMany { .. } => "read_many",
+        }
+    }
+
+    /// Whether the command never changes the store (`Get`, `ReadMany`).
+    pub fn is_read_only(&self) -> bool {
+        matches!(self, KvCommand::Get { .. } | KvCommand::ReadMany { .. })
+    }
+
     /// The keys the command names, in command order and with duplicates.
     pub fn keys(&self) -> Vec<&str> {
         match self {
@@ -73,7 +112,7 @@ impl KvCommand {
 }
 
 /// What a kv command returns.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum KvReply {
     /// The value read by `Get`.
     Value(i64),
@@ -89,6 +128,34 @@ pub enum KvReply {
     Values(Vec<i64>),
     /// Some keys do not exist (sorted, deduplicated names); the command did nothing.
     Missing(Vec<String>),
+}
+
+/// The history name and arguments of a command (the table of the module doc).
+pub fn command_json(cmd: &KvCommand) -> (&'static str, Value) {
+    let args = match cmd {
+        KvCommand::Get { key } => json!({ "key": key }),
+        KvCommand::Put { key, value } => json!({ "key": key, "value": value }),
+        KvCommand::Cas { key, expected, new } => {
+            json!({ "key": key, "expected": expected, "new": new })
+        }
+        KvCommand::Transfer { from, to, amount } => {
+            json!({ "from": from, "to": to, "amount": amount })
+        }
+        KvCommand::ReadMany { keys } => json!({ "keys": keys }),
+    };
+    (cmd.name(), args)
+}
+
+/// A reply as JSON: the `result` of an `ok` completion, and `dssmr client` output.
+pub fn reply_json(reply: &KvReply) -> Value {
+    match reply {
+        KvReply::Value(value) => json!({ "value": value }),
+        KvReply::Done => json!("done"),
+        KvReply::Cas(swapped) => json!({ "swapped": swapped }),
+        KvReply::Transfer(moved) => json!({ "transferred": moved }),
+        KvReply::Values(values) => json!({ "values": values }),
+        KvReply::Missing(keys) => json!({ "missing": keys }),
+    }
 }
 
 /// The kv state machine; each variable holds one `i64`.
@@ -378,5 +445,38 @@ mod tests {
             assert_eq!(back, reply);
         }
         assert!(postcard::from_bytes::<KvCommand>(&[0xff, 0x01]).is_err());
+    }
+
+    #[test]
+    fn json_encodings() {
+        assert_eq!(reply_json(&KvReply::Value(5)), json!({"value": 5}));
+        assert_eq!(reply_json(&KvReply::Done), json!("done"));
+        assert_eq!(reply_json(&KvReply::Cas(true)), json!({"swapped": true}));
+        assert_eq!(
+            reply_json(&KvReply::Transfer(false)),
+            json!({"transferred": false})
+        );
+        assert_eq!(
+            reply_json(&KvReply::Values(vec![1, 2])),
+            json!({"values": [1, 2]})
+        );
+        assert_eq!(
+            reply_json(&KvReply::Missing(vec!["k".into()])),
+            json!({"missing": ["k"]})
+        );
+        let cas = KvCommand::Cas {
+            key: "a".into(),
+            expected: 1,
+            new: 2,
+        };
+        assert_eq!(
+            command_json(&cas),
+            ("cas", json!({"key": "a", "expected": 1, "new": 2}))
+        );
+        // The args are the serde form of the command, named by `f`.
+        for cmd in [cas, transfer("a", "b", 3), get("a")] {
+            let (f, args) = command_json(&cmd);
+            assert_eq!(serde_json::to_value(&cmd).ok(), Some(json!({ f: args })));
+        }
     }
 }

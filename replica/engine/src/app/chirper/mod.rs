@@ -10,9 +10,11 @@
 //! social graphs with the same community structure.
 //!
 //! This module owns the command semantics and the placement rule; it never creates or deletes
-//! users (the engine does) and never sees partitions beyond `place`.
+//! users (the engine does) and never sees partitions beyond `place`. [`json`] owns the JSON
+//! form of commands and replies (histories, `dssmr client` output).
 
 pub mod graph;
+pub mod json;
 
 use crate::app::state_machine::{hash_slot, StateMachine, Store};
 use crate::ids::{GroupId, VarId};
