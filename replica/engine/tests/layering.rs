@@ -214,9 +214,11 @@ fn check_crate(dir: &str) -> Vec<String> {
                 top.insert(name.to_string());
             }
         }
+        // `pub use other_crate::{a, b};` re-exports another crate's modules as this crate's.
         if let Some(list) = line
             .strip_prefix("pub use ")
             .and_then(|r| r.split_once("::{"))
+            .filter(|(root, _)| root.starts_with("dssmr_"))
             .map(|(_, l)| l.trim_end_matches("};"))
         {
             top.extend(list.split(',').map(|n| n.trim().to_string()));
