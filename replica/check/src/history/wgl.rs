@@ -296,6 +296,48 @@ impl<S: Clone + Eq + Hash> Seen<S> {
     }
 }
 
+/// For every operation, the schedule node of its `Return` (`None`: it never returned).
+fn return_nodes(schedule: &[Step], ops: usize) -> Vec<Option<usize>> {
+    let mut return_node = vec![None; ops];
+    for (node, step) in schedule.iter().enumerate() {
+        if let Step::Return(i) = *step {
+            return_node[i] = Some(node);
+        }
+    }
+    return_node
+}
+
+/// Whether `op` (which returned `ret`, if it returned) can be linearized in `state`: `None`
+/// if not; `Some(None)` if it can and leaves the state as it is (a read); `Some(Some(next))`
+/// if it can and leads to `next`.
+fn try_step<S>(
+    state: &mut S,
+    op: &S::Op,
+    ret: Option<&S::Ret>,
+    read_only: bool,
+) -> Option<Option<S>>
+where
+    S: SequentialSpec + Clone + Eq,
+{
+    match (ret, read_only) {
+        // Linearizing an optional operation that changes nothing is never needed: leaving it
+        // out (or placing it later) explains the same history.
+        (None, true) => None,
+        (None, false) => {
+            let mut next_state = state.clone();
+            next_state.invoke(op);
+            (next_state != *state).then_some(Some(next_state))
+        }
+        (Some(ret), true) => state.is_valid_step(op, ret).then_some(None),
+        (Some(ret), false) => {
+            let mut next_state = state.clone();
+            next_state
+                .is_valid_step(op, ret)
+                .then_some(Some(next_state))
+        }
+    }
+}
+
 /// Searches for a linearization of `ops` given the real-time `schedule` of their steps, visiting
 /// at most `max_configurations` configurations.
 ///
@@ -310,12 +352,7 @@ pub fn linearize<S>(
 where
     S: SequentialSpec + Clone + Eq + Hash,
 {
-    let mut return_node = vec![None; ops.len()];
-    for (node, step) in schedule.iter().enumerate() {
-        if let Step::Return(i) = *step {
-            return_node[i] = Some(node);
-        }
-    }
+    let return_node = return_nodes(schedule, ops.len());
     let mut remaining_returns = return_node.iter().filter(|r| r.is_some()).count();
     let completed_total = remaining_returns;
     let mut done = Bits::new(ops.len());
@@ -348,24 +385,7 @@ where
                 node = steps.next[node];
                 continue;
             }
-            let next = match (ret, read_only) {
-                // Linearizing an optional operation that changes nothing is never needed:
-                // leaving it out (or placing it later) explains the same history.
-                (None, true) => None,
-                (None, false) => {
-                    let mut next_state = state.clone();
-                    next_state.invoke(op);
-                    (next_state != state).then_some(Some(next_state))
-                }
-                (Some(ret), true) => state.is_valid_step(op, ret).then_some(None),
-                (Some(ret), false) => {
-                    let mut next_state = state.clone();
-                    next_state
-                        .is_valid_step(op, ret)
-                        .then_some(Some(next_state))
-                }
-            };
-            if let Some(next_state) = next {
+            if let Some(next_state) = try_step(&mut state, op, ret.as_ref(), *read_only) {
                 let next_id = match &next_state {
                     Some(next_state) => seen.intern(next_state),
                     None => state_id,
