@@ -14,8 +14,11 @@ if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then
     echo "e2e/prepare.sh: installing prometheus (apt)"
     apt-get update -qq >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
-    # The package starts a system service on :9090; the tests start their own servers.
-    systemctl disable --now prometheus >/dev/null 2>&1 || pkill -x prometheus || true
+    # The package starts its own service on :9090; the tests start their own servers. Stop
+    # that service through its init script (never by process name: other Prometheus servers
+    # on the machine are not ours).
+    systemctl disable --now prometheus >/dev/null 2>&1 \
+      || invoke-rc.d prometheus stop >/dev/null 2>&1 || true
   else
     echo "e2e/prepare.sh: prometheus is missing and cannot be installed here (apt, root)" >&2
   fi

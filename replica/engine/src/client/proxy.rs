@@ -718,3 +718,23 @@ impl<A: StateMachine> Proxy<A> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_config_sets_mode_retries_and_destination() {
+        let config = ClusterConfig::from_yaml(
+            "name: demo\nmode: dssmr\napp: kv\nretryThreshold: 3\ndestination: affinity\n\
+             oracle:\n  members: ['127.0.0.1:7000']\n\
+             partitions:\n  - members: ['127.0.0.1:7010']\n",
+        )
+        .expect("valid config");
+        let p = ProxyConfig::for_cluster(&config);
+        assert_eq!(p.mode, Mode::Dssmr);
+        assert_eq!(p.retry_threshold, 3);
+        assert_eq!(p.destination, DestinationPolicy::Affinity);
+        assert_eq!(p.timeout, ProxyConfig::default().timeout);
+    }
+}

@@ -148,15 +148,21 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
-    /// Log or snapshot storage failed.
+    /// Log or snapshot storage failed (boxed: openraft's storage error is large).
     #[error("storage: {0}")]
-    Storage(#[from] StorageError),
+    Storage(Box<StorageError>),
     /// Raft refused the configuration or failed to start.
     #[error("raft: {0}")]
     Raft(String),
     /// A peer address is invalid.
     #[error(transparent)]
     Client(#[from] ClientError),
+}
+
+impl From<StorageError> for NodeError {
+    fn from(e: StorageError) -> Self {
+        NodeError::Storage(Box::new(e))
+    }
 }
 
 /// A running replica.

@@ -1,10 +1,15 @@
 //! `dssmr replica`: one replica of one group, as a StatefulSet pod runs it. This module maps
-//! flags (and their environment variables) to [`ReplicaSettings`] and installs the signal
-//! handlers; [`dssmr_engine::server`] resolves who the replica is and serves.
+//! flags (and their environment variables) to [`ReplicaSettings`], which [`plan`] resolves
+//! into the engine's plan (with [`identity`] for the group and ordinal), installs the signal
+//! handlers, and hands off to [`dssmr_engine::server::run`], which serves.
+
+mod identity;
+mod plan;
 
 use crate::signals::Signals;
 use clap::Args;
-use dssmr_engine::server::ReplicaSettings;
+use dssmr_engine::server::ServerError;
+use plan::ReplicaSettings;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -53,5 +58,10 @@ impl ReplicaArgs {
 pub async fn run(args: ReplicaArgs) -> anyhow::Result<()> {
     let plan = args.settings().resolve()?;
     let mut stop = Signals::install()?;
-    dssmr_engine::server::run(plan, async move { stop.wait().await }).await
+    dssmr_engine::server::run(plan, async move { stop.wait().await })
+        .await
+        .map_err(|e| match e {
+            ServerError::Http { .. } => anyhow::anyhow!("--http-addr: {e}"),
+            ServerError::Node(e) => e.into(),
+        })
 }

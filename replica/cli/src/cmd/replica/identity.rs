@@ -6,7 +6,7 @@
 //! `chirper-p2-1` in cluster `chirper` is replica 1 of partition 2. Flags win over the pod name.
 //! Pure functions: no I/O, every error names the flag or variable it is about.
 
-use crate::ids::{GroupId, ORACLE};
+use dssmr_engine::ids::{GroupId, ORACLE};
 
 /// A group as written on the command line: `oracle`, `p<N>` or `<N>` (partition N, from 1).
 pub(crate) fn parse_group(text: &str) -> Result<GroupId, String> {
