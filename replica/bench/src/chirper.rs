@@ -49,6 +49,7 @@ use dssmr_engine::app::chirper::graph::{GraphSpec, SocialGraph};
 use dssmr_engine::app::chirper::json::{command_json, create_json, created_json, reply_json};
 use dssmr_engine::app::chirper::{user_var, Chirper, ChirperCommand, User, UserId, UserPlacement};
 use dssmr_engine::client::{Created, DestinationPolicy, Mode, Proxy};
+use dssmr_engine::mode::UnknownName;
 use indicatif::ProgressBar;
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -140,14 +141,12 @@ impl fmt::Display for Workload {
 }
 
 impl FromStr for Workload {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
         Workload::ALL
             .into_iter()
             .find(|w| w.name() == s)
-            .ok_or_else(|| {
-                format!("unknown workload {s:?} (expected timeline, post, follow or mix)")
-            })
+            .ok_or_else(|| UnknownName::new("workload", s, "timeline, post, follow or mix"))
     }
 }
 

@@ -164,9 +164,39 @@ impl fmt::Display for KvMix {
     }
 }
 
+/// Why a `--mix` text is not a kv operation mix.
+#[derive(Debug, thiserror::Error)]
+pub enum BadMix {
+    /// A part is not `op=weight`.
+    #[error("{0:?} is not op=weight")]
+    NotOpWeight(String),
+    /// An operation is given twice.
+    #[error("{0} is given twice")]
+    Twice(String),
+    /// An operation kv does not have.
+    #[error("unknown operation {name:?} (expected {expected})")]
+    UnknownOperation {
+        /// The name given.
+        name: String,
+        /// The operations of kv.
+        expected: String,
+    },
+    /// A weight that is not a whole number.
+    #[error("weight of {name} must be a whole number, got {weight:?}")]
+    Weight {
+        /// The operation.
+        name: String,
+        /// The weight given.
+        weight: String,
+    },
+    /// Every weight is zero.
+    #[error("give at least one operation a positive weight")]
+    AllZero,
+}
+
 impl FromStr for KvMix {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = BadMix;
+    fn from_str(s: &str) -> Result<Self, BadMix> {
         let mut mix = KvMix {
             get: 0,
             put: 0,
@@ -178,25 +208,25 @@ impl FromStr for KvMix {
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (name, weight) = part
                 .split_once('=')
-                .ok_or_else(|| format!("{part:?} is not op=weight"))?;
+                .ok_or_else(|| BadMix::NotOpWeight(part.to_string()))?;
             let name = name.trim();
             if seen.contains(&name) {
-                return Err(format!("{name} is given twice"));
+                return Err(BadMix::Twice(name.to_string()));
             }
             seen.push(name);
-            let slot = mix.weight_mut(name).ok_or_else(|| {
-                format!(
-                    "unknown operation {name:?} (expected {})",
-                    Self::NAMES.join(", ")
-                )
+            let slot = mix
+                .weight_mut(name)
+                .ok_or_else(|| BadMix::UnknownOperation {
+                    name: name.to_string(),
+                    expected: Self::NAMES.join(", "),
+                })?;
+            *slot = weight.trim().parse().map_err(|_| BadMix::Weight {
+                name: name.to_string(),
+                weight: weight.to_string(),
             })?;
-            *slot = weight
-                .trim()
-                .parse()
-                .map_err(|_| format!("weight of {name} must be a whole number, got {weight:?}"))?;
         }
         if mix.total() == 0 {
-            return Err("give at least one operation a positive weight".into());
+            return Err(BadMix::AllZero);
         }
         Ok(mix)
     }
@@ -499,8 +529,10 @@ mod tests {
     #[test]
     fn mix_parses_prints_and_names_what_is_wrong() {
         assert_eq!(
-            "get=25,put=15,cas=15,transfer=25,read_many=20".parse::<KvMix>(),
-            Ok(KvMix::default())
+            "get=25,put=15,cas=15,transfer=25,read_many=20"
+                .parse::<KvMix>()
+                .expect("valid"),
+            KvMix::default()
         );
         assert_eq!(
             KvMix::default().to_string(),
@@ -517,7 +549,7 @@ mod tests {
             ("get=0", "positive weight"),
             ("get=1,get=2", "twice"),
         ] {
-            let err = bad.parse::<KvMix>().unwrap_err();
+            let err = bad.parse::<KvMix>().unwrap_err().to_string();
             assert!(err.contains(why), "{bad}: {err}");
         }
     }
