@@ -552,7 +552,9 @@ PENDING_METRICS = {"dssmr_operator_cluster_throughput", "dssmr_operator_cluster_
 
 def exported_metrics() -> set[str]:
     names = set()
-    for src in [ROOT / "replica" / "src" / "metrics.rs", ROOT / "operator" / "src" / "metrics.rs"]:
+    engine = ROOT / "replica" / "engine" / "src"
+    for src in [engine / "server" / "metrics.rs", engine / "client" / "metrics.rs",
+                ROOT / "operator" / "src" / "metrics.rs"]:
         names |= set(re.findall(r'"(dssmr_[a-z0-9_]+)"', src.read_text()))
     return names
 
