@@ -72,8 +72,8 @@ impl ReplicaAccess {
     }
 
     /// The HTTP address (`/metrics`) of the replica whose member address is `member`: the
-    /// member's host on [`HTTP_PORT`] (as every pod serves it), or in a map the value of
-    /// `http://<member>`.
+    /// member's host on the replicas' HTTP port (`HTTP_PORT`, as every pod serves it), or in a
+    /// map the value of `http://<member>`.
     pub fn http(&self, member: &str) -> Result<String, ReplicaError> {
         match self {
             ReplicaAccess::Map(m) => m

@@ -1,11 +1,11 @@
 //! Chirper (§5.2) under closed-loop load: the workloads of §6.1 on S-SMR or DS-SMR. Used by
 //! `dssmr demo` (one workload, both modes) and `dssmr bench chirper` (workloads × partition
 //! counts × modes, [`crate::run_points`]); [`ChirperBench`] is a [`ClosedLoop`] workload of the
-//! crate's one run loop ([`crate::run`]).
+//! crate's one run loop (`crate::run`, [`crate::ClosedLoop`]).
 //!
 //! Setup: a seeded [`SocialGraph`] is generated, and on a local cluster ([`crate::run_local`])
 //! or a running one ([`crate::run_against`]) every user is created through the client proxies
-//! ([`crate::run::setup_each`]), concurrently,
+//! (`setup_each`), concurrently,
 //! with its follow edges already in its initial [`User`] value, so loading the graph needs no
 //! follow commands. Where a user lands is the app's placement ([`UserPlacement`]: a hash of the
 //! id by default, or the interest rule f(uid)), the same under both modes: the oracle applies

@@ -7,7 +7,7 @@ use dssmr_engine::client::{ClientError, ProxyError};
 use std::path::PathBuf;
 
 /// A boxed lower-layer error whose type the bench does not inspect (cluster start-up, plots).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why a benchmark could not run or write its results.
 #[derive(Debug, thiserror::Error)]

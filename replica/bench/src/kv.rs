@@ -1,7 +1,7 @@
 //! `dssmr bench kv`: closed-loop clients run a mix of kv operations over a few keys, on S-SMR
 //! or DS-SMR, and every operation can be recorded in a history that a linearizability checker
 //! judges afterwards (`dssmr history check --app kv FILE`). [`KvBench`] is a [`ClosedLoop`]
-//! workload of the crate's one run loop ([`crate::run`]).
+//! workload of the crate's one run loop (`crate::run`, [`crate::ClosedLoop`]).
 //!
 //! Setup: `keys` keys named `k0`, `k1`, ... ([`key_name`]) are put to [`INITIAL_VALUE`]
 //! through client proxies, concurrently. With a history, these puts are recorded like any

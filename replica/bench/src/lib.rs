@@ -4,14 +4,14 @@
 //!
 //! In dependency order (each module uses only those above it):
 //!
-//! - [`stats`]: latency histograms;
-//! - [`error`]: the crate's one [`Error`] and its [`Result`] alias;
-//! - [`recording`]: [`BenchHistory`] (one history shared by several runs, with distinct process
+//! - `stats`: latency histograms;
+//! - `error`: the crate's one [`Error`] and its [`Result`] alias;
+//! - `recording`: [`BenchHistory`] (one history shared by several runs, with distinct process
 //!   ids) and [`recorded`] / [`record_outcome`] (one proxy call as `invoke` and completion);
-//! - [`load`]: [`Load`] (the counters the clients update), [`drive`] (the clock of warm-up and
+//! - `load`: [`Load`] (the counters the clients update), [`drive`] (the clock of warm-up and
 //!   measured window, samples, progress bar), [`join_clients`], and the [`Measurement`] of a
 //!   window;
-//! - [`run`]: the shape of a closed-loop run ([`RunShape`]: mode, partitions, clients, times,
+//! - `run`: the shape of a closed-loop run ([`RunShape`]: mode, partitions, clients, times,
 //!   policies) and the one run loop every closed-loop workload uses ([`ClosedLoop`],
 //!   [`run_local`], [`run_against`], [`run_points`]): start a local cluster or use a running
 //!   one, build the proxies, set up, spawn the clients, drive the window, collect a record;
@@ -24,13 +24,15 @@
 //! The workloads generate load and measure; nothing here changes the engine, and no error
 //! names a command-line flag (the CLI does that).
 
-pub mod stats;
+#![warn(unreachable_pub)]
 
-pub mod error;
-pub mod recording;
+mod stats;
 
-pub mod load;
-pub mod run;
+mod error;
+mod recording;
+
+mod load;
+mod run;
 
 pub mod chirper;
 pub mod kv;

@@ -7,7 +7,7 @@
 //! destination count, printed and optionally written as JSON.
 //!
 //! This module measures the multicast layer alone (raw group clients, no proxies, no app), so
-//! it has its own loop rather than [`crate::run`]'s; it changes nothing in the engine.
+//! it has its own loop rather than `crate::run`'s; it changes nothing in the engine.
 
 use crate::stats::Latencies;
 use crate::{Error, Result};

@@ -154,10 +154,10 @@ pub struct RunOutcome<S> {
 }
 
 /// The history name and arguments of a command of `A` (the app's encoder).
-pub type CommandJson<A> = fn(&<A as StateMachine>::Command) -> (&'static str, Value);
+pub(crate) type CommandJson<A> = fn(&<A as StateMachine>::Command) -> (&'static str, Value);
 
 /// The history result of a reply of `A` (the app's encoder).
-pub type ReplyJson<A> = fn(&<A as StateMachine>::Reply) -> Value;
+pub(crate) type ReplyJson<A> = fn(&<A as StateMachine>::Reply) -> Value;
 
 /// A closed-loop workload: its app, its setup and what one client does next.
 pub trait ClosedLoop: Sync + 'static {
@@ -303,7 +303,7 @@ pub async fn run_against<W: ClosedLoop>(
 /// `proxies` (one loader per proxy, no more loaders than items), each loader under its own
 /// history process (`step` may replace it, e.g. after an `info`); `bar` counts the items under
 /// `message`. Stops at the first failed step.
-pub async fn setup_each<A: StateMachine>(
+pub(crate) async fn setup_each<A: StateMachine>(
     count: u64,
     proxies: &[Proxy<A>],
     history: Option<&BenchHistory>,
@@ -331,12 +331,12 @@ pub async fn setup_each<A: StateMachine>(
 }
 
 /// How many times a setup command is tried while its outcome stays unknown.
-pub const SETUP_ATTEMPTS: usize = 5;
+pub(crate) const SETUP_ATTEMPTS: usize = 5;
 
 /// Runs one command of a setup (`step` names it for errors) by `call`, again while its outcome
 /// is unknown, at most [`SETUP_ATTEMPTS`] times: a setup command must be idempotent (a create
 /// finds its variable, a put writes the same value again).
-pub async fn setup_command<T>(
+pub(crate) async fn setup_command<T>(
     step: impl Fn() -> String,
     mut call: impl AsyncFnMut() -> Result<T, ProxyError>,
 ) -> Result<T> {

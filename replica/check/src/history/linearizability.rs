@@ -14,7 +14,7 @@
 //!   process that is (against the history contract) reused after an `info` continues as a new
 //!   thread, so the unknown operation stays open forever.
 //!
-//! The search engine is [`super::wgl`], a memoised search over stateright's [`SequentialSpec`]
+//! The search engine is `super::wgl`, a memoised search over stateright's [`SequentialSpec`]
 //! trait, bounded by a number of configurations ([`DEFAULT_MAX_CONFIGURATIONS`], or
 //! [`check_kv_bounded`]); past it the verdict is [`LinearizabilityError::Inconclusive`].
 //! [`check_kv_stateright`] feeds the same operations to stateright's own

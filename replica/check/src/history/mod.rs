@@ -25,7 +25,7 @@
 pub mod bank;
 pub mod kv_model;
 pub mod linearizability;
-pub mod wgl;
+pub(crate) mod wgl;
 
 #[cfg(test)]
 mod test_support;

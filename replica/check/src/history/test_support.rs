@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 
 /// Builds histories by hand, one event per call, 10 ns apart.
 #[derive(Default)]
-pub struct Builder {
+pub(super) struct Builder {
     pub events: Vec<Event>,
     open: HashMap<u64, (String, Value)>,
 }
@@ -39,14 +39,19 @@ impl Builder {
     }
 
     /// `process` invokes `f(args)`.
-    pub fn invoke(&mut self, process: u64, f: &str, args: Value) -> &mut Self {
+    pub(super) fn invoke(&mut self, process: u64, f: &str, args: Value) -> &mut Self {
         self.open.insert(process, (f.to_string(), args.clone()));
         self.push(process, EventKind::Invoke, f.to_string(), args, None);
         self
     }
 
     /// The open operation of `process` completes.
-    pub fn complete(&mut self, process: u64, kind: EventKind, result: Option<Value>) -> &mut Self {
+    pub(super) fn complete(
+        &mut self,
+        process: u64,
+        kind: EventKind,
+        result: Option<Value>,
+    ) -> &mut Self {
         let (f, args) = self
             .open
             .remove(&process)
@@ -56,33 +61,33 @@ impl Builder {
     }
 
     /// The open operation of `process` returns `ok` with `result`.
-    pub fn ok(&mut self, process: u64, result: Value) -> &mut Self {
+    pub(super) fn ok(&mut self, process: u64, result: Value) -> &mut Self {
         self.complete(process, EventKind::Ok, Some(result))
     }
 
     /// The open operation of `process` ends with `info`.
-    pub fn info(&mut self, process: u64) -> &mut Self {
+    pub(super) fn info(&mut self, process: u64) -> &mut Self {
         self.complete(process, EventKind::Info, None)
     }
 
     /// The open operation of `process` ends with `fail`.
-    pub fn fail(&mut self, process: u64) -> &mut Self {
+    pub(super) fn fail(&mut self, process: u64) -> &mut Self {
         self.complete(process, EventKind::Fail, None)
     }
 
     /// `process` invokes `f(args)`, which returns `ok` with `result` at once.
-    pub fn call(&mut self, process: u64, f: &str, args: Value, result: Value) -> &mut Self {
+    pub(super) fn call(&mut self, process: u64, f: &str, args: Value, result: Value) -> &mut Self {
         self.invoke(process, f, args).ok(process, result)
     }
 }
 
 /// A kv map from literal pairs.
-pub fn init(pairs: &[(&str, i64)]) -> BTreeMap<String, i64> {
+pub(super) fn init(pairs: &[(&str, i64)]) -> BTreeMap<String, i64> {
     pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
 }
 
 /// The initial map of generated histories: `a`, `b`, `c` hold 10; `d` does not exist yet.
-pub fn bank_init() -> BTreeMap<String, i64> {
+pub(super) fn bank_init() -> BTreeMap<String, i64> {
     init(&[("a", 10), ("b", 10), ("c", 10)])
 }
 
@@ -135,7 +140,7 @@ fn random_op(rng: &mut StdRng, params: &GenParams) -> KvCommand {
 }
 
 /// Parameters of a generated history.
-pub struct GenParams {
+pub(super) struct GenParams {
     pub seed: u64,
     pub workers: u64,
     /// Operations issued one at a time before the concurrent phase.
@@ -155,7 +160,7 @@ pub struct GenParams {
 
 /// Simulates a linearizable kv (each operation takes effect atomically at a random point
 /// inside its interval) and records the history its clients would see.
-pub fn generate(params: &GenParams, initial: &BTreeMap<String, i64>) -> Vec<Event> {
+pub(super) fn generate(params: &GenParams, initial: &BTreeMap<String, i64>) -> Vec<Event> {
     let mut rng = StdRng::seed_from_u64(params.seed);
     let mut ops: Vec<GenOp> = Vec::new();
     let mut next_process = params.workers;
@@ -257,7 +262,7 @@ pub fn generate(params: &GenParams, initial: &BTreeMap<String, i64>) -> Vec<Even
 
 /// Usual parameters: 10 sequential operations, durations up to 100 ns, 5% `fail`, 5% `info`,
 /// 4 keys, values below 20.
-pub fn params(seed: u64, workers: u64, ops_per_worker: usize) -> GenParams {
+pub(super) fn params(seed: u64, workers: u64, ops_per_worker: usize) -> GenParams {
     GenParams {
         seed,
         workers,
@@ -273,7 +278,7 @@ pub fn params(seed: u64, workers: u64, ops_per_worker: usize) -> GenParams {
 
 /// Replaces the result of the first `ok` `get` of an existing key in the second half of the
 /// history by a value no operation ever writes; returns the index of the changed event.
-pub fn corrupt_late_get(events: &mut [Event]) -> Option<usize> {
+pub(super) fn corrupt_late_get(events: &mut [Event]) -> Option<usize> {
     let n = events.len();
     let victim = (n / 2..n).find(|&i| {
         events[i].kind == EventKind::Ok
@@ -289,7 +294,7 @@ pub fn corrupt_late_get(events: &mut [Event]) -> Option<usize> {
 
 /// Changes the result of one random `ok` event to another plausible one (a value off by one, a
 /// flipped boolean); returns false when the history has nothing to change.
-pub fn perturb(events: &mut [Event], rng: &mut StdRng) -> bool {
+pub(super) fn perturb(events: &mut [Event], rng: &mut StdRng) -> bool {
     let candidates: Vec<usize> = (0..events.len())
         .filter(|&i| {
             events[i].kind == EventKind::Ok

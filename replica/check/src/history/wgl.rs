@@ -25,7 +25,7 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 /// One operation to linearize.
 #[derive(Clone, Debug)]
-pub struct Operation<Op, Ret> {
+pub(crate) struct Operation<Op, Ret> {
     /// What was invoked.
     pub op: Op,
     /// What it returned, or `None` when the outcome is unknown (the operation is optional).
@@ -38,7 +38,7 @@ pub struct Operation<Op, Ret> {
 
 /// Invocations and returns, in real-time order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Operation `i` was invoked.
     Call(usize),
     /// Operation `i` returned (only for operations with `ret: Some`).
@@ -47,7 +47,7 @@ pub enum Step {
 
 /// What the search found.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// A valid order: operation indices, optional operations included only when linearized.
     Linearizable(Vec<usize>),
     /// No valid order exists.
@@ -343,7 +343,7 @@ where
 ///
 /// Every operation must have exactly one `Call` in `schedule`, followed later by one `Return` if
 /// and only if its `ret` is `Some`.
-pub fn linearize<S>(
+pub(crate) fn linearize<S>(
     init: &S,
     ops: &[Operation<S::Op, S::Ret>],
     schedule: &[Step],
