@@ -181,12 +181,12 @@ impl Coordinator {
 
     /// Stops acting as leader for good (the replica is about to hand leadership over and
     /// stop): submissions are referred elsewhere and no new entries are proposed by it.
-    pub fn stop_leading(&self) {
+    pub(crate) fn stop_leading(&self) {
         self.handing_over.store(true, Ordering::Relaxed);
     }
 
     /// Where the leader is, as far as this replica knows.
-    pub fn leader_hint(&self) -> LeaderHint {
+    pub(crate) fn leader_hint(&self) -> LeaderHint {
         let leader = self.raft.metrics().borrow().current_leader;
         LeaderHint {
             leader_id: leader.unwrap_or(0),

@@ -42,12 +42,12 @@ impl Actions {
     }
 
     /// Takes the queued messages.
-    pub fn drain_sends(&mut self) -> impl Iterator<Item = (GroupId, Vec<u8>)> + '_ {
+    pub(crate) fn drain_sends(&mut self) -> impl Iterator<Item = (GroupId, Vec<u8>)> + '_ {
         self.sends.drain(..)
     }
 
     /// Takes the queued replies.
-    pub fn drain_replies(&mut self) -> impl Iterator<Item = (MsgId, u64, Vec<u8>)> + '_ {
+    pub(crate) fn drain_replies(&mut self) -> impl Iterator<Item = (MsgId, u64, Vec<u8>)> + '_ {
         self.replies.drain(..)
     }
 }

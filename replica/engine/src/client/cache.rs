@@ -29,7 +29,7 @@ impl LocationCache {
     }
 
     /// The cached location of each variable of `vars`, where known.
-    pub fn locate_each(&self, vars: &[VarId]) -> Vec<Option<GroupId>> {
+    pub(crate) fn locate_each(&self, vars: &[VarId]) -> Vec<Option<GroupId>> {
         let map = self.read();
         vars.iter().map(|v| map.get(v).copied()).collect()
     }
@@ -37,7 +37,7 @@ impl LocationCache {
     /// The dependencies a command over `omega` (sorted) had last time a partition told
     /// (`retry(γ)`), so that the next such command locates and gathers them at once instead
     /// of learning them from another retry. A hint only: partitions still check.
-    pub fn dependencies(&self, omega: &[VarId]) -> Option<Vec<VarId>> {
+    pub(crate) fn dependencies(&self, omega: &[VarId]) -> Option<Vec<VarId>> {
         self.dependencies
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -46,7 +46,7 @@ impl LocationCache {
     }
 
     /// Remembers the dependencies `gamma` of a command over `omega` (sorted), if it names any.
-    pub fn remember_dependencies(&self, omega: &[VarId], gamma: &[VarId]) {
+    pub(crate) fn remember_dependencies(&self, omega: &[VarId], gamma: &[VarId]) {
         let deps: Vec<VarId> = gamma
             .iter()
             .filter(|v| omega.binary_search(v).is_err())

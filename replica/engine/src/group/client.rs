@@ -104,7 +104,7 @@ impl GroupClient {
     }
 
     /// Makes the calls of this client subject to the fault table, as sent from `self_addr`.
-    pub fn with_faults(mut self, faults: Arc<Faults>, self_addr: String) -> Self {
+    pub(crate) fn with_faults(mut self, faults: Arc<Faults>, self_addr: String) -> Self {
         self.origin = Some((faults, self_addr));
         self
     }

@@ -15,7 +15,7 @@ pub struct Faults {
 
 impl Faults {
     /// True when traffic from `from` to `to` is currently dropped.
-    pub fn is_cut(&self, from: &str, to: &str) -> bool {
+    pub(crate) fn is_cut(&self, from: &str, to: &str) -> bool {
         let cut = self.cut.read().unwrap_or_else(|p| p.into_inner());
         !cut.is_empty() && cut.contains(&(from.to_string(), to.to_string()))
     }

@@ -52,14 +52,14 @@ type WaiterMap = HashMap<MsgId, Vec<oneshot::Sender<Completion>>>;
 
 /// Clients waiting for the reply to a message at this replica.
 #[derive(Default)]
-pub struct Waiters {
+pub(crate) struct Waiters {
     map: Mutex<WaiterMap>,
 }
 
 impl Waiters {
     /// Registers interest in the reply to `id`. Register while holding the state lock, after
     /// seeing the message not answered yet.
-    pub fn register(&self, id: MsgId) -> oneshot::Receiver<Completion> {
+    pub(crate) fn register(&self, id: MsgId) -> oneshot::Receiver<Completion> {
         let (tx, rx) = oneshot::channel();
         self.lock().entry(id).or_default().push(tx);
         rx
@@ -77,7 +77,7 @@ impl Waiters {
     }
 
     /// Forgets waiters whose clients went away.
-    pub fn prune(&self) {
+    pub(crate) fn prune(&self) {
         self.lock().retain(|_, v| {
             v.retain(|tx| !tx.is_closed());
             !v.is_empty()
@@ -93,7 +93,7 @@ impl Waiters {
 pub struct Shared {
     state: Mutex<GroupState>,
     /// Clients waiting for deliveries.
-    pub waiters: Waiters,
+    pub(crate) waiters: Waiters,
     events: mpsc::UnboundedSender<GroupEvent>,
 }
 

@@ -55,7 +55,7 @@ impl Op {
     }
 
     /// The multicast message the operation orders, if it orders one.
-    pub fn msg_id(&self) -> Option<MsgId> {
+    pub(crate) fn msg_id(&self) -> Option<MsgId> {
         match self {
             Op::Start(m) => Some(m.id),
             Op::Final { id, .. } => Some(*id),

@@ -75,7 +75,7 @@ impl ChannelState {
     }
 
     /// The next sequence number expected from `from`.
-    pub fn next_expected(&self, from: GroupId) -> u64 {
+    pub(crate) fn next_expected(&self, from: GroupId) -> u64 {
         self.next_expected.get(&from).copied().unwrap_or(0)
     }
 

@@ -59,12 +59,12 @@ impl McastMessage {
     }
 
     /// True when the message is addressed to more than one group.
-    pub fn is_multi_group(&self) -> bool {
+    pub(crate) fn is_multi_group(&self) -> bool {
         self.dests.len() > 1
     }
 
     /// Decodes and validates a message received from the network.
-    pub fn from_proto(
+    pub(crate) fn from_proto(
         msg: Option<proto::McastMessage>,
         known_group: impl Fn(GroupId) -> bool,
     ) -> Result<Self, MessageError> {
@@ -87,7 +87,7 @@ impl McastMessage {
     }
 
     /// Encodes the message for the wire.
-    pub fn to_proto(&self) -> proto::McastMessage {
+    pub(crate) fn to_proto(&self) -> proto::McastMessage {
         proto::McastMessage {
             id: Some(proto::MsgId {
                 sender: self.id.sender,

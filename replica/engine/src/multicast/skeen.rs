@@ -154,7 +154,7 @@ impl SkeenState {
     }
 
     /// Switches the delivery rule (only mutation tests use anything but the default).
-    pub fn set_rule(&mut self, rule: DeliveryRule) {
+    pub(crate) fn set_rule(&mut self, rule: DeliveryRule) {
         self.rule = rule;
     }
 
@@ -185,12 +185,12 @@ impl SkeenState {
     }
 
     /// A message not delivered yet, with its current (local or final) timestamp.
-    pub fn pending_message(&self, id: MsgId) -> Option<(&McastMessage, u64)> {
+    pub(crate) fn pending_message(&self, id: MsgId) -> Option<(&McastMessage, u64)> {
         self.pending.get(&id).map(|p| (&p.msg, p.ts))
     }
 
     /// The multi-group messages still waiting for their final timestamp, with local timestamps.
-    pub fn tentative(&self) -> impl Iterator<Item = (&McastMessage, u64)> {
+    pub(crate) fn tentative(&self) -> impl Iterator<Item = (&McastMessage, u64)> {
         self.pending
             .values()
             .filter(|p| p.stage == Stage::Tentative)
@@ -218,7 +218,7 @@ impl SkeenState {
     }
 
     /// Applies a logged `finalize(m, ts)`. Ignored unless `m` is tentative here.
-    pub fn finalize(&mut self, id: MsgId, final_ts: u64, out: &mut Vec<Output>) {
+    pub(crate) fn finalize(&mut self, id: MsgId, final_ts: u64, out: &mut Vec<Output>) {
         let Some(p) = self.pending.get_mut(&id) else {
             return;
         };

@@ -23,7 +23,7 @@ use thiserror::Error;
 
 /// What a handover achieved.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Handover {
+pub(crate) enum Handover {
     /// The replica did not lead its group: nothing to hand over.
     NotLeader,
     /// Another replica leads now.
@@ -37,7 +37,7 @@ pub enum Handover {
 
 /// Why a handover did not complete (the replica may stop anyway: the group re-elects).
 #[derive(Debug, Error)]
-pub enum HandoverError {
+pub(crate) enum HandoverError {
     /// No follower caught up with the log in time.
     #[error("no follower caught up with the leader's log within {0:?}")]
     NoUpToDateFollower(Duration),
@@ -62,7 +62,10 @@ pub enum HandoverError {
 /// Hands the leadership of `node`'s group to an up-to-date follower, within `timeout`.
 /// Afterwards `node` no longer acts as leader, whatever the outcome: call it only before
 /// stopping the replica.
-pub async fn hand_over(node: &GroupNode, timeout: Duration) -> Result<Handover, HandoverError> {
+pub(crate) async fn hand_over(
+    node: &GroupNode,
+    timeout: Duration,
+) -> Result<Handover, HandoverError> {
     let started = Instant::now();
     let deadline = started + timeout;
     let me = node.node_id();

@@ -10,7 +10,7 @@
 pub(crate) mod handover;
 pub(crate) mod service;
 
-pub use handover::{hand_over, Handover, HandoverError};
+pub(crate) use handover::{hand_over, Handover};
 
 use crate::app::Application;
 use crate::coordinator::{Coordinator, CoordinatorParts};
@@ -326,7 +326,7 @@ impl GroupNode {
     }
 
     /// The multicast runtime of this replica.
-    pub fn coordinator(&self) -> &Arc<Coordinator> {
+    pub(crate) fn coordinator(&self) -> &Arc<Coordinator> {
         &self.coordinator
     }
 
@@ -444,7 +444,7 @@ fn unobserved_latency() -> prometheus::Histogram {
 }
 
 /// Binds `n` listeners on 127.0.0.1 with OS-assigned ports (for tests, benches and the demo).
-pub fn bind_local(n: usize) -> std::io::Result<Vec<(std::net::TcpListener, SocketAddr)>> {
+pub(crate) fn bind_local(n: usize) -> std::io::Result<Vec<(std::net::TcpListener, SocketAddr)>> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let l = std::net::TcpListener::bind("127.0.0.1:0")?;

@@ -105,7 +105,7 @@ impl Oracle {
     }
 
     /// Where partition `p` stands.
-    pub fn partition_state(&self, p: GroupId) -> PartitionState {
+    pub(crate) fn partition_state(&self, p: GroupId) -> PartitionState {
         let held = self.state.counts.get(&p).copied().unwrap_or(0);
         if self.state.draining.contains(&p) {
             if held == 0 {
@@ -139,7 +139,7 @@ impl Oracle {
     }
 
     /// Up to `n` variables located in partition `p`.
-    pub fn variables_in(&self, p: GroupId, n: usize) -> Vec<VarId> {
+    pub(crate) fn variables_in(&self, p: GroupId, n: usize) -> Vec<VarId> {
         self.state
             .locations
             .iter()
@@ -150,7 +150,7 @@ impl Oracle {
     }
 
     /// The active partition (other than `not`) holding the fewest variables.
-    pub fn emptiest_active(&self, not: GroupId) -> Option<GroupId> {
+    pub(crate) fn emptiest_active(&self, not: GroupId) -> Option<GroupId> {
         self.state
             .partitions
             .iter()

@@ -71,7 +71,7 @@ struct PartitionState<V> {
 
 /// Counters of what a partition did (replicated, so every replica counts the same).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionCounters {
+pub(crate) struct PartitionCounters {
     /// Access commands executed here.
     pub executed: u64,
     /// Access commands answered with retry.
@@ -136,7 +136,7 @@ impl<A: StateMachine> Partition<A> {
     }
 
     /// The same partition following `rule` (tests of the checkers only).
-    pub fn with_rule(mut self, rule: PartitionRule) -> Self {
+    pub(crate) fn with_rule(mut self, rule: PartitionRule) -> Self {
         self.rule = rule;
         self
     }
@@ -147,12 +147,14 @@ impl<A: StateMachine> Partition<A> {
     }
 
     /// Commands delivered and not finished (the head may be waiting for another group).
-    pub fn queued(&self) -> usize {
+    #[cfg(test)]
+    fn queued(&self) -> usize {
         self.state.queue.len()
     }
 
     /// What this partition did so far.
-    pub fn counters(&self) -> PartitionCounters {
+    #[cfg(test)]
+    fn counters(&self) -> PartitionCounters {
         self.counters
     }
 

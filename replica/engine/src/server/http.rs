@@ -21,11 +21,11 @@ use std::sync::Arc;
 use thiserror::Error;
 
 /// Committed entries a ready replica may still have to apply (apply work in flight under load).
-pub const READY_LAG: u64 = 64;
+pub(crate) const READY_LAG: u64 = 64;
 
 /// Longest a ready leader may go without a quorum acknowledging it (the election timeout's
 /// upper bound: by then the followers elect another leader).
-pub const LEADER_QUORUM_MS: u64 = 1000;
+pub(crate) const LEADER_QUORUM_MS: u64 = 1000;
 
 /// What the handlers read.
 pub struct Probe {

@@ -81,7 +81,7 @@ impl ReplicaMetrics {
     }
 
     /// Records the commit index (read asynchronously from Raft before each scrape).
-    pub fn set_commit_index(&self, index: u64) {
+    pub(crate) fn set_commit_index(&self, index: u64) {
         self.commit_index
             .set(i64::try_from(index).unwrap_or(i64::MAX));
     }
