@@ -18,7 +18,10 @@
 //! - `output.rs`: the `--json` and `--history` files, and the run flags `dssmr bench chirper`
 //!   and `dssmr bench kv` share (`--cluster`, `--metrics-addr`, `--json`, `--history`,
 //!   `--quiet`);
-//! - `cmd/demo.rs`, `cmd/local.rs`, `cmd/replica.rs`, `cmd/admin.rs`, `cmd/history.rs`;
+//! - `cmd/demo.rs`, `cmd/local.rs`, `cmd/admin.rs`, `cmd/history.rs`;
+//! - `cmd/replica/`: `mod.rs` (flags, signals, serving), `plan.rs` (flags and the config
+//!   resolved into the engine's plan), `identity.rs` (group and ordinal from flags or
+//!   POD_NAME);
 //! - `cmd/client/`: `mod.rs` (flags, the proxy), `kv.rs` (the kv verbs, parsed into the app's
 //!   `KvCommand`), `chirper.rs`;
 //! - `cmd/bench/`: `mod.rs` (the subcommands), `mcast.rs`, `chirper.rs`, `kv.rs`.
