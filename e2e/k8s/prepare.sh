@@ -74,9 +74,23 @@ say "building the Kubernetes v$K8S_VERSION control plane into $CACHE (cold: ~4 m
 APTDIR="$CACHE/apt"
 mkdir -p "$APTDIR/etc/sources.list.d" "$APTDIR/etc/preferences.d" "$APTDIR/etc/apt.conf.d" \
   "$APTDIR/state/lists/partial" "$APTDIR/cache/archives/partial"
-cat >"$APTDIR/etc/sources.list" <<'EOF'
-deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bullseye main
-deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bullseye main
+# The Debian archive this machine's own apt configuration uses (its mirror), never a host
+# named here: the URI that serves the machine's own release's main component.
+system_mirror() {
+  local codename
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  [ -n "$codename" ] || return 0
+  apt-cache policy 2>/dev/null | awk -v s="$codename/main" '$3 == s { print $2; exit }'
+}
+MIRROR=$(system_mirror)
+if [ -z "$MIRROR" ]; then
+  apt-get update -qq >/dev/null 2>&1 || true
+  MIRROR=$(system_mirror)
+fi
+[ -n "$MIRROR" ] || die "cannot find the Debian archive in this machine's apt sources (apt-cache policy lists no <release>/main)"
+cat >"$APTDIR/etc/sources.list" <<EOF
+deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $MIRROR bullseye main
+deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $MIRROR bullseye main
 EOF
 cat >"$APTDIR/apt.conf" <<EOF
 Dir::Etc "$APTDIR/etc";
@@ -91,7 +105,7 @@ APT::Sandbox::User "root";
 Acquire::Languages "none";
 EOF
 papt() { APT_CONFIG="$APTDIR/apt.conf" "$@"; }
-say "private apt config: APT_CONFIG=$APTDIR/apt.conf (bullseye main, deb + deb-src)"
+say "private apt config: APT_CONFIG=$APTDIR/apt.conf (bullseye main, deb + deb-src, from $MIRROR)"
 papt apt-get update -qq >/dev/null || die "apt-get update with the private bullseye config failed"
 
 # dpkg-source (dpkg-dev) unpacks the source package.
