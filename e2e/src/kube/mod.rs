@@ -13,6 +13,9 @@
 //!
 //! Missing binaries are an error naming `e2e/k8s/prepare.sh`; tests fail on it, loudly.
 
+mod nodes;
+mod pki;
+
 use crate::prometheus::free_port;
 use crate::wait_for;
 use std::io::{Read, Write};
@@ -454,135 +457,6 @@ impl ControlPlane {
         self.kubectl_stdin(&["apply", "-f", "-"], &value.to_string())
     }
 
-    /// Creates Node `name` of class `hw`: labels `kubernetes.io/hostname`, [`HARDWARE_LABEL`]
-    /// and os/arch; capacity and allocatable (cpu, memory, 110 pods); condition Ready. The
-    /// API server keeps the status given on create; no kubelet ever updates it.
-    pub fn create_node(&self, name: &str, hw: Hardware) -> anyhow::Result<()> {
-        let resources = serde_json::json!({
-            "cpu": hw.cpus().to_string(),
-            "memory": format!("{}Gi", hw.memory_gib()),
-            "pods": "110",
-        });
-        let now = now_rfc3339();
-        let node = serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": name,
-                "labels": {
-                    "kubernetes.io/hostname": name,
-                    "kubernetes.io/os": "linux",
-                    "kubernetes.io/arch": "amd64",
-                    HARDWARE_LABEL: hw.label(),
-                },
-                "annotations": {"dssmr.io/processors": hw.processors()},
-            },
-            "spec": {},
-            "status": {
-                "capacity": resources,
-                "allocatable": resources,
-                "conditions": [{
-                    "type": "Ready", "status": "True", "reason": "E2E",
-                    "message": "created by the e2e harness (no kubelet)",
-                    "lastHeartbeatTime": now, "lastTransitionTime": now,
-                }],
-                "nodeInfo": {
-                    "architecture": "amd64", "operatingSystem": "linux",
-                    "kubeletVersion": VERSION, "kubeProxyVersion": VERSION,
-                    "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "",
-                    "osImage": "", "containerRuntimeVersion": "",
-                },
-            },
-        });
-        self.kubectl_stdin(&["create", "-f", "-"], &node.to_string())?;
-        let created = self.get_json(&["node", name])?;
-        anyhow::ensure!(
-            created["status"]["allocatable"]["cpu"]
-                .as_str()
-                .and_then(|c| c.parse::<u32>().ok())
-                == Some(hw.cpus()),
-            "Node {name} lost its status on create: {}",
-            created["status"]
-        );
-        if let Some(taints) = created["spec"]["taints"].as_array() {
-            anyhow::ensure!(taints.is_empty(), "Node {name} got taints: {taints:?}");
-        }
-        Ok(())
-    }
-
-    /// The node pod `ns/name` is bound to, if any.
-    pub fn pod_node(&self, ns: &str, name: &str) -> anyhow::Result<Option<String>> {
-        let pod = self.get_json(&["pod", "-n", ns, name])?;
-        Ok(pod["spec"]["nodeName"].as_str().map(str::to_string))
-    }
-
-    /// Marks bound pod `ns/name` Running and Ready through the status subresource, as a
-    /// kubelet would (phase, pod IP, conditions, ready container statuses).
-    pub fn mark_pod_ready(&self, ns: &str, name: &str) -> anyhow::Result<()> {
-        let pod = self.get_json(&["pod", "-n", ns, name])?;
-        anyhow::ensure!(
-            pod["spec"]["nodeName"].is_string(),
-            "pod {ns}/{name} is not bound to a node"
-        );
-        let now = now_rfc3339();
-        let statuses: Vec<serde_json::Value> = pod["spec"]["containers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|c| {
-                serde_json::json!({
-                    "name": c["name"], "image": c["image"], "imageID": "",
-                    "ready": true, "started": true, "restartCount": 0,
-                    "state": {"running": {"startedAt": now}},
-                })
-            })
-            .collect();
-        let ip = pod_ip(name);
-        let cond = |t: &str| {
-            serde_json::json!({"type": t, "status": "True", "lastProbeTime": null,
-                               "lastTransitionTime": now})
-        };
-        let patch = serde_json::json!({
-            "status": {
-                "phase": "Running",
-                "hostIP": "127.0.0.1",
-                "podIP": ip,
-                "podIPs": [{"ip": ip}],
-                "startTime": now,
-                "conditions": [cond("Initialized"), cond("Ready"), cond("ContainersReady")],
-                "containerStatuses": statuses,
-            }
-        });
-        self.kubectl(&[
-            "patch",
-            "pod",
-            "-n",
-            ns,
-            name,
-            "--subresource=status",
-            "--type=strategic",
-            "-p",
-            &patch.to_string(),
-        ])?;
-        Ok(())
-    }
-
-    /// Deletes pod `ns/name` at once (no kubelet would ever confirm a graceful deletion).
-    pub fn force_delete_pod(&self, ns: &str, name: &str) -> anyhow::Result<()> {
-        self.kubectl(&[
-            "delete",
-            "pod",
-            "-n",
-            ns,
-            name,
-            "--grace-period=0",
-            "--force",
-            "--ignore-not-found",
-            "--wait=false",
-        ])?;
-        Ok(())
-    }
-
     /// The last lines of every component's log (for failure reports).
     pub fn log_tails(&self, lines: usize) -> String {
         let mut out = String::new();
@@ -646,81 +520,6 @@ impl ControlPlane {
         self.components
             .borrow_mut()
             .push(Component { name, child, log });
-        Ok(())
-    }
-
-    fn openssl(&self, args: &[&str]) -> anyhow::Result<()> {
-        let mut cmd = Command::new(&self.bins.openssl);
-        cmd.args(args);
-        let (ok, _, err) = run_bounded(cmd, None, Duration::from_secs(30))?;
-        anyhow::ensure!(ok, "openssl {}: {}", args.join(" "), err.trim());
-        Ok(())
-    }
-
-    /// `pki/NAME.key` and `pki/NAME.crt` signed by the CA, for `subject`.
-    fn sign(
-        &self,
-        pki: &Path,
-        name: &str,
-        subject: &str,
-        sans: Option<&str>,
-    ) -> anyhow::Result<()> {
-        let key = s(&pki.join(format!("{name}.key")));
-        let csr = s(&pki.join(format!("{name}.csr")));
-        let crt = s(&pki.join(format!("{name}.crt")));
-        self.openssl(&[
-            "req", "-newkey", "rsa:2048", "-nodes", "-subj", subject, "-keyout", &key, "-out", &csr,
-        ])?;
-        let ext = pki.join(format!("{name}.ext"));
-        let usage = if sans.is_some() {
-            "serverAuth"
-        } else {
-            "clientAuth"
-        };
-        std::fs::write(
-            &ext,
-            format!(
-                "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\n\
-                 extendedKeyUsage={usage}\n{}\n",
-                sans.unwrap_or("")
-            ),
-        )?;
-        self.openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &s(&self.ca_cert),
-            "-CAkey",
-            &s(&self.ca_key),
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            &s(&ext),
-            "-out",
-            &crt,
-        ])
-    }
-
-    /// A kubeconfig at `path` for the client certificate `pki/USER.{crt,key}`.
-    fn write_kubeconfig(&self, path: &Path, user: &str) -> anyhow::Result<()> {
-        let pki = self.dir.path().join("pki");
-        std::fs::write(
-            path,
-            format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: e2e\n  cluster:\n    \
-                 server: {}\n    certificate-authority: {}\nusers:\n- name: {user}\n  user:\n    \
-                 client-certificate: {}\n    client-key: {}\ncontexts:\n- name: e2e\n  \
-                 context: {{cluster: e2e, user: {user}, namespace: default}}\n\
-                 current-context: e2e\n",
-                self.server,
-                s(&self.ca_cert),
-                s(&pki.join(format!("{user}.crt"))),
-                s(&pki.join(format!("{user}.key"))),
-            ),
-        )?;
         Ok(())
     }
 }
