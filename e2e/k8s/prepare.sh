@@ -18,7 +18,7 @@
 # the cores (DESIGN.md §4 reports ~3.5 min for the build alone on an idle machine). The
 # timing of each step is printed.
 #
-# Cache: $DSSMR_CACHE/k8s (default /var/cache/dssmr/k8s). The harness (e2e/src/kube.rs) looks
+# Cache: $DSSMR_CACHE/k8s (default /var/cache/dssmr/k8s). The harness (e2e/src/kube/) looks
 # for the binaries in $CACHE/bin, or in $DSSMR_K8S_BIN when set.
 set -euo pipefail
 
