@@ -181,3 +181,46 @@ async fn disk_storage_survives_reopen() {
     .await
     .expect("test finished within its time limit");
 }
+
+/// An append must continue the log: entries that leave a gap (what a foreign leader's
+/// AppendEntries without `prev_log_id` delivered, `../shared/repro/rolling-restart-oracle/`)
+/// or are not consecutive are refused with an error, and nothing of them is kept, in memory
+/// or on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_that_leaves_a_gap_is_refused_and_nothing_is_written() {
+    dssmr_engine::telemetry::init_for_tests();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for mut log in [
+            LogStore::in_memory(),
+            LogStore::open(dir.path()).expect("open"),
+        ] {
+            log.blocking_append((0..=5).map(|i| normal(1, i)))
+                .await
+                .expect("append 0..=5");
+            let gap = log
+                .blocking_append((9000..=9003).map(|i| normal(2, i)))
+                .await;
+            assert!(gap.is_err(), "entries 9000.. after 5 were accepted");
+            let holes = log.blocking_append([normal(1, 6), normal(1, 8)]).await;
+            assert!(holes.is_err(), "entries 6 and 8 were accepted");
+            let kept: Vec<u64> = log
+                .try_get_log_entries(0..10_000)
+                .await
+                .expect("entries")
+                .iter()
+                .map(|e| e.log_id.index)
+                .collect();
+            assert_eq!(kept, (0..=5).collect::<Vec<_>>());
+            log.blocking_append([normal(1, 6)])
+                .await
+                .expect("the next entry is accepted");
+        }
+        let mut log = LogStore::open(dir.path()).expect("reopen");
+        let state = log.get_log_state().await.expect("log state");
+        assert_eq!(state.last_log_id, Some(log_id(1, 6)));
+        assert_eq!(log.len(), 7, "refused entries reached the disk");
+    })
+    .await
+    .expect("test finished within its time limit");
+}

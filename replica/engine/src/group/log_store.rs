@@ -8,6 +8,12 @@
 //! with load instead of being capped at one append per fsync. Writes reach the disk in the
 //! order they were issued; votes, truncations and purges wait until they are durable.
 //! On start the database is read back, so a killed replica recovers its vote and log.
+//!
+//! An append must leave no hole: its entries are consecutive and the first is at most one past
+//! the last entry (or the purge point). Anything else is refused with an error before a byte is
+//! kept. openraft checks this only in debug builds; a foreign leader's AppendEntries (a reused
+//! address, `../shared/repro/rolling-restart-oracle/`) once appended another group's log after
+//! a gap, the committed index followed it, and the replica could never start again.
 
 // openraft's `StorageError` (large) is the error type of its storage traits; constructors
 // return it too so errors reach openraft unchanged.
@@ -36,6 +42,40 @@ struct Inner {
     vote: Option<Vote<NodeId>>,
     committed: Option<LogId>,
     last_purged: Option<LogId>,
+}
+
+/// An append that does not continue the log.
+#[derive(Debug, thiserror::Error)]
+#[error("refused append: entry {got} does not follow entry {after}")]
+struct Gap {
+    /// The index it should follow.
+    after: u64,
+    /// Its index.
+    got: u64,
+}
+
+impl Inner {
+    /// Checks that `entries` are consecutive and that the first leaves no hole after the last
+    /// entry held (or the purge point): openraft's contract ("there must not be a hole"). An empty log that never purged takes any start: openraft begins at
+    /// 0, a snapshot install purges first, and its storage suite starts logs anywhere.
+    fn check_continues(&self, entries: &[Entry]) -> Result<(), Gap> {
+        let mut prev = self
+            .entries
+            .last_key_value()
+            .map(|(k, _)| *k)
+            .or(self.last_purged.map(|l| l.index));
+        for (i, e) in entries.iter().enumerate() {
+            let got = e.log_id.index;
+            // The first entry may also overwrite held ones (openraft's contract only forbids
+            // holes); the rest follow one another.
+            let fits = |p: u64| if i == 0 { got <= p + 1 } else { got == p + 1 };
+            if let Some(after) = prev.filter(|p| !fits(*p)) {
+                return Err(Gap { after, got });
+            }
+            prev = Some(got);
+        }
+        Ok(())
+    }
 }
 
 /// The log store of one replica; clones share the same log (a clone is the log reader).
@@ -325,6 +365,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
+        self.lock()
+            .check_continues(&entries)
+            .map_err(|e| StorageError::from(StorageIOError::write_logs(AnyError::new(&e))))?;
         let puts: Vec<(u64, Vec<u8>)> = match &self.disk {
             Some(_) => entries
                 .iter()
