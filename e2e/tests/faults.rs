@@ -6,7 +6,11 @@
 //! (a) SIGKILLs the leader of partition 1 and restarts it,
 //! (b) SIGKILLs the oracle leader and restarts it,
 //! (c) disconnects the leader of partition 2 from the network and reconnects it,
-//! (d) stops every replica (SIGTERM) and starts them all again.
+//! (d) stops every replica (SIGTERM) and starts them all again,
+//! (e) rolls every group twice, as a StatefulSet rolling update does: in every group at once
+//!     the replica with the highest ordinal is stopped with SIGTERM and started again, the
+//!     next one once it is ready (`../shared/repro/rolling-restart-oracle/`: a roll once left
+//!     two oracle replicas unable to start). Every replica must come back each time.
 //!
 //! After each fault it measures how long the group takes to make progress again (a leader and
 //! newly executed commands) and how long the faulty replica takes to be ready again. The kv
@@ -31,6 +35,8 @@ use std::time::{Duration, Instant};
 
 /// Executed commands a group must add after a fault to count as recovered.
 const PROGRESS: f64 = 10.0;
+/// How many times every group is rolled.
+const ROLLING_ROUNDS: usize = 2;
 /// Longest a group may take to recover from one fault.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(45);
 
@@ -134,7 +140,7 @@ fn replicas_survive_faults_under_load_and_prometheus_sees_them() -> anyhow::Resu
     let load_s: u64 = std::env::var("DSSMR_E2E_LOAD_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(75);
+        .unwrap_or(120);
     let mut fabric = detect(&dssmr_binary())?;
     eprintln!("e2e fabric: {}", fabric.describe());
     let clusters = [
@@ -337,6 +343,49 @@ fn replicas_survive_faults_under_load_and_prometheus_sees_them() -> anyhow::Resu
                 replica: "all".into(),
                 recovery: rec,
                 rejoin: ready,
+            });
+        }
+    }
+    // (e) Rolling restarts.
+    for round in 1..=ROLLING_ROUNDS {
+        let t = Instant::now();
+        let replicas = clusters.iter().map(|c| c.replicas).max().unwrap_or(0);
+        for ordinal in (0..replicas).rev() {
+            let step: Vec<ReplicaRef> = everyone
+                .iter()
+                .filter(|r| r.ordinal == ordinal)
+                .cloned()
+                .collect();
+            for r in &step {
+                fabric.stop(r)?;
+            }
+            for r in &step {
+                fabric.restart(r)?;
+            }
+            all_ready(fabric.as_ref(), &step, Instant::now())?;
+        }
+        let rolled = t.elapsed();
+        eprintln!(
+            "rolling restart {round}: every replica back in {:.1} s",
+            rolled.as_secs_f64()
+        );
+        for c in &clusters {
+            let mut rec = recovery(fabric.as_ref(), c, ORACLE, None, t)?;
+            for g in c.groups() {
+                let r = recovery(fabric.as_ref(), c, g, None, t)?;
+                rec.leader = rec.leader.max(r.leader);
+                rec.throughput = rec.throughput.max(r.throughput);
+            }
+            rows.push(Row {
+                fault: if round == 1 {
+                    "rolling restart (1st)"
+                } else {
+                    "rolling restart (2nd)"
+                },
+                cluster: c.name.clone(),
+                replica: "all".into(),
+                recovery: rec,
+                rejoin: rolled,
             });
         }
     }

@@ -414,7 +414,10 @@ impl ClusterConfig {
 
     /// Member addresses of every group: the oracle as group 0, partition `i` as group `i + 1`.
     pub fn topology(&self) -> Topology {
-        let mut topology = Topology::default();
+        let mut topology = Topology {
+            cluster: self.name.clone(),
+            ..Topology::default()
+        };
         if let Some(o) = &self.oracle {
             topology.groups.insert(ORACLE, o.members.clone());
         }

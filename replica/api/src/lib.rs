@@ -9,6 +9,8 @@
 //! - [`mode`]: the replication scheme (S-SMR or DS-SMR) and the client proxy's destination
 //!   policy;
 //! - [`topology`]: which groups a cluster has and their members' addresses;
+//! - [`route`]: whom a call between the members of a cluster is for and from (stamped in
+//!   its metadata), and the check a replica makes before it lets one in;
 //! - [`config`]: the cluster config file (one YAML schema for local clusters and the
 //!   operator's ConfigMap);
 //! - [`proto`]: the generated gRPC types and services (`proto/dssmr.proto`);
@@ -19,6 +21,7 @@
 pub mod config;
 pub mod ids;
 pub mod mode;
+pub mod route;
 pub mod topology;
 /// Generated gRPC types and services (`proto/dssmr.proto`).
 #[allow(missing_docs, clippy::all)]

@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 /// Member addresses of every group of a cluster.
 #[derive(Clone, Debug, Default)]
 pub struct Topology {
+    /// The cluster's name: every call between its members carries it (see
+    /// [`crate::route`]), so that a replica of another cluster on a reused address refuses it.
+    pub cluster: String,
     /// Group id to member addresses (index = ordinal).
     pub groups: BTreeMap<GroupId, Vec<String>>,
 }

@@ -102,8 +102,8 @@ fn client_pool(topology: &Topology, n: usize) -> Result<Vec<Clients>> {
         .map(|_| {
             topology
                 .groups
-                .iter()
-                .map(|(g, a)| Ok((*g, Arc::new(GroupClient::new(*g, a)?))))
+                .keys()
+                .map(|g| Ok((*g, Arc::new(GroupClient::for_topology(topology, *g)?))))
                 .collect()
         })
         .collect()

@@ -17,6 +17,7 @@ use crate::multicast::skeen::DeliveryRule;
 use crate::node::{bind_local, GroupNode, RaftTuning, ReplicaSpec, Storage};
 use crate::oracle::Oracle;
 use crate::partition::{Partition, PartitionRule};
+use crate::route::Sender;
 use crate::topology::Topology;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -120,6 +121,9 @@ pub struct ClusterOptions {
     pub delivery_rule: DeliveryRule,
     /// Worker threads of each replica's runtime.
     pub threads_per_replica: usize,
+    /// The cluster's name; `None`: a name of its own (`local-` and a random suffix), so that
+    /// two local clusters never take each other's traffic when a port is reused.
+    pub name: Option<String>,
 }
 
 impl ClusterOptions {
@@ -147,6 +151,7 @@ impl Default for ClusterOptions {
             recording: Recording::Full,
             delivery_rule: DeliveryRule::Skeen,
             threads_per_replica: 1,
+            name: None,
         }
     }
 }
@@ -168,7 +173,14 @@ struct Replica {
 impl LocalCluster {
     /// Starts every replica of every group and waits until each group has a leader.
     pub async fn start(options: ClusterOptions) -> Result<Self> {
-        let mut topology = Topology::default();
+        let cluster = options
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("local-{:08x}", rand::random::<u32>()));
+        let mut topology = Topology {
+            cluster,
+            ..Topology::default()
+        };
         let mut listeners = BTreeMap::new();
         let first = if options.oracle { 0 } else { 1 };
         for g in first..=options.groups as u32 {
@@ -270,7 +282,12 @@ impl LocalCluster {
             .groups
             .get(&g)
             .ok_or(ClusterError::NoGroup(g))?;
-        Ok(GroupClient::new(g, addrs)?)
+        Ok(GroupClient::new(
+            &self.topology.cluster,
+            g,
+            addrs,
+            Sender::Client,
+        )?)
     }
 
     /// The running replica `ordinal` of `g`, if it is up.

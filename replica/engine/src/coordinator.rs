@@ -24,6 +24,7 @@ use crate::ids::{GroupId, MsgId, NodeId};
 use crate::multicast::skeen::Status;
 use crate::multicast::{McastMessage, MessageError};
 use crate::proto::{self, LeaderHint};
+use crate::route::Sender;
 use crate::topology::Topology;
 use openraft::ServerState;
 use prometheus::Histogram;
@@ -146,7 +147,12 @@ impl Coordinator {
         let mut peers = HashMap::new();
         for (g, addrs) in &topology.groups {
             if *g != group {
-                let c = GroupClient::new(*g, addrs)?.with_faults(faults.clone(), self_addr.clone());
+                let from = Sender::Replica {
+                    group,
+                    node: node_id,
+                };
+                let c = GroupClient::new(&topology.cluster, *g, addrs, from)?
+                    .with_faults(faults.clone(), self_addr.clone());
                 peers.insert(*g, Arc::new(c));
             }
         }

@@ -6,7 +6,7 @@
 //! In dependency order: a module uses only the modules on its own line or above it (checked
 //! by `tests/layering.rs`, which also fails on any cycle between files).
 //!
-//! - [`ids`], [`mode`], [`topology`], [`config`], [`proto`], [`channel`], [`telemetry`]:
+//! - [`ids`], [`mode`], [`topology`], [`route`], [`config`], [`proto`], [`channel`], [`telemetry`]:
 //!   the shared vocabulary, re-exported from `dssmr-api`;
 //! - [`command`]: DS-SMR commands, replies and prophecies, and their codec;
 //! - [`multicast`]: what is multicast and the deterministic state machines of atomic
@@ -28,7 +28,7 @@
 
 #![warn(unreachable_pub)]
 
-pub use dssmr_api::{channel, config, ids, mode, proto, telemetry, topology};
+pub use dssmr_api::{channel, config, ids, mode, proto, route, telemetry, topology};
 
 pub(crate) mod admin;
 pub mod app;

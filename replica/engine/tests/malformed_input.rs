@@ -14,11 +14,12 @@
 use dssmr_engine::channel::lazy_channel;
 use dssmr_engine::cluster::{ClusterOptions, LocalCluster};
 use dssmr_engine::group::types::{Entry, Op, Request, TypeConfig};
-use dssmr_engine::ids::{GroupId, MsgId};
+use dssmr_engine::ids::{node_id_of_ordinal, GroupId, MsgId};
 use dssmr_engine::multicast::McastMessage;
 use dssmr_engine::proto::group_client::GroupClient as RawGroupClient;
 use dssmr_engine::proto::raft_client::RaftClient;
 use dssmr_engine::proto::{self, RaftBytes};
+use dssmr_engine::route::{is_misaddressed, Member, Route, Sender, Stamp};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use openraft::{CommittedLeaderId, EntryPayload, LogId, SnapshotMeta, StoredMembership, Vote};
 use rand::rngs::StdRng;
@@ -26,6 +27,7 @@ use rand::{Rng, SeedableRng};
 use std::fmt::Debug;
 use std::future::Future;
 use std::time::{Duration, Instant};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Response, Status};
 
@@ -45,22 +47,82 @@ async fn start_cluster() -> LocalCluster {
     .expect("cluster starts")
 }
 
-/// Every replica address of the cluster, with its group.
-fn replica_addrs(cluster: &LocalCluster) -> Vec<(GroupId, String)> {
+/// A replica of the cluster: its group, ordinal and address.
+#[derive(Clone, Debug)]
+struct At {
+    cluster: String,
+    group: GroupId,
+    ordinal: usize,
+    addr: String,
+}
+
+impl At {
+    /// The route of a request to this replica from `from`.
+    fn stamp(&self, from: Sender) -> Stamp {
+        Stamp::new(&Route {
+            to: Member {
+                cluster: self.cluster.clone(),
+                group: self.group,
+                node: node_id_of_ordinal(self.ordinal),
+            },
+            from,
+        })
+    }
+
+    /// Another member of its group, as the sender of Raft traffic.
+    fn peer(&self) -> Sender {
+        Sender::Replica {
+            group: self.group,
+            node: node_id_of_ordinal((self.ordinal + 1) % 3),
+        }
+    }
+}
+
+/// Every replica of the cluster.
+fn replica_addrs(cluster: &LocalCluster) -> Vec<At> {
+    let name = cluster.topology().cluster.clone();
     cluster
         .topology()
         .groups
         .iter()
-        .flat_map(|(g, addrs)| addrs.iter().map(move |a| (*g, a.clone())))
+        .flat_map(|(g, addrs)| {
+            let name = name.clone();
+            addrs.iter().enumerate().map(move |(ordinal, a)| At {
+                cluster: name.clone(),
+                group: *g,
+                ordinal,
+                addr: a.clone(),
+            })
+        })
         .collect()
 }
 
-fn raft_client(addr: &str) -> RaftClient<Channel> {
-    RaftClient::new(lazy_channel(addr).expect("channel"))
+type Raw = InterceptedService<Channel, Stamp>;
+
+/// Replica 1 of group `g`, as a sender.
+fn replica_of(g: u32) -> Sender {
+    Sender::Replica {
+        group: GroupId(g),
+        node: 1,
+    }
 }
 
-fn group_client(addr: &str) -> RawGroupClient<Channel> {
-    RawGroupClient::new(lazy_channel(addr).expect("channel"))
+/// A raw Raft client of `at`, routed as another member of its group.
+fn raft_client(at: &At) -> RaftClient<Raw> {
+    raft_client_as(at, at.peer())
+}
+
+fn raft_client_as(at: &At, from: Sender) -> RaftClient<Raw> {
+    RaftClient::with_interceptor(lazy_channel(&at.addr).expect("channel"), at.stamp(from))
+}
+
+/// A raw Group client of `at`, routed as a client.
+fn group_client(at: &At) -> RawGroupClient<Raw> {
+    group_client_as(at, Sender::Client)
+}
+
+fn group_client_as(at: &At, from: Sender) -> RawGroupClient<Raw> {
+    RawGroupClient::with_interceptor(lazy_channel(&at.addr).expect("channel"), at.stamp(from))
 }
 
 /// Awaits one RPC, failing the test if it does not answer within [`RPC_LIMIT`].
@@ -102,7 +164,7 @@ enum Rpc {
 const RPCS: [Rpc; 3] = [Rpc::Append, Rpc::Vote, Rpc::Snapshot];
 
 async fn send_raft(
-    client: &mut RaftClient<Channel>,
+    client: &mut RaftClient<Raw>,
     rpc: Rpc,
     data: Vec<u8>,
 ) -> Result<Response<RaftBytes>, Status> {
@@ -209,8 +271,9 @@ async fn assert_all_replicas_serving(cluster: &LocalCluster) {
             metrics.running_state
         );
     }
-    for (_, addr) in replica_addrs(cluster) {
-        let mut client = group_client(&addr);
+    for at in replica_addrs(cluster) {
+        let addr = &at.addr;
+        let mut client = group_client(&at);
         let reply = bounded(
             "probe",
             client.multicast(proto::MulticastRequest {
@@ -240,8 +303,9 @@ async fn malformed_requests_get_invalid_argument() {
         let addrs = replica_addrs(&cluster);
 
         // --- Raft RPCs: bytes that are not a request, at every replica (leaders and followers).
-        for (_, addr) in &addrs {
-            let mut client = raft_client(addr);
+        for at in &addrs {
+            let addr = &at.addr;
+            let mut client = raft_client(at);
             for rpc in RPCS {
                 let valid = valid_encoding(rpc);
                 let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -265,13 +329,10 @@ async fn malformed_requests_get_invalid_argument() {
         }
 
         // --- Group service: requests addressed to group 1, at each of its replicas.
-        let g1_addrs: Vec<&String> = addrs
-            .iter()
-            .filter(|(g, _)| *g == G1)
-            .map(|(_, a)| a)
-            .collect();
-        for addr in g1_addrs {
-            let mut client = group_client(addr);
+        let g1: Vec<&At> = addrs.iter().filter(|at| at.group == G1).collect();
+        for at in g1 {
+            let addr = &at.addr;
+            let mut client = group_client(at);
             let multicasts: Vec<(&str, proto::MulticastRequest, &str)> = vec![
                 (
                     "no message",
@@ -384,6 +445,8 @@ async fn malformed_requests_get_invalid_argument() {
                 ),
             ];
             for (name, req, needle) in announces {
+                // Sent by a replica of the group it names as its source: the body is checked.
+                let mut client = group_client_as(at, replica_of(req.from_group));
                 let reply = bounded(name, client.announce(req)).await;
                 expect_invalid(&format!("Announce {name} at {addr}"), reply, needle);
             }
@@ -430,6 +493,8 @@ async fn malformed_requests_get_invalid_argument() {
                 ),
             ];
             for (name, req, needle) in batches {
+                let from = req.messages.first().map_or(2, |m| m.from_group);
+                let mut client = group_client_as(at, replica_of(from));
                 let reply = bounded(name, client.channel(req)).await;
                 expect_invalid(&format!("Channel {name} at {addr}"), reply, needle);
             }
@@ -480,8 +545,7 @@ async fn random_bytes_to_raft_rpcs_only_get_errors() {
     tokio::time::timeout(TEST_LIMIT, async {
         let cluster = start_cluster().await;
         let addrs = replica_addrs(&cluster);
-        let mut clients: Vec<RaftClient<Channel>> =
-            addrs.iter().map(|(_, a)| raft_client(a)).collect();
+        let mut clients: Vec<RaftClient<Raw>> = addrs.iter().map(raft_client).collect();
         let valid: Vec<Vec<u8>> = RPCS.iter().map(|r| valid_encoding(*r)).collect();
         let mut rng = StdRng::seed_from_u64(0xbad_b17e5);
         let (mut sent, mut skipped) = (0usize, 0usize);
@@ -500,7 +564,7 @@ async fn random_bytes_to_raft_rpcs_only_get_errors() {
             expect_invalid(
                 &format!(
                     "iteration {i}: {rpc:?} with {len} bytes at {}",
-                    addrs[target].1
+                    addrs[target].addr
                 ),
                 reply,
                 "undecodable raft message",
@@ -514,6 +578,172 @@ async fn random_bytes_to_raft_rpcs_only_get_errors() {
         );
         assert_all_replicas_serving(&cluster).await;
         multicast_both_groups(&cluster, 0).await;
+        cluster.shutdown().await;
+    })
+    .await
+    .expect("test finished within its time limit");
+}
+
+/// Raft and Group requests that are well formed but not addressed to the replica that gets
+/// them (a reused address), unrouted, or from a sender that may not make them: each is
+/// refused with its own status, and nothing reaches Raft (no term moves, nothing is logged).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misaddressed_and_unrouted_requests_are_refused_and_change_nothing() {
+    dssmr_engine::telemetry::init_for_tests();
+    tokio::time::timeout(TEST_LIMIT, async {
+        let cluster = start_cluster().await;
+        multicast_both_groups(&cluster, 0).await;
+        let terms = |c: &LocalCluster| -> Vec<u64> {
+            c.running()
+                .map(|n| n.raft().metrics().borrow().current_term)
+                .collect()
+        };
+        let before = terms(&cluster);
+        // A vote request of a much higher term: admitted, it would depose the leader.
+        let forged_vote = postcard::to_allocvec(&VoteRequest::new(
+            Vote::new(1000, 2),
+            Some(log_id(999, 1_000_000)),
+        ))
+        .expect("encodes");
+        for at in replica_addrs(&cluster) {
+            let addr = at.addr.clone();
+            let other = |f: &dyn Fn(&mut At)| {
+                let mut to = at.clone();
+                f(&mut to);
+                to
+            };
+            let misaddressed = [
+                (
+                    "another group",
+                    other(&|t| t.group = GroupId(3 - t.group.0)),
+                ),
+                ("another node", other(&|t| t.ordinal = (t.ordinal + 1) % 3)),
+                (
+                    "another cluster",
+                    other(&|t| t.cluster = format!("{}-x", t.cluster)),
+                ),
+            ];
+            for (name, to) in &misaddressed {
+                // Routed to `to`, dialled at `at`'s address.
+                let mut client = RaftClient::with_interceptor(
+                    lazy_channel(&addr).expect("channel"),
+                    to.stamp(to.peer()),
+                );
+                for rpc in RPCS {
+                    let data = if matches!(rpc, Rpc::Vote) {
+                        forged_vote.clone()
+                    } else {
+                        valid_encoding(rpc)
+                    };
+                    let status = send_raft(&mut client, rpc, data)
+                        .await
+                        .expect_err("a misaddressed request is refused");
+                    assert!(
+                        is_misaddressed(&status),
+                        "{rpc:?} for {name} at {addr}: {status:?}"
+                    );
+                    assert!(status.message().contains("misaddressed"), "{status:?}");
+                }
+                let mut client = RawGroupClient::with_interceptor(
+                    lazy_channel(&addr).expect("channel"),
+                    to.stamp(Sender::Client),
+                );
+                let status = bounded(
+                    "multicast",
+                    client.multicast(proto::MulticastRequest {
+                        group: to.group.0,
+                        message: Some(proto_msg(vec![to.group.0])),
+                    }),
+                )
+                .await
+                .expect_err("a misaddressed multicast is refused");
+                assert!(is_misaddressed(&status), "multicast for {name}: {status:?}");
+            }
+
+            // Unrouted: a sender that names nobody.
+            let mut bare = RaftClient::new(lazy_channel(&addr).expect("channel"));
+            let reply = bounded(
+                "unrouted vote",
+                bare.vote(RaftBytes {
+                    data: forged_vote.clone(),
+                }),
+            )
+            .await;
+            expect_invalid(&format!("unrouted vote at {addr}"), reply, "unrouted");
+            let mut bare = RawGroupClient::new(lazy_channel(&addr).expect("channel"));
+            let reply = bounded(
+                "unrouted multicast",
+                bare.multicast(proto::MulticastRequest {
+                    group: at.group.0,
+                    message: Some(proto_msg(vec![at.group.0])),
+                }),
+            )
+            .await;
+            expect_invalid(&format!("unrouted multicast at {addr}"), reply, "unrouted");
+
+            // Raft traffic from anyone but another member of the group.
+            let strangers = [
+                Sender::Client,
+                replica_of(3 - at.group.0),
+                Sender::Replica {
+                    group: at.group,
+                    node: node_id_of_ordinal(at.ordinal),
+                },
+            ];
+            for from in strangers {
+                let mut client = raft_client_as(&at, from);
+                let status = send_raft(&mut client, Rpc::Vote, forged_vote.clone())
+                    .await
+                    .expect_err("raft traffic from a stranger is refused");
+                assert_eq!(status.code(), Code::PermissionDenied, "{from}: {status:?}");
+            }
+            // An announce or channel batch from a sender that is not the group it names.
+            let other_group = 3 - at.group.0;
+            for from in [Sender::Client, replica_of(at.group.0)] {
+                let mut client = group_client_as(&at, from);
+                let status = bounded(
+                    "announce",
+                    client.announce(proto::AnnounceBatch {
+                        from_group: other_group,
+                        to_group: at.group.0,
+                        announces: vec![proto::TimestampAnnounce {
+                            local_ts: 5,
+                            message: Some(proto_msg(vec![1, 2])),
+                        }],
+                    }),
+                )
+                .await
+                .expect_err("refused");
+                assert_eq!(status.code(), Code::PermissionDenied, "announce {from}");
+                let status = bounded(
+                    "channel",
+                    client.channel(proto::ChannelBatch {
+                        messages: vec![proto::ChannelMessage {
+                            from_group: other_group,
+                            to_group: at.group.0,
+                            seq: 0,
+                            payload: vec![1],
+                        }],
+                    }),
+                )
+                .await
+                .expect_err("refused");
+                assert_eq!(status.code(), Code::PermissionDenied, "channel {from}");
+            }
+        }
+        assert_eq!(terms(&cluster), before, "a refused request moved a term");
+        for g in [G1, G2] {
+            for r in 0..cluster.replicas() {
+                if let Some(node) = cluster.node(g, r) {
+                    assert!(
+                        node.with_state(|s| s.skeen.delivered_count()) <= 1,
+                        "a refused request was delivered at {g}/r{r}"
+                    );
+                }
+            }
+        }
+        assert_all_replicas_serving(&cluster).await;
+        multicast_both_groups(&cluster, 1).await;
         cluster.shutdown().await;
     })
     .await

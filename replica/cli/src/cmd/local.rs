@@ -104,6 +104,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     };
     let cluster = LocalCluster::start(ClusterOptions {
         replicas: plan.replicas,
+        name: Some(plan.name.clone()),
         ..options
     })
     .await?;

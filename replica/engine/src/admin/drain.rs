@@ -7,6 +7,7 @@ use crate::group::GroupClient;
 use crate::ids::{GroupId, MsgId, ORACLE};
 use crate::multicast::McastMessage;
 use crate::oracle::Oracle;
+use crate::route::Sender;
 use crate::topology::Topology;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -51,7 +52,11 @@ pub(crate) async fn run_drainer(
         if *g == ORACLE {
             continue;
         }
-        match GroupClient::new(*g, addrs) {
+        let from = Sender::Replica {
+            group: ORACLE,
+            node: node_id,
+        };
+        match GroupClient::new(&topology.cluster, *g, addrs, from) {
             Ok(c) => {
                 clients.insert(*g, c);
             }

@@ -8,7 +8,7 @@ use crate::group::state_machine::Shared;
 use crate::group::types::Raft;
 use crate::group::GroupClient;
 use crate::ids::group_label;
-use crate::ids::{GroupId, MsgId, ORACLE};
+use crate::ids::{node_id_of_ordinal, GroupId, MsgId, ORACLE};
 use crate::multicast::McastMessage;
 use crate::oracle::{Oracle, PartitionState};
 use crate::proto::admin_client::AdminClient;
@@ -16,6 +16,7 @@ use crate::proto::{
     self, ClusterStatus, DescribeRequest, GroupStatus, MemberStatus, PartitionRequest,
     StatusRequest,
 };
+use crate::route::Sender;
 use crate::topology::Topology;
 use openraft::ServerState;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,7 +73,15 @@ impl AdminService {
             members.push((*g, clients));
         }
         let oracle = match (group == ORACLE, topology.groups.get(&ORACLE)) {
-            (true, Some(addrs)) => Some(GroupClient::new(ORACLE, addrs)?),
+            (true, Some(addrs)) => Some(GroupClient::new(
+                &topology.cluster,
+                ORACLE,
+                addrs,
+                Sender::Replica {
+                    group,
+                    node: node_id_of_ordinal(ordinal),
+                },
+            )?),
             _ => None,
         };
         Ok(AdminService {

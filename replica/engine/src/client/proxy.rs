@@ -31,6 +31,7 @@ use crate::group::client::{ClientError, GroupClient};
 use crate::ids::{GroupId, MsgId, VarId, ORACLE};
 pub use crate::mode::{DestinationPolicy, Mode, DEFAULT_RETRY_THRESHOLD};
 use crate::multicast::McastMessage;
+use crate::route::Sender;
 use crate::topology::Topology;
 use futures::future::{join_all, select_ok};
 use rand::rngs::StdRng;
@@ -188,7 +189,15 @@ impl Connections {
     pub fn new(topology: &Topology) -> Result<Self, ClientError> {
         let mut groups = BTreeMap::new();
         for (g, addrs) in &topology.groups {
-            groups.insert(*g, Arc::new(GroupClient::new(*g, addrs)?));
+            groups.insert(
+                *g,
+                Arc::new(GroupClient::new(
+                    &topology.cluster,
+                    *g,
+                    addrs,
+                    Sender::Client,
+                )?),
+            );
         }
         let partitions = groups.keys().copied().filter(|g| *g != ORACLE).collect();
         Ok(Connections { groups, partitions })

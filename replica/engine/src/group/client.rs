@@ -8,14 +8,17 @@
 use crate::channel::lazy_channel;
 use crate::group::faults::Faults;
 pub(crate) use crate::group::state_machine::Completion;
-use crate::ids::GroupId;
+use crate::ids::{node_id_of_ordinal, GroupId};
 use crate::multicast::McastMessage;
 use crate::proto::group_client::GroupClient as RpcClient;
 use crate::proto::{self, LeaderHint};
+use crate::route::{is_misaddressed, Member as RouteMember, Route, Sender, Stamp};
+use crate::topology::Topology;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tonic::service::interceptor::InterceptedService;
 
 /// Longest wait for one member's answer before trying the next: longer than a healthy group
 /// takes to deliver even a multi-group message under load, short enough that a partitioned
@@ -65,9 +68,36 @@ pub enum Answer<T> {
     NotLeader(Option<LeaderHint>),
 }
 
+/// A gRPC client of one member of a group: every request carries the route to that member.
+pub type MemberRpc = RpcClient<InterceptedService<Channel, Stamp>>;
+
 struct Member {
     addr: String,
-    rpc: RpcClient<Channel>,
+    stamp: Stamp,
+    /// Replaced by a fresh connection when the member's address leads elsewhere.
+    rpc: Mutex<MemberRpc>,
+}
+
+impl Member {
+    fn dial(addr: &str, stamp: &Stamp) -> Result<MemberRpc, ClientError> {
+        let ch = lazy_channel(addr).map_err(|source| ClientError::BadAddress {
+            addr: addr.to_string(),
+            source,
+        })?;
+        Ok(RpcClient::with_interceptor(ch, stamp.clone()))
+    }
+
+    fn rpc(&self) -> MemberRpc {
+        self.rpc.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Drops the connection and dials the member's address again (resolving its name
+    /// afresh): the old one leads to another replica.
+    fn redial(&self) {
+        if let Ok(rpc) = Member::dial(&self.addr, &self.stamp) {
+            *self.rpc.lock().unwrap_or_else(|p| p.into_inner()) = rpc;
+        }
+    }
 }
 
 /// A client of one group.
@@ -80,18 +110,30 @@ pub struct GroupClient {
 }
 
 impl GroupClient {
-    /// A client of `group` whose replicas listen on `addrs`.
-    pub fn new(group: GroupId, addrs: &[String]) -> Result<Self, ClientError> {
+    /// A client of `group` of cluster `cluster`, whose replicas listen on `addrs` (index =
+    /// ordinal), calling as `from`.
+    pub fn new(
+        cluster: &str,
+        group: GroupId,
+        addrs: &[String],
+        from: Sender,
+    ) -> Result<Self, ClientError> {
         let members = addrs
             .iter()
-            .map(|a| {
-                let ch = lazy_channel(a).map_err(|source| ClientError::BadAddress {
-                    addr: a.clone(),
-                    source,
-                })?;
+            .enumerate()
+            .map(|(ordinal, a)| {
+                let stamp = Stamp::new(&Route {
+                    to: RouteMember {
+                        cluster: cluster.to_string(),
+                        group,
+                        node: node_id_of_ordinal(ordinal),
+                    },
+                    from,
+                });
                 Ok(Member {
                     addr: a.clone(),
-                    rpc: RpcClient::new(ch),
+                    rpc: Mutex::new(Member::dial(a, &stamp)?),
+                    stamp,
                 })
             })
             .collect::<Result<Vec<_>, ClientError>>()?;
@@ -101,6 +143,15 @@ impl GroupClient {
             leader: AtomicUsize::new(0),
             origin: None,
         })
+    }
+
+    /// A client of group `g` of `topology`, calling as a client (not a replica).
+    pub fn for_topology(topology: &Topology, g: GroupId) -> Result<Self, ClientError> {
+        let addrs = topology
+            .groups
+            .get(&g)
+            .ok_or(ClientError::UnknownGroup(g))?;
+        GroupClient::new(&topology.cluster, g, addrs, Sender::Client)
     }
 
     /// Makes the calls of this client subject to the fault table, as sent from `self_addr`.
@@ -120,7 +171,7 @@ impl GroupClient {
     /// is safe: groups answer a known message id with its one outcome).
     pub async fn call<T, F, Fut>(&self, deadline: Instant, f: F) -> Result<T, ClientError>
     where
-        F: Fn(RpcClient<Channel>) -> Fut,
+        F: Fn(MemberRpc) -> Fut,
         Fut: Future<Output = Result<Answer<T>, tonic::Status>>,
     {
         let n = self.members.len();
@@ -137,7 +188,7 @@ impl GroupClient {
                 Err(tonic::Status::unavailable("link is cut"))
             } else {
                 let left = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(left.min(ATTEMPT_TIMEOUT), f(member.rpc.clone())).await {
+                match tokio::time::timeout(left.min(ATTEMPT_TIMEOUT), f(member.rpc())).await {
                     Ok(r) => r,
                     Err(_) => Err(tonic::Status::deadline_exceeded(format!(
                         "no answer within {:?}",
@@ -160,9 +211,16 @@ impl GroupClient {
                         }
                     }
                 }
+                Err(status) if is_misaddressed(&status) => {
+                    // The address leads to another replica now (a reused pod IP or port):
+                    // redial, so that the next attempt resolves the member's name afresh.
+                    member.redial();
+                    last = format!("{}: {}", member.addr, status.message());
+                }
                 Err(status) => match status.code() {
                     tonic::Code::InvalidArgument
                     | tonic::Code::FailedPrecondition
+                    | tonic::Code::PermissionDenied
                     | tonic::Code::Unimplemented => {
                         return Err(ClientError::Rejected {
                             group: self.group,

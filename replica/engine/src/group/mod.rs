@@ -21,5 +21,5 @@ pub mod state;
 pub mod state_machine;
 pub mod types;
 
-pub use client::{ClientError, GroupClient};
+pub use client::{ClientError, GroupClient, MemberRpc};
 pub use faults::Faults;

@@ -4,12 +4,19 @@
 //! encoded `Result` so Raft-level errors come back typed. Transport failures are classified the
 //! way openraft expects: a peer that cannot be reached is `Unreachable` (openraft backs off),
 //! anything else is a `NetworkError` (retried at once).
+//!
+//! Every request carries its route (cluster, group, target and sending node; see
+//! [`crate::route`]). A peer that answers "misaddressed" is not the replica this connection is
+//! for (its address was taken over, as a pod IP is after the pod stops): the connection is
+//! dropped and dialled again, resolving the peer's name afresh, and openraft sees the peer as
+//! unreachable meanwhile.
 
 use crate::group::faults::Faults;
 use crate::group::types::TypeConfig;
 use crate::ids::NodeId;
 use crate::proto::raft_client::RaftClient;
 use crate::proto::RaftBytes;
+use crate::route::{is_misaddressed, Member, Route, Sender, Stamp};
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -22,6 +29,7 @@ use openraft::{AnyError, BasicNode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::sync::Arc;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 pub(crate) use crate::channel::lazy_channel;
@@ -29,16 +37,24 @@ pub(crate) use crate::channel::lazy_channel;
 /// Creates connections to the other replicas of the group.
 #[derive(Clone)]
 pub(crate) struct Network {
+    me: Member,
     self_addr: String,
     faults: Arc<Faults>,
 }
 
 impl Network {
-    /// The network of the replica listening on `self_addr`.
-    pub(crate) fn new(self_addr: String, faults: Arc<Faults>) -> Self {
-        Network { self_addr, faults }
+    /// The network of replica `me`, listening on `self_addr`.
+    pub(crate) fn new(me: Member, self_addr: String, faults: Arc<Faults>) -> Self {
+        Network {
+            me,
+            self_addr,
+            faults,
+        }
     }
 }
+
+/// A Raft client whose requests carry the route to one peer.
+type PeerRpc = RaftClient<InterceptedService<Channel, Stamp>>;
 
 /// A connection to one peer replica.
 pub(crate) struct Connection {
@@ -46,21 +62,46 @@ pub(crate) struct Connection {
     addr: String,
     self_addr: String,
     faults: Arc<Faults>,
-    client: Result<RaftClient<Channel>, String>,
+    stamp: Stamp,
+    client: Result<PeerRpc, String>,
+}
+
+/// A (lazily connecting) Raft client of the peer at `addr`.
+pub(crate) fn dial(addr: &str, stamp: &Stamp) -> Result<PeerRpc, String> {
+    lazy_channel(addr)
+        .map(|c| {
+            RaftClient::with_interceptor(c, stamp.clone()).max_decoding_message_size(256 << 20)
+        })
+        .map_err(|e| e.to_string())
+}
+
+/// The stamp of Raft requests from `me` to node `target` of its group.
+pub(crate) fn peer_stamp(me: &Member, target: NodeId) -> Stamp {
+    Stamp::new(&Route {
+        to: Member {
+            cluster: me.cluster.clone(),
+            group: me.group,
+            node: target,
+        },
+        from: Sender::Replica {
+            group: me.group,
+            node: me.node,
+        },
+    })
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
+        let stamp = peer_stamp(&self.me, target);
         Connection {
             target,
             addr: node.addr.clone(),
             self_addr: self.self_addr.clone(),
             faults: self.faults.clone(),
-            client: lazy_channel(&node.addr)
-                .map(|c| RaftClient::new(c).max_decoding_message_size(256 << 20))
-                .map_err(|e| e.to_string()),
+            client: dial(&node.addr, &stamp),
+            stamp,
         }
     }
 }
@@ -108,10 +149,22 @@ impl Connection {
             Rpc::Vote => client.vote(request).await,
             Rpc::Snapshot => client.install_snapshot(request).await,
         };
-        let reply = reply.map_err(|status| match status.code() {
-            tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
-            _ => RPCError::Network(NetworkError::new(&status)),
-        })?;
+        let reply = match reply {
+            Ok(r) => r,
+            Err(status) if is_misaddressed(&status) => {
+                // Another replica took the peer's address: redial (the name resolves afresh)
+                // and let openraft back off meanwhile.
+                tracing::debug!(target = self.target, addr = %self.addr, %status, "misaddressed");
+                self.client = dial(&self.addr, &self.stamp);
+                return Err(RPCError::Unreachable(Unreachable::new(&status)));
+            }
+            Err(status) => {
+                return Err(match status.code() {
+                    tonic::Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
+                    _ => RPCError::Network(NetworkError::new(&status)),
+                })
+            }
+        };
         let result: Result<Resp, E> = postcard::from_bytes(&reply.into_inner().data)
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))

@@ -14,10 +14,10 @@
 //! Nothing here is needed for safety: if any step times out the replica simply stops and the
 //! group elects a leader the usual way.
 
-use crate::group::network::lazy_channel;
+use crate::group::network::{dial, peer_stamp};
 use crate::ids::NodeId;
 use crate::node::GroupNode;
-use crate::proto::{raft_client::RaftClient, TimeoutNowRequest};
+use crate::proto::TimeoutNowRequest;
 use std::time::{Duration, Instant};
 use thiserror::Error;
 
@@ -117,8 +117,7 @@ pub(crate) async fn hand_over(
         addr: addr.clone(),
         reason,
     };
-    let channel = lazy_channel(&addr).map_err(|e| unreachable(e.to_string()))?;
-    let mut client = RaftClient::new(channel);
+    let mut client = dial(&addr, &peer_stamp(node.member(), target)).map_err(unreachable)?;
     let reply = tokio::time::timeout(
         deadline.saturating_duration_since(Instant::now()),
         client.timeout_now(TimeoutNowRequest {

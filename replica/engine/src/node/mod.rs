@@ -22,20 +22,24 @@ use crate::group::proposer::{ProposeError, Proposer};
 use crate::group::state::GroupState;
 use crate::group::state_machine::{Shared, StateMachineStore};
 use crate::group::types::{Op, Raft, StorageError};
-use crate::ids::{node_id_of_ordinal, GroupId, NodeId};
+use crate::ids::{group_label, node_id_of_ordinal, GroupId, NodeId};
 use crate::multicast::skeen::DeliveryRule;
 use crate::proto::{group_server::GroupServer, raft_server::RaftServer};
+use crate::route::{Member, Route, RouteError};
 use crate::topology::Topology;
 use openraft::{BasicNode, Config, SnapshotPolicy};
 use service::{GroupService, RaftService};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tonic::service::interceptor::InterceptedService;
 use tonic::service::RoutesBuilder;
+use tonic::Request;
 
 /// Where a replica keeps its log and snapshots.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -167,6 +171,8 @@ impl From<StorageError> for NodeError {
 
 /// A running replica.
 pub struct GroupNode {
+    me: Member,
+    refusals: Arc<Refusals>,
     group: GroupId,
     node_id: NodeId,
     addr: String,
@@ -195,6 +201,11 @@ impl GroupNode {
                 ordinal: spec.ordinal,
             })?;
         let node_id = node_id_of_ordinal(spec.ordinal);
+        let me = Member {
+            cluster: spec.topology.cluster.clone(),
+            group: spec.group,
+            node: node_id,
+        };
         let listener = bind(spec.listener, spec.listen.as_deref(), &addr).await?;
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let mut state = GroupState::new(spec.group, spec.app);
@@ -205,16 +216,7 @@ impl GroupNode {
             Storage::Disk(dir) => (LogStore::open(dir)?, Some(dir.clone())),
         };
         let sm = StateMachineStore::open(shared.clone(), dir)?;
-        let raft = start_raft(
-            spec.group,
-            node_id,
-            &spec.tuning,
-            &addr,
-            &spec.faults,
-            log,
-            sm,
-        )
-        .await?;
+        let raft = start_raft(&me, &spec.tuning, &addr, &spec.faults, log, sm).await?;
 
         let proposer = Proposer::spawn(raft.clone());
         let coordinator = Coordinator::new(CoordinatorParts {
@@ -231,13 +233,21 @@ impl GroupNode {
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(coordinator.clone().run(events_rx)));
 
+        let refusals = Arc::new(Refusals::default());
+        let n = members.len();
         let mut routes = RoutesBuilder::default();
         routes
-            .add_service(
+            .add_service(InterceptedService::new(
                 RaftServer::new(RaftService::new(raft.clone()))
                     .max_decoding_message_size(256 << 20),
-            )
-            .add_service(GroupServer::new(GroupService::new(coordinator.clone())));
+                admission(me.clone(), refusals.clone(), "raft", move |me, md| {
+                    me.admit_peer(md, n)
+                }),
+            ))
+            .add_service(InterceptedService::new(
+                GroupServer::new(GroupService::new(coordinator.clone())),
+                admission(me.clone(), refusals.clone(), "group", Member::admit),
+            ));
         if let Some(services) = spec.services {
             tasks.extend(services(
                 NodeParts {
@@ -272,6 +282,8 @@ impl GroupNode {
         }
         tracing::info!(%group, node_id, %addr, "replica started");
         Ok(GroupNode {
+            me,
+            refusals,
             group: spec.group,
             node_id,
             addr,
@@ -298,6 +310,16 @@ impl GroupNode {
     /// The group of this replica.
     pub fn group(&self) -> GroupId {
         self.group
+    }
+
+    /// Who this replica is: the cluster, group and Raft node id calls to it are addressed to.
+    pub fn member(&self) -> &Member {
+        &self.me
+    }
+
+    /// The requests this replica refused because of their route.
+    pub fn refusals(&self) -> &Arc<Refusals> {
+        &self.refusals
     }
 
     /// The Raft node id of this replica.
@@ -385,10 +407,62 @@ async fn bind(
     Ok(listener)
 }
 
-/// Starts the group's Raft on this replica with its storage and network.
+/// Requests a replica refused because of their route, by reason (see [`crate::route`]).
+#[derive(Debug, Default)]
+pub struct Refusals {
+    misaddressed: AtomicU64,
+    unrouted: AtomicU64,
+    forbidden: AtomicU64,
+}
+
+impl Refusals {
+    fn count(&self, e: &RouteError) {
+        let c = match e {
+            RouteError::Misaddressed { .. } => &self.misaddressed,
+            RouteError::Missing(_) | RouteError::Bad { .. } => &self.unrouted,
+            RouteError::Refused { .. } => &self.forbidden,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests meant for another replica (their address leads here now).
+    pub fn misaddressed(&self) -> u64 {
+        self.misaddressed.load(Ordering::Relaxed)
+    }
+
+    /// Requests without a route, or with one that does not parse.
+    pub fn unrouted(&self) -> u64 {
+        self.unrouted.load(Ordering::Relaxed)
+    }
+
+    /// Requests from a sender that may not make them (Raft traffic from outside the group).
+    pub fn forbidden(&self) -> u64 {
+        self.forbidden.load(Ordering::Relaxed)
+    }
+}
+
+/// A check in front of a service of replica `me`: `admit` decides, refusals are counted and
+/// answered with their status, admitted requests carry their route in their extensions.
+fn admission(
+    me: Member,
+    refusals: Arc<Refusals>,
+    service: &'static str,
+    admit: impl Fn(&Member, &tonic::metadata::MetadataMap) -> Result<Route, RouteError> + Clone,
+) -> impl FnMut(Request<()>) -> Result<Request<()>, tonic::Status> + Clone {
+    move |mut req: Request<()>| {
+        let route = admit(&me, req.metadata()).map_err(|e| {
+            refusals.count(&e);
+            tracing::debug!(me = %me, error = %e, service, "request refused");
+            e.status()
+        })?;
+        req.extensions_mut().insert(route);
+        Ok(req)
+    }
+}
+
+/// Starts the group's Raft on replica `me` with its storage and network.
 async fn start_raft(
-    group: GroupId,
-    node_id: NodeId,
+    me: &Member,
     tuning: &RaftTuning,
     addr: &str,
     faults: &Arc<Faults>,
@@ -396,7 +470,7 @@ async fn start_raft(
     sm: StateMachineStore,
 ) -> Result<Raft, NodeError> {
     let config = Config {
-        cluster_name: format!("dssmr-{}", group),
+        cluster_name: format!("{}-{}", me.cluster, group_label(me.group)),
         heartbeat_interval: tuning.heartbeat_ms,
         election_timeout_min: tuning.election_min_ms,
         election_timeout_max: tuning.election_max_ms,
@@ -407,8 +481,8 @@ async fn start_raft(
     }
     .validate()
     .map_err(|e| NodeError::Raft(e.to_string()))?;
-    let network = Network::new(addr.to_string(), faults.clone());
-    let raft = Raft::new(node_id, Arc::new(config), network, log, sm)
+    let network = Network::new(me.clone(), addr.to_string(), faults.clone());
+    let raft = Raft::new(me.node, Arc::new(config), network, log, sm)
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
     Ok(raft)

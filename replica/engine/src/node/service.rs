@@ -7,6 +7,7 @@
 use crate::coordinator::{Coordinator, RequestError};
 use crate::group::types::{Raft, TypeConfig};
 use crate::proto;
+use crate::route::{Route, Sender};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -106,6 +107,19 @@ fn status(e: RequestError) -> Status {
     }
 }
 
+/// Checks that a message between groups says it comes from the group that sends it: the
+/// route the Group service's check put in the request's extensions names a replica of
+/// `from_group`.
+fn sent_by_group<T>(req: &Request<T>, from_group: u32, call: &str) -> Result<(), Status> {
+    match req.extensions().get::<Route>().map(|r| r.from) {
+        Some(Sender::Replica { group, .. }) if group.0 == from_group => Ok(()),
+        Some(from) => Err(Status::permission_denied(format!(
+            "{call} from group {from_group} sent by {from}"
+        ))),
+        None => Err(Status::invalid_argument(format!("unrouted {call}"))),
+    }
+}
+
 #[tonic::async_trait]
 impl proto::group_server::Group for GroupService {
     async fn multicast(
@@ -127,6 +141,7 @@ impl proto::group_server::Group for GroupService {
         &self,
         req: Request<proto::AnnounceBatch>,
     ) -> Result<Response<proto::AnnounceBatchReply>, Status> {
+        sent_by_group(&req, req.get_ref().from_group, "announce")?;
         let outcome = self
             .coordinator
             .announce(req.into_inner())
@@ -141,6 +156,10 @@ impl proto::group_server::Group for GroupService {
         &self,
         req: Request<proto::ChannelBatch>,
     ) -> Result<Response<proto::ChannelAck>, Status> {
+        // The coordinator checks that every message of the batch has the first one's source.
+        if let Some(first) = req.get_ref().messages.first() {
+            sent_by_group(&req, first.from_group, "channel batch")?;
+        }
         let outcome = self
             .coordinator
             .channel(req.into_inner())

@@ -20,7 +20,7 @@
 
 use crate::client::metrics::set_counter;
 use crate::ids::GroupId;
-use crate::node::GroupNode;
+use crate::node::{GroupNode, Refusals};
 use crate::stats::{AppStats, CommandKind, CommandOutcome};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -28,6 +28,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
+use std::sync::Arc;
 
 pub(crate) use crate::ids::group_label;
 
@@ -120,6 +121,7 @@ struct ReplicaCollector {
     variables: IntGaugeVec,
     oracle_variables: IntGaugeVec,
     queued: IntGaugeVec,
+    refused: IntCounterVec,
     raft: Vec<IntGauge>,
     commit_index: IntGauge,
     descs: Vec<Desc>,
@@ -159,6 +161,7 @@ struct NodeView {
     raft: crate::group::types::Raft,
     node_id: u64,
     stats: Box<dyn Fn() -> AppStats + Send + Sync>,
+    refusals: Arc<Refusals>,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -202,12 +205,19 @@ impl ReplicaCollector {
             "Commands delivered to this group and not finished (waiting for other groups).",
             &[],
         );
+        let refused = counter(
+            "dssmr_refused_requests_total",
+            "Requests this replica refused because of their route: misaddressed (meant for \
+             another replica whose address leads here now), unrouted, forbidden (Raft traffic \
+             from outside the group).",
+            &["reason"],
+        );
         let raft: Vec<IntGauge> = RAFT_GAUGES
             .iter()
             .map(|(name, help)| IntGauge::new(*name, *help).expect("static gauge is valid"))
             .collect();
         let mut descs = Vec::new();
-        for c in [&commands, &retries, &moves, &consults] {
+        for c in [&commands, &retries, &moves, &consults, &refused] {
             descs.extend(c.desc().into_iter().cloned());
         }
         for g in [&variables, &oracle_variables, &queued] {
@@ -222,6 +232,7 @@ impl ReplicaCollector {
                 raft: node.raft().clone(),
                 node_id: node.node_id(),
                 stats: Box::new(move || shared.state().app.stats()),
+                refusals: node.refusals().clone(),
             },
             commands,
             retries,
@@ -230,6 +241,7 @@ impl ReplicaCollector {
             variables,
             oracle_variables,
             queued,
+            refused,
             raft,
             commit_index,
             descs,
@@ -305,6 +317,15 @@ impl Collector for ReplicaCollector {
         }
         out.extend(self.commands.collect());
         out.extend(self.retries.collect());
+        let r = &self.node.refusals;
+        for (reason, n) in [
+            ("misaddressed", r.misaddressed()),
+            ("unrouted", r.unrouted()),
+            ("forbidden", r.forbidden()),
+        ] {
+            set_counter(&self.refused.with_label_values(&[reason]), n);
+        }
+        out.extend(self.refused.collect());
         out
     }
 }

@@ -84,8 +84,13 @@ pub async fn run_senders(
     for c in 0..clients {
         let group_clients: HashMap<GroupId, Arc<GroupClient>> = topology
             .groups
-            .iter()
-            .map(|(g, addrs)| (*g, Arc::new(GroupClient::new(*g, addrs).expect("client"))))
+            .keys()
+            .map(|g| {
+                (
+                    *g,
+                    Arc::new(GroupClient::for_topology(&topology, *g).expect("client")),
+                )
+            })
             .collect();
         let groups = groups.clone();
         let progress = progress.clone();
