@@ -39,8 +39,8 @@ pub const DATA_DIR: &str = "/var/lib/dssmr";
 pub const HARDWARE_LABEL: &str = "dssmr.io/hardware";
 /// Label naming a pod's group (`oracle`, `p1`, ...).
 pub const GROUP_LABEL: &str = "dssmr.io/group";
-/// Pod template annotation carrying a hash of the cluster config: pods restart (a rolling
-/// update) when the config changes, e.g. when partitions are added.
+/// Pod template annotation carrying a hash of the cluster config without its partitions: pods
+/// restart (a rolling update) when that changes, never when partitions are added or removed.
 pub const CONFIG_HASH_ANNOTATION: &str = "dssmr.io/config-hash";
 /// The user the image runs as.
 const USER: i64 = 65532;
@@ -119,7 +119,7 @@ pub fn build(c: &ValidatedCluster) -> KubernetesResources {
         config_map: config_map(c, &config_yaml),
         stateful_sets: groups
             .iter()
-            .map(|g| stateful_set(c, g, &config_yaml))
+            .map(|g| stateful_set(c, g, &rolling_hash(&config)))
             .collect(),
         services: groups.iter().map(|g| service(c, g)).collect(),
         pod_disruption_budgets: groups.iter().map(|g| pdb(c, g)).collect(),
@@ -321,7 +321,7 @@ pub fn profile_node_selector(profile: HardwareProfile) -> BTreeMap<String, Strin
     }
 }
 
-fn stateful_set(c: &ValidatedCluster, g: &Group, config_yaml: &str) -> StatefulSet {
+fn stateful_set(c: &ValidatedCluster, g: &Group, rolling_hash: &str) -> StatefulSet {
     let name = group_object_name(c, g);
     let role: &RolePlacement = if g.is_oracle() {
         &c.spec.placement.oracle
@@ -355,7 +355,7 @@ fn stateful_set(c: &ValidatedCluster, g: &Group, config_yaml: &str) -> StatefulS
                     labels: Some(pod_labels),
                     annotations: Some(BTreeMap::from([(
                         CONFIG_HASH_ANNOTATION.into(),
-                        config_hash(config_yaml),
+                        rolling_hash.to_string(),
                     )])),
                     ..Default::default()
                 }),
@@ -383,7 +383,17 @@ fn stateful_set(c: &ValidatedCluster, g: &Group, config_yaml: &str) -> StatefulS
     }
 }
 
-/// A stable hash of the config (FNV-1a), so pods restart when their config changes.
+/// The hash of what replicas must restart for: the config without its partitions. Partitions
+/// added or removed reach running replicas from the oracle (`AddPartition` with the members,
+/// `RemovePartition`), so scaling restarts nothing; a replica that starts later reads them
+/// from the ConfigMap.
+fn rolling_hash(config: &ClusterConfig) -> String {
+    let mut fixed = config.clone();
+    fixed.partitions.clear();
+    config_hash(&fixed.to_yaml())
+}
+
+/// A stable hash of a text (FNV-1a).
 fn config_hash(text: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in text.bytes() {

@@ -128,6 +128,8 @@ pub struct OracleReport {
 pub struct Oracle {
     connection: AdminConnection,
     access: ReplicaAccess,
+    /// Member addresses of every partition of the config (published when one is added).
+    members: BTreeMap<u32, Vec<String>>,
 }
 
 impl Oracle {
@@ -136,9 +138,16 @@ impl Oracle {
         let dialed = access.dialed(config)?;
         let connection =
             AdminConnection::new(&dialed).map_err(|e| ReplicaError::Admin(e.to_string()))?;
+        let members = config
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (i as u32 + 1, g.members.clone()))
+            .collect();
         Ok(Oracle {
             connection,
             access: access.clone(),
+            members,
         })
     }
 
@@ -181,9 +190,17 @@ impl Oracle {
         }
     }
 
-    /// Registers partition `p` with the oracle's placement.
+    /// Registers partition `p` with the oracle's placement and publishes its members (as
+    /// the config names them) to the cluster's replicas and clients.
     pub async fn add(&self, p: u32) -> Result<Placement, ReplicaError> {
-        let s = bounded("AddPartition", self.connection.add_partition(p)).await?;
+        let members = self.members.get(&p).cloned().unwrap_or_default();
+        let s = bounded("AddPartition", self.connection.add_partition(p, &members)).await?;
+        placement(&s)
+    }
+
+    /// Takes drained partition `p` out of the published topology.
+    pub async fn remove(&self, p: u32) -> Result<Placement, ReplicaError> {
+        let s = bounded("RemovePartition", self.connection.remove_partition(p)).await?;
         placement(&s)
     }
 

@@ -2,16 +2,18 @@
 //! asks for. Pure: the controller gathers what is (the deployed config, the StatefulSets that
 //! exist, the oracle's view of each partition) and performs the [`ScalePlan`].
 //!
-//! Scaling out: the config (and so every replica, through a rolling restart) learns the new
-//! partitions at once; once every group runs that config, the new partitions are registered
-//! with the oracle (`AddPartition`), which from then on places new variables there too.
-//! Variables reach them by ordinary moves.
+//! Scaling out: the config learns the new partitions at once and their StatefulSets are
+//! created; the running replicas are not restarted (their pod template's config hash leaves
+//! the partitions out). Once every group is ready, the new partitions are registered with the
+//! oracle (`AddPartition` with their members), which from then on places new variables there
+//! and publishes them to every replica and client. Variables reach them by ordinary moves.
 //!
 //! Scaling in: partitions are removed from the top (`p<k>` first). They stay in the config and
 //! keep running while the oracle drains them (`DrainPartition`: no new variables go there,
 //! every variable is moved out); only once the oracle reports a partition empty does it leave
-//! the config, and its StatefulSet, Service and PodDisruptionBudget are deleted. When the
-//! oracle cannot be asked, nothing is deleted.
+//! the config, leave the oracle's topology (`RemovePartition`), and have its StatefulSet,
+//! Service and PodDisruptionBudget deleted. When the oracle cannot be asked, nothing is
+//! deleted.
 
 use std::collections::BTreeMap;
 

@@ -5,9 +5,10 @@
 //!   as an [`OracleContact`]. Replica access only, and it never fails: an oracle that cannot
 //!   be asked is [`OracleContact::Unreachable`], which the plan reads as "no partition is
 //!   known to be empty" and the status reports as Degraded.
-//! - [`perform`], after the apply: the oracle's part of the [`ScalePlan`]. It deletes the
-//!   objects of the partitions that are out of the config and empty (kube client, see
-//!   [`delete_partition`]), drains the partitions the spec scaled away and registers the new
+//! - [`perform`], after the apply: the oracle's part of the [`ScalePlan`]. It takes the
+//!   partitions that are out of the config and empty out of the oracle's topology
+//!   (`RemovePartition`, so replicas and clients stop using them) and deletes their objects
+//!   (kube client, see [`delete_partition`]), drains the partitions the spec scaled away and registers the new
 //!   ones (replica access), each with a Normal Event. A failed oracle command is a
 //!   [`CommandFailure`] for the status (retried next reconcile); a failed delete is an
 //!   [`OracleError`].
@@ -131,6 +132,8 @@ pub enum OracleStep {
     Add,
     /// `DrainPartition`.
     Drain,
+    /// `RemovePartition`.
+    Remove,
 }
 
 impl OracleStep {
@@ -138,6 +141,7 @@ impl OracleStep {
         match self {
             OracleStep::Add => o.add(p).await,
             OracleStep::Drain => o.drain(p).await,
+            OracleStep::Remove => o.remove(p).await,
         }
     }
 
@@ -145,6 +149,7 @@ impl OracleStep {
         match self {
             OracleStep::Add => "add",
             OracleStep::Drain => "drain",
+            OracleStep::Remove => "remove",
         }
     }
 
@@ -152,6 +157,7 @@ impl OracleStep {
         match self {
             OracleStep::Add => "AddedPartition",
             OracleStep::Drain => "DrainingPartition",
+            OracleStep::Remove => "RemovedPartition",
         }
     }
 
@@ -161,6 +167,7 @@ impl OracleStep {
             OracleStep::Drain => {
                 format!("p{p}: no new variables go there; moving its variables out")
             }
+            OracleStep::Remove => format!("p{p}: out of the topology replicas and clients use"),
         }
     }
 }
@@ -199,12 +206,23 @@ pub async fn perform(
     applied: &Applied,
     oracle: &OracleContact,
 ) -> Result<Vec<CommandFailure>, OracleError> {
+    let mut failures = Vec::new();
     for p in &plan.delete {
+        // Out of the oracle's topology first: replicas and clients stop using it.
+        if let OracleContact::Answered(answer) = oracle {
+            if let Err(error) = answer.connection.remove(*p).await {
+                failures.push(CommandFailure {
+                    step: OracleStep::Remove,
+                    partition: *p,
+                    error,
+                });
+                continue;
+            }
+        }
         delete_partition(&ctx.client, v, *p, applied.pdb_api).await?;
         let note = format!("p{p} holds no variable and is out of the config: deleted");
         events::scale(ctx, c, "DeletedPartition", &note).await;
     }
-    let mut failures = Vec::new();
     if let OracleContact::Answered(answer) = oracle {
         let mut steps = vec![(OracleStep::Drain, &plan.drain)];
         if applied.rollout.complete {

@@ -94,17 +94,44 @@ impl AdminConnection {
             .await
     }
 
-    /// Adds partition `p` to the placement.
-    pub async fn add_partition(&self, p: u32) -> Result<PartitionStatus, AdminError> {
-        self.first(|mut c| async move { c.add_partition(PartitionRequest { partition: p }).await })
+    /// Adds partition `p` to the placement and the published topology, its replicas at
+    /// `members` (index = ordinal; empty: the oracle replica's config has them).
+    pub async fn add_partition(
+        &self,
+        p: u32,
+        members: &[String],
+    ) -> Result<PartitionStatus, AdminError> {
+        self.first(|mut c| {
+            let req = PartitionRequest {
+                partition: p,
+                members: members.to_vec(),
+            };
+            async move { c.add_partition(req).await }
+        })
+        .await
+    }
+
+    /// Takes drained partition `p` out of the published topology.
+    pub async fn remove_partition(&self, p: u32) -> Result<PartitionStatus, AdminError> {
+        self.first(|mut c| async move {
+            c.remove_partition(PartitionRequest {
+                partition: p,
+                members: vec![],
+            })
             .await
+        })
+        .await
     }
 
     /// Starts (or reports on) draining partition `p`.
     pub async fn drain_partition(&self, p: u32) -> Result<PartitionStatus, AdminError> {
-        self.first(
-            |mut c| async move { c.drain_partition(PartitionRequest { partition: p }).await },
-        )
+        self.first(|mut c| async move {
+            c.drain_partition(PartitionRequest {
+                partition: p,
+                members: vec![],
+            })
+            .await
+        })
         .await
     }
 }

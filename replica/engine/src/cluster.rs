@@ -362,6 +362,35 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Starts a new partition (the next group id) with its replicas, as an operator scaling
+    /// out does, and waits for its leader; returns it and its members' addresses. The running
+    /// replicas are left alone: they and the clients learn of it once the oracle adds it
+    /// (`AddPartition` with these members).
+    pub async fn add_partition(&mut self) -> Result<(GroupId, Vec<String>)> {
+        let g = GroupId(self.topology.groups.keys().map(|g| g.0).max().unwrap_or(0) + 1);
+        let bound = bind_local(self.options.replicas)?;
+        let members: Vec<String> = bound.iter().map(|(_, a)| a.to_string()).collect();
+        self.topology.groups.insert(g, members.clone());
+        for (r, (l, _)) in bound.into_iter().enumerate() {
+            let node = self.spawn(g, r, Some(l)).await?;
+            self.nodes.insert((g, r), Some(node));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.leader_of(g).is_none() {
+            if Instant::now() > deadline {
+                return Err(ClusterError::NoLeader {
+                    group: g,
+                    timeout: Duration::from_secs(30),
+                });
+            }
+            let Some(mut rx) = self.node(g, 0).map(|n| n.raft().metrics()) else {
+                return Err(ClusterError::NoReplica(g));
+            };
+            let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
+        }
+        Ok((g, members))
+    }
+
     /// Replicas per group.
     pub fn replicas(&self) -> usize {
         self.options.replicas

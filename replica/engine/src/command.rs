@@ -93,15 +93,35 @@ pub enum Command {
     Admin(AdminOp),
 }
 
-/// An administrative change of where the oracle places variables (the operator's scaling).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// An administrative change of the cluster's partitions (the operator's scaling): where the
+/// oracle places variables, and the topology it publishes to replicas and clients.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AdminOp {
     /// Place new variables in this partition too (a partition added to the cluster, or a
-    /// drained one taken back).
-    AddPartition(GroupId),
+    /// drained one taken back), and publish its members' addresses (empty: the ones every
+    /// replica's config has).
+    AddPartition {
+        /// The partition.
+        partition: GroupId,
+        /// Its member addresses, index = ordinal.
+        members: Vec<String>,
+    },
     /// Stop placing new variables in this partition; the oracle leader then moves every
     /// variable out of it.
     DrainPartition(GroupId),
+    /// Take a drained partition out of the topology: replicas and clients stop using it
+    /// (refused while it holds variables or still takes new ones).
+    RemovePartition(GroupId),
+}
+
+impl AdminOp {
+    /// The partition the operation is about.
+    pub fn partition(&self) -> GroupId {
+        match self {
+            AdminOp::AddPartition { partition, .. } => *partition,
+            AdminOp::DrainPartition(p) | AdminOp::RemovePartition(p) => *p,
+        }
+    }
 }
 
 /// A message one group sends another over the reliable channel, about command `cmd`.

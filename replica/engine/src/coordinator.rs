@@ -14,8 +14,9 @@
 //! fixed once logged, so facts collected from other groups never go stale; anything lost in a
 //! leader change is re-announced or retransmitted by the periodic tick.
 
-use crate::group::client::{Answer, GroupClient};
+use crate::group::client::Answer;
 use crate::group::faults::Faults;
+use crate::group::live::LiveTopology;
 use crate::group::proposer::Proposer;
 use crate::group::replies::ReplyStatus;
 use crate::group::state_machine::{GroupEvent, Shared};
@@ -23,6 +24,7 @@ use crate::group::types::{Op, Raft};
 use crate::ids::{GroupId, MsgId, NodeId};
 use crate::multicast::skeen::Status;
 use crate::multicast::{McastMessage, MessageError};
+use crate::oracle::Oracle;
 use crate::proto::{self, LeaderHint};
 use crate::route::Sender;
 use crate::topology::Topology;
@@ -71,11 +73,11 @@ pub struct Coordinator {
     group: GroupId,
     node_id: NodeId,
     members: Vec<String>,
-    topology: Topology,
+    /// The groups and a client of each, followed from the oracle at run time.
+    live: Arc<LiveTopology>,
     raft: Raft,
     shared: Arc<Shared>,
     proposer: Proposer,
-    peers: HashMap<GroupId, Arc<GroupClient>>,
     volatile: Mutex<Volatile>,
     /// Set once the replica is handing leadership over: it then acts as a follower (refers
     /// clients to the group, stops leader duties) so its log stops growing.
@@ -144,27 +146,19 @@ impl Coordinator {
             .get((node_id - 1) as usize)
             .cloned()
             .unwrap_or_default();
-        let mut peers = HashMap::new();
-        for (g, addrs) in &topology.groups {
-            if *g != group {
-                let from = Sender::Replica {
-                    group,
-                    node: node_id,
-                };
-                let c = GroupClient::new(&topology.cluster, *g, addrs, from)?
-                    .with_faults(faults.clone(), self_addr.clone());
-                peers.insert(*g, Arc::new(c));
-            }
-        }
+        let from = Sender::Replica {
+            group,
+            node: node_id,
+        };
+        let live = LiveTopology::with_faults(&topology, from, group, faults, self_addr)?;
         Ok(Arc::new(Coordinator {
             group,
             node_id,
             members,
-            topology,
+            live,
             raft,
             shared,
             proposer,
-            peers,
             volatile: Mutex::new(Volatile::default()),
             handing_over: AtomicBool::new(false),
             latency,
@@ -204,7 +198,50 @@ impl Coordinator {
     }
 
     fn known_group(&self) -> impl Fn(GroupId) -> bool + '_ {
-        |g| self.topology.contains(g)
+        |g| self.live.contains(g)
+    }
+
+    /// The topology this replica follows.
+    pub(crate) fn live(&self) -> &Arc<LiveTopology> {
+        &self.live
+    }
+
+    /// The topology the oracle's state (as this replica applied it) publishes, members filled
+    /// in from this replica's view where the oracle has none; `None` unless this replica
+    /// belongs to the oracle.
+    pub(crate) fn published_topology(&self) -> Option<proto::TopologyReply> {
+        let published = {
+            let state = self.shared.state();
+            state.app.as_any().downcast_ref::<Oracle>()?.published()
+        };
+        let view = self.live.topology();
+        Some(proto::TopologyReply {
+            version: published.version,
+            partitions: published
+                .partitions
+                .into_iter()
+                .map(|p| proto::GroupMembers {
+                    group: p.partition.0,
+                    members: p
+                        .members
+                        .or_else(|| view.groups.get(&p.partition).cloned())
+                        .unwrap_or_default(),
+                    accepting: p.accepting,
+                })
+                .collect(),
+        })
+    }
+
+    /// Makes sure this replica knows every group in `groups` before a request naming them is
+    /// judged: a group it does not know may have been added at run time, so it asks the
+    /// oracle once (a partition added by the operator is announced there before any client
+    /// or group may use it).
+    async fn learn_groups(&self, groups: impl IntoIterator<Item = u32>) {
+        if groups.into_iter().any(|g| !self.live.contains(GroupId(g))) {
+            if let Err(e) = self.live.refresh(Duration::ZERO).await {
+                tracing::debug!(group = %self.group, error = %e, "topology refresh failed");
+            }
+        }
     }
 
     /// Serves a client multicast addressed to this group: answers with the application's reply
@@ -220,6 +257,9 @@ impl Coordinator {
         req: proto::MulticastRequest,
     ) -> Result<(proto::multicast_reply::Outcome, Vec<u8>), RequestError> {
         use proto::multicast_reply::Outcome;
+        if let Some(m) = &req.message {
+            self.learn_groups(m.dests.iter().copied()).await;
+        }
         let msg = McastMessage::from_proto(req.message, self.known_group())?;
         tracing::Span::current().record("msg", tracing::field::display(msg.id));
         if req.group != self.group.0 {
@@ -282,7 +322,14 @@ impl Coordinator {
             }
             .into());
         }
-        if !self.topology.contains(from) || from == self.group {
+        let named = batch
+            .announces
+            .iter()
+            .filter_map(|a| a.message.as_ref())
+            .flat_map(|m| m.dests.iter().copied());
+        self.learn_groups(std::iter::once(batch.from_group).chain(named))
+            .await;
+        if !self.live.contains(from) || from == self.group {
             return Err(MessageError::BadSource(batch.from_group).into());
         }
         if batch.announces.is_empty() {
@@ -357,7 +404,8 @@ impl Coordinator {
             return Err(MessageError::MissingMessage.into());
         };
         let from = GroupId(first.from_group);
-        if !self.topology.contains(from) || from == self.group {
+        self.learn_groups([first.from_group]).await;
+        if !self.live.contains(from) || from == self.group {
             return Err(MessageError::BadSource(first.from_group).into());
         }
         if let Some(m) = batch.messages.iter().find(|m| m.from_group != from.0) {
@@ -546,7 +594,7 @@ impl Coordinator {
     /// batches are already in flight; queued announces then wait for an answer, so batches
     /// grow with load.
     fn flush_announces(self: &Arc<Self>, dst: GroupId) {
-        let Some(peer) = self.peers.get(&dst).cloned() else {
+        let Some(peer) = self.live.client(dst) else {
             return;
         };
         let batch = {
@@ -632,7 +680,7 @@ impl Coordinator {
 
     /// Transmits the outbox for `dst` unless a transmission is already in flight.
     fn transmit(self: &Arc<Self>, dst: GroupId) {
-        let Some(peer) = self.peers.get(&dst).cloned() else {
+        let Some(peer) = self.live.client(dst) else {
             return;
         };
         {

@@ -174,7 +174,7 @@ async fn drain_empties_a_partition_under_load_and_add_takes_it_back() {
     assert_eq!(partition(&admin, 2).await, ("drained".to_string(), 0));
 
     // Bad requests.
-    let e = admin.add_partition(9).await.unwrap_err();
+    let e = admin.add_partition(9, &[]).await.unwrap_err();
     assert_eq!(e.status.code(), tonic::Code::InvalidArgument, "{e}");
     assert!(e.status.message().contains("partition"), "{e}");
     assert!(admin.drain_partition(1).await.is_ok());
@@ -191,7 +191,7 @@ async fn drain_empties_a_partition_under_load_and_add_takes_it_back() {
     assert_eq!(e.status.code(), tonic::Code::FailedPrecondition, "{e}");
 
     // Add p2 (and p1) back: active again, new variables may go there.
-    assert_eq!(admin.add_partition(2).await.unwrap().state, "active");
-    assert_eq!(admin.add_partition(1).await.unwrap().state, "active");
+    assert_eq!(admin.add_partition(2, &[]).await.unwrap().state, "active");
+    assert_eq!(admin.add_partition(1, &[]).await.unwrap().state, "active");
     cluster.shutdown().await;
 }

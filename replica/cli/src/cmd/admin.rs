@@ -1,4 +1,4 @@
-//! `dssmr admin`: status, add-partition and drain-partition through the oracle's admin
+//! `dssmr admin`: status, add-, drain- and remove-partition through the oracle's admin
 //! service, printed as JSON. This module loads the config and waits for a drain;
 //! [`dssmr_api::admin`] talks to the cluster.
 
@@ -23,8 +23,14 @@ enum AdminOpArg {
     /// Every group's members (role, term, commit and applied index), its leader, and the
     /// oracle's partitions (state, variables).
     Status,
-    /// Let the oracle place new variables in PARTITION (1-based) too.
-    AddPartition { partition: u32 },
+    /// Let the oracle place new variables in PARTITION (1-based) too, and publish its
+    /// members to every replica and client of the cluster (nothing restarts).
+    AddPartition {
+        partition: u32,
+        /// Its members' addresses, in ordinal order (default: the ones --config lists).
+        #[arg(long, value_delimiter = ',')]
+        members: Vec<String>,
+    },
     /// Stop placing new variables in PARTITION and move all of its variables out.
     DrainPartition {
         partition: u32,
@@ -32,6 +38,9 @@ enum AdminOpArg {
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         wait: Duration,
     },
+    /// Take drained PARTITION out of the topology: replicas and clients stop using it, and
+    /// its replicas may then be stopped.
+    RemovePartition { partition: u32 },
 }
 
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
@@ -39,8 +48,21 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     let conn = AdminConnection::new(&config)?;
     let out = match args.op {
         AdminOpArg::Status => status_json(&conn.status().await?),
-        AdminOpArg::AddPartition { partition } => {
-            partition_json(&conn.add_partition(partition).await?)
+        AdminOpArg::AddPartition {
+            partition,
+            mut members,
+        } => {
+            if members.is_empty() {
+                members = partition
+                    .checked_sub(1)
+                    .and_then(|i| config.partitions.get(i as usize))
+                    .map(|g| g.members.clone())
+                    .unwrap_or_default();
+            }
+            partition_json(&conn.add_partition(partition, &members).await?)
+        }
+        AdminOpArg::RemovePartition { partition } => {
+            partition_json(&conn.remove_partition(partition).await?)
         }
         AdminOpArg::DrainPartition { partition, wait } => {
             partition_json(&drain(&conn, partition, wait).await?)

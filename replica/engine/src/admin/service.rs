@@ -148,13 +148,8 @@ impl AdminService {
     }
 
     /// Orders `op` through the oracle group and reports the partition afterwards.
-    async fn admin(
-        &self,
-        req: PartitionRequest,
-        op: fn(GroupId) -> AdminOp,
-    ) -> Result<proto::PartitionStatus, Status> {
-        let p = GroupId(req.partition);
-        let op = op(p);
+    async fn admin(&self, op: AdminOp) -> Result<proto::PartitionStatus, Status> {
+        let p = op.partition();
         let Some(oracle) = &self.oracle else {
             return Err(Status::failed_precondition(format!(
                 "this replica belongs to {}, not to the oracle: send AddPartition and \
@@ -162,7 +157,12 @@ impl AdminService {
                 group_label(self.group)
             )));
         };
-        if p == ORACLE || !self.topology.contains(p) {
+        let published = self
+            .with_oracle(|o| o.published().partitions.iter().any(|q| q.partition == p))
+            .unwrap_or(false);
+        let adds_members =
+            matches!(&op, AdminOp::AddPartition { members, .. } if !members.is_empty());
+        if p == ORACLE || !(self.topology.contains(p) || published || adds_members) {
             let known: Vec<u32> = self
                 .topology
                 .groups
@@ -171,8 +171,9 @@ impl AdminService {
                 .map(|g| g.0)
                 .collect();
             return Err(Status::invalid_argument(format!(
-                "partition: {} is not a partition of this cluster's config (partitions: {known:?})",
-                req.partition
+                "partition: {} is not a partition of this cluster's config (partitions: \
+                 {known:?}) nor of the oracle's topology; give its members to add it",
+                p.0
             )));
         }
         let msg = McastMessage::new(
@@ -181,7 +182,7 @@ impl AdminService {
                 seq: self.seq.fetch_add(1, Ordering::Relaxed),
             },
             vec![ORACLE],
-            encode(&Command::Admin(op)),
+            encode(&Command::Admin(op.clone())),
         );
         let done = oracle
             .submit(&msg, Instant::now() + COMMAND_DEADLINE)
@@ -202,11 +203,15 @@ impl AdminService {
         let deadline = Instant::now() + COMMAND_DEADLINE;
         loop {
             let status = self
-                .with_oracle(|o| (self.partition_status(o, p), o.partition_state(p)))
+                .with_oracle(|o| {
+                    let published = o.published().partitions.iter().any(|q| q.partition == p);
+                    (self.partition_status(o, p), o.partition_state(p), published)
+                })
                 .ok_or_else(|| Status::internal("oracle replica without an oracle"))?;
             let applied = match op {
-                AdminOp::AddPartition(_) => status.1 == PartitionState::Active,
+                AdminOp::AddPartition { .. } => status.1 == PartitionState::Active,
                 AdminOp::DrainPartition(_) => !matches!(status.1, PartitionState::Active),
+                AdminOp::RemovePartition(_) => !status.2,
             };
             if applied || Instant::now() > deadline {
                 return Ok(status.0);
@@ -277,7 +282,18 @@ impl proto::admin_server::Admin for AdminService {
         &self,
         req: Request<PartitionRequest>,
     ) -> Result<Response<proto::PartitionStatus>, Status> {
-        self.admin(req.into_inner(), AdminOp::AddPartition)
+        let req = req.into_inner();
+        let partition = GroupId(req.partition);
+        let members = if req.members.is_empty() {
+            self.topology
+                .groups
+                .get(&partition)
+                .cloned()
+                .unwrap_or_default()
+        } else {
+            req.members
+        };
+        self.admin(AdminOp::AddPartition { partition, members })
             .await
             .map(Response::new)
     }
@@ -286,8 +302,19 @@ impl proto::admin_server::Admin for AdminService {
         &self,
         req: Request<PartitionRequest>,
     ) -> Result<Response<proto::PartitionStatus>, Status> {
-        self.admin(req.into_inner(), AdminOp::DrainPartition)
+        self.admin(AdminOp::DrainPartition(GroupId(req.into_inner().partition)))
             .await
             .map(Response::new)
+    }
+
+    async fn remove_partition(
+        &self,
+        req: Request<PartitionRequest>,
+    ) -> Result<Response<proto::PartitionStatus>, Status> {
+        self.admin(AdminOp::RemovePartition(GroupId(
+            req.into_inner().partition,
+        )))
+        .await
+        .map(Response::new)
     }
 }

@@ -28,6 +28,7 @@ use crate::client::cache::LocationCache;
 use crate::command::{decode, encode, Command, Execution, Prophecy, Purpose, Reply};
 use crate::config::ClusterConfig;
 use crate::group::client::{ClientError, GroupClient};
+use crate::group::live::LiveTopology;
 use crate::ids::{GroupId, MsgId, VarId, ORACLE};
 pub use crate::mode::{DestinationPolicy, Mode, DEFAULT_RETRY_THRESHOLD};
 use crate::multicast::McastMessage;
@@ -178,39 +179,56 @@ pub enum Created {
     Exists,
 }
 
-/// Group clients of a cluster, shared by the proxies of a process.
+/// Group clients of a cluster, shared by the proxies of a process: the config's topology,
+/// kept up to date from the oracle while it lives (partitions added or removed at run time
+/// are used without a restart; see [`LiveTopology`]).
 pub struct Connections {
-    groups: BTreeMap<GroupId, Arc<GroupClient>>,
-    partitions: Vec<GroupId>,
+    live: Arc<LiveTopology>,
+    follower: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Connections {
+    fn drop(&mut self) {
+        if let Some(f) = self.follower.take() {
+            f.abort();
+        }
+    }
 }
 
 impl Connections {
     /// Clients of every group of `topology` (the oracle is group [`ORACLE`], if present).
+    /// Inside a tokio runtime, a DS-SMR cluster's topology is then followed from the oracle.
     pub fn new(topology: &Topology) -> Result<Self, ClientError> {
-        let mut groups = BTreeMap::new();
-        for (g, addrs) in &topology.groups {
-            groups.insert(
-                *g,
-                Arc::new(GroupClient::new(
-                    &topology.cluster,
-                    *g,
-                    addrs,
-                    Sender::Client,
-                )?),
-            );
-        }
-        let partitions = groups.keys().copied().filter(|g| *g != ORACLE).collect();
-        Ok(Connections { groups, partitions })
+        let live = LiveTopology::new(topology, Sender::Client, None)?;
+        let follower = (topology.contains(ORACLE) && tokio::runtime::Handle::try_current().is_ok())
+            .then(|| live.follow());
+        Ok(Connections { live, follower })
     }
 
     /// The partitions, sorted.
-    pub fn partitions(&self) -> &[GroupId] {
-        &self.partitions
+    pub fn partitions(&self) -> Vec<GroupId> {
+        self.live.partitions()
     }
 
-    fn client(&self, g: GroupId) -> Result<&Arc<GroupClient>, ProxyError> {
-        self.groups
-            .get(&g)
+    /// The partitions variables may be moved to (all but those being drained), sorted.
+    pub fn accepting(&self) -> Vec<GroupId> {
+        self.live.accepting()
+    }
+
+    /// The topology as the proxies know it now.
+    pub fn live(&self) -> &Arc<LiveTopology> {
+        &self.live
+    }
+
+    /// The client of group `g`; a group not known yet is asked of the oracle first (it may
+    /// have been added since).
+    async fn client(&self, g: GroupId) -> Result<Arc<GroupClient>, ProxyError> {
+        if let Some(c) = self.live.client(g) {
+            return Ok(c);
+        }
+        let _ = self.live.refresh(std::time::Duration::ZERO).await;
+        self.live
+            .client(g)
             .ok_or_else(|| ProxyError::Config(format!("the cluster has no group {g}")))
     }
 }
@@ -236,10 +254,10 @@ impl<A: StateMachine> Proxy<A> {
         cache: Arc<LocationCache>,
         stats: Arc<ProxyStats>,
     ) -> Result<Self, ProxyError> {
-        if conns.partitions.is_empty() {
+        if conns.partitions().is_empty() {
             return Err(ProxyError::Config("the cluster has no partition".into()));
         }
-        if config.mode == Mode::Dssmr && !conns.groups.contains_key(&ORACLE) {
+        if config.mode == Mode::Dssmr && !conns.live.contains(ORACLE) {
             return Err(ProxyError::Config(
                 "mode dssmr needs an oracle group (group 0)".into(),
             ));
@@ -278,10 +296,10 @@ impl<A: StateMachine> Proxy<A> {
     ) -> Result<Vec<Reply>, ProxyError> {
         let msg = McastMessage::new(self.next_id(), dests, encode(cmd));
         let deadline = Instant::now() + self.config.timeout;
-        let calls = wait_at
-            .iter()
-            .map(|g| Ok::<_, ProxyError>((self.conns.client(*g)?.clone(), *g)))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut calls = Vec::with_capacity(wait_at.len());
+        for g in wait_at {
+            calls.push((self.conns.client(*g).await?, *g));
+        }
         let results = join_all(calls.iter().map(|(c, _)| c.submit(&msg, deadline))).await;
         results.into_iter().map(|r| self.reply_of(r)).collect()
     }
@@ -294,11 +312,10 @@ impl<A: StateMachine> Proxy<A> {
     ) -> Result<Reply, ProxyError> {
         let msg = McastMessage::new(self.next_id(), dests, encode(cmd));
         let deadline = Instant::now() + self.config.timeout;
-        let clients = msg
-            .dests
-            .iter()
-            .map(|g| self.conns.client(*g).cloned())
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut clients = Vec::with_capacity(msg.dests.len());
+        for g in &msg.dests {
+            clients.push(self.conns.client(*g).await?);
+        }
         let calls = clients.iter().map(|c| Box::pin(c.submit(&msg, deadline)));
         let first = select_ok(calls).await.map(|(c, _)| c);
         self.reply_of(first)
@@ -377,13 +394,13 @@ impl<A: StateMachine> Proxy<A> {
     async fn access_ssmr(&self, cmd: &A::Command) -> Result<A::Reply, ProxyError> {
         let parts = self.conns.partitions();
         let dests: Vec<GroupId> = if self.app.may_have_dependencies(cmd) {
-            parts.to_vec()
+            parts.clone()
         } else {
             let set: BTreeSet<GroupId> = self
                 .app
                 .variables(cmd)
                 .iter()
-                .map(|v| self.app.place(v, parts))
+                .map(|v| self.app.place(v, &parts))
                 .collect();
             if set.is_empty() {
                 vec![parts[0]]
@@ -429,9 +446,17 @@ impl<A: StateMachine> Proxy<A> {
         loop {
             if attempt >= self.config.retry_threshold {
                 bump(&self.stats.fallbacks, 1);
-                return self.exchange(self.conns.partitions().to_vec(), cmd).await;
+                return self.exchange(self.conns.partitions(), cmd).await;
             }
-            let locations = match self.cache.lookup(&needed) {
+            // Cached locations in a partition that is gone (removed after a drain) are stale.
+            let cached = self.cache.lookup(&needed).filter(|l| {
+                let known = l.iter().all(|(_, p)| self.conns.live.contains(*p));
+                if !known {
+                    self.cache.forget(&needed);
+                }
+                known
+            });
+            let locations = match cached {
                 Some(l) => {
                     if attempt == 0 {
                         bump(&self.stats.cache_hits, 1);
@@ -593,16 +618,34 @@ impl<A: StateMachine> Proxy<A> {
         Ok((target, spread))
     }
 
+    /// The destination of a command's variables: never a partition being drained, and
+    /// under the paper's `random` policy any partition that takes variables (its
+    /// `getTargetPartition`), so partitions added at run time get their share.
     fn choose_destination(&self, by_partition: &BTreeMap<GroupId, Vec<VarId>>) -> GroupId {
+        let accepting = self.conns.accepting();
+        let involved: Vec<GroupId> = by_partition
+            .keys()
+            .copied()
+            .filter(|p| accepting.contains(p))
+            .collect();
+        let involved = if involved.is_empty() {
+            by_partition.keys().copied().collect()
+        } else {
+            involved
+        };
         let mut rng = self.rng.lock().unwrap_or_else(|p| p.into_inner());
         let candidates: Vec<GroupId> = match self.config.destination {
-            DestinationPolicy::Random => by_partition.keys().copied().collect(),
+            DestinationPolicy::Random if !accepting.is_empty() => accepting,
+            DestinationPolicy::Random => involved,
             DestinationPolicy::Majority => {
-                let most = by_partition.values().map(Vec::len).max().unwrap_or(0);
-                by_partition
+                let most = involved
                     .iter()
-                    .filter(|(_, v)| v.len() == most)
-                    .map(|(p, _)| *p)
+                    .map(|p| by_partition[p].len())
+                    .max()
+                    .unwrap_or(0);
+                involved
+                    .into_iter()
+                    .filter(|p| by_partition[p].len() == most)
                     .collect()
             }
             DestinationPolicy::Affinity => {
@@ -611,8 +654,8 @@ impl<A: StateMachine> Proxy<A> {
                     .affinity()
                     .destination(by_partition, self.cache.as_ref())
                 {
-                    Some(p) => return p,
-                    None => by_partition.keys().copied().collect(),
+                    Some(p) if accepting.contains(&p) => return p,
+                    _ => involved,
                 }
             }
         };
@@ -624,7 +667,7 @@ impl<A: StateMachine> Proxy<A> {
         bump(&self.stats.commands, 1);
         let value = encode(value);
         let target = match self.config.mode {
-            Mode::Ssmr => self.app.place(&var, self.conns.partitions()),
+            Mode::Ssmr => self.app.place(&var, &self.conns.partitions()),
             Mode::Dssmr => {
                 match self
                     .consult(vec![var.clone()], Vec::new(), Purpose::Create)
@@ -669,7 +712,7 @@ impl<A: StateMachine> Proxy<A> {
         bump(&self.stats.commands, 1);
         let cmd = Command::Delete { var: var.clone() };
         if self.config.mode == Mode::Ssmr {
-            let p = self.app.place(&var, self.conns.partitions());
+            let p = self.app.place(&var, &self.conns.partitions());
             return match self.multicast(vec![p], &cmd, &[p]).await?.pop() {
                 Some(Reply::Ok) => {
                     bump(&self.stats.completed, 1);
@@ -684,7 +727,7 @@ impl<A: StateMachine> Proxy<A> {
             let dests: Vec<GroupId> = if attempt >= self.config.retry_threshold {
                 bump(&self.stats.fallbacks, 1);
                 std::iter::once(ORACLE)
-                    .chain(self.conns.partitions().iter().copied())
+                    .chain(self.conns.partitions())
                     .collect()
             } else {
                 let cached = self.cache.lookup(std::slice::from_ref(&var));

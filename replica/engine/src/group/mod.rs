@@ -4,8 +4,9 @@
 //! response), [`log_store`] (log and vote, in memory or on disk), [`state_machine`] (applies
 //! entries to the replicated [`state`], snapshots), [`network`] (Raft RPCs to peers),
 //! [`proposer`] (batches operations into entries), [`replies`] (the replicated reply cache)
-//! and [`client`] (a client of one group: leader finding, redirects, retries). [`faults`] is
-//! the test fault table links consult.
+//! and [`client`] (a client of one group: leader finding, redirects, retries); [`live`] is
+//! the topology a process knows, with a client of each group, kept up to date from the
+//! oracle. [`faults`] is the test fault table links consult.
 //!
 //! This module knows the multicast and channel state machines only as parts of the
 //! replicated state it applies entries to; the leader-side runtime that drives them is
@@ -13,6 +14,7 @@
 
 pub(crate) mod client;
 pub(crate) mod faults;
+pub mod live;
 pub mod log_store;
 pub(crate) mod network;
 pub(crate) mod proposer;
@@ -23,3 +25,4 @@ pub mod types;
 
 pub use client::{ClientError, GroupClient, MemberRpc};
 pub use faults::Faults;
+pub use live::LiveTopology;

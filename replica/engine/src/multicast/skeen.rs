@@ -168,6 +168,15 @@ impl SkeenState {
         self.pending.len()
     }
 
+    /// Number of messages logged but not delivered yet that are also addressed to `g` (they
+    /// need `g`'s timestamp or are ordered after one that does: `g` must keep running).
+    pub fn pending_with(&self, g: GroupId) -> usize {
+        self.pending
+            .values()
+            .filter(|p| p.msg.dests.contains(&g))
+            .count()
+    }
+
     /// Where message `id` stands in this group.
     pub fn status(&self, id: MsgId) -> Status {
         if let Some(p) = self.pending.get(&id) {

@@ -232,6 +232,8 @@ impl GroupNode {
         })?;
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(coordinator.clone().run(events_rx)));
+        // Partitions added or removed at run time reach this replica from the oracle.
+        tasks.push(coordinator.live().follow());
 
         let refusals = Arc::new(Refusals::default());
         let n = members.len();
@@ -315,6 +317,11 @@ impl GroupNode {
     /// Who this replica is: the cluster, group and Raft node id calls to it are addressed to.
     pub fn member(&self) -> &Member {
         &self.me
+    }
+
+    /// The groups this replica knows now (its config's, then what the oracle published).
+    pub fn live_topology(&self) -> crate::topology::Topology {
+        self.coordinator.live().topology()
     }
 
     /// The requests this replica refused because of their route.

@@ -10,6 +10,7 @@ use crate::proto;
 use crate::route::{Route, Sender};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
 
 /// Serves openraft RPCs from the other replicas of the group.
@@ -85,6 +86,11 @@ impl proto::raft_server::Raft for RaftService {
     }
 }
 
+/// Longest a `Topology` call may wait for a newer version.
+const MAX_TOPOLOGY_WAIT_MS: u32 = 30_000;
+/// How often a waiting `Topology` call looks at the oracle's state again.
+const TOPOLOGY_POLL: Duration = Duration::from_millis(50);
+
 /// Serves multicast submissions, timestamp announces and channel transmissions.
 pub(crate) struct GroupService {
     coordinator: Arc<Coordinator>,
@@ -150,6 +156,31 @@ impl proto::group_server::Group for GroupService {
         Ok(Response::new(proto::AnnounceBatchReply {
             outcome: Some(outcome),
         }))
+    }
+
+    async fn topology(
+        &self,
+        req: Request<proto::TopologyRequest>,
+    ) -> Result<Response<proto::TopologyReply>, Status> {
+        let req = req.into_inner();
+        let wait = Duration::from_millis(u64::from(req.wait_ms.min(MAX_TOPOLOGY_WAIT_MS)));
+        let deadline = Instant::now() + wait;
+        loop {
+            let Some(reply) = self.coordinator.published_topology() else {
+                return Err(Status::failed_precondition(
+                    "the topology is served by the oracle's replicas",
+                ));
+            };
+            if reply.version > req.known_version || Instant::now() >= deadline {
+                return Ok(Response::new(reply));
+            }
+            // Admin commands are rare: look again shortly rather than wiring a notification
+            // into the state machine's apply path.
+            tokio::time::sleep(
+                TOPOLOGY_POLL.min(deadline.saturating_duration_since(Instant::now())),
+            )
+            .await;
+        }
     }
 
     async fn channel(

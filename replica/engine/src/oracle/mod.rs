@@ -36,6 +36,31 @@ struct OracleState {
     counts: BTreeMap<GroupId, u64>,
     /// Partitions being drained: no longer placed into, their variables moved out.
     draining: BTreeSet<GroupId>,
+    /// Member addresses of partitions added at run time (the others are in every config).
+    members: BTreeMap<GroupId, Vec<String>>,
+    /// Grows with every change of the partitions or their members.
+    topology_version: u64,
+}
+
+/// One partition of the topology the oracle publishes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishedPartition {
+    /// The partition.
+    pub partition: GroupId,
+    /// Its member addresses when they were added at run time; `None`: the config's.
+    pub members: Option<Vec<String>>,
+    /// Whether new variables (and moves) may go there; false while it is drained.
+    pub accepting: bool,
+}
+
+/// The partitions replicas and clients may need to reach: the ones new variables go to and
+/// the ones being drained, with the version of the oracle's state that says so.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishedTopology {
+    /// Grows with every change.
+    pub version: u64,
+    /// In group order.
+    pub partitions: Vec<PublishedPartition>,
 }
 
 /// Where a partition stands in the oracle's placement.
@@ -89,6 +114,8 @@ impl Oracle {
                 partitions: initial,
                 locations: HashMap::new(),
                 draining: BTreeSet::new(),
+                members: BTreeMap::new(),
+                topology_version: 0,
             },
             commands: CommandCounts::default(),
         }
@@ -159,17 +186,55 @@ impl Oracle {
             .min_by_key(|p| (self.state.counts.get(p).copied().unwrap_or(0), *p))
     }
 
+    /// The topology to publish (see [`PublishedTopology`]).
+    pub fn published(&self) -> PublishedTopology {
+        let mut all: BTreeSet<GroupId> = self.state.partitions.iter().copied().collect();
+        all.extend(self.state.draining.iter().copied());
+        PublishedTopology {
+            // Versions start at 1, so that a caller with none (0) is always behind.
+            version: self.state.topology_version + 1,
+            partitions: all
+                .into_iter()
+                .map(|p| PublishedPartition {
+                    partition: p,
+                    members: self.state.members.get(&p).cloned(),
+                    accepting: self.state.partitions.contains(&p),
+                })
+                .collect(),
+        }
+    }
+
     fn admin(&mut self, op: AdminOp) -> Reply {
         match op {
-            AdminOp::AddPartition(p) => {
+            AdminOp::AddPartition { partition, members } => {
+                let p = partition;
                 self.state.draining.remove(&p);
                 if !self.state.partitions.contains(&p) {
                     self.state.partitions.push(p);
                     self.state.partitions.sort_unstable();
                 }
                 self.state.counts.entry(p).or_default();
+                if !members.is_empty() {
+                    self.state.members.insert(p, members);
+                }
+                self.state.topology_version += 1;
                 Reply::Ok
             }
+            AdminOp::RemovePartition(p) => match self.partition_state(p) {
+                PartitionState::Drained | PartitionState::Inactive => {
+                    self.state.draining.remove(&p);
+                    self.state.members.remove(&p);
+                    self.state.counts.remove(&p);
+                    self.state.topology_version += 1;
+                    Reply::Ok
+                }
+                PartitionState::Active => Reply::Rejected(format!(
+                    "cannot remove {p}: new variables still go there (drain it first)"
+                )),
+                PartitionState::Draining(n) => {
+                    Reply::Rejected(format!("cannot remove {p}: it still holds {n} variables"))
+                }
+            },
             AdminOp::DrainPartition(p) => {
                 let others = self.state.partitions.iter().any(|q| *q != p);
                 if !others {
@@ -179,6 +244,7 @@ impl Oracle {
                 }
                 self.state.partitions.retain(|q| *q != p);
                 self.state.draining.insert(p);
+                self.state.topology_version += 1;
                 Reply::Ok
             }
         }
@@ -358,11 +424,14 @@ impl Application for Oracle {
             Command::Move { from, to, .. } if from == to => Err(Misdirected(
                 "a move needs different source and destination partitions",
             )),
-            Command::Admin(AdminOp::AddPartition(p) | AdminOp::DrainPartition(p))
-                if !self.known.contains(&p) =>
+            Command::Admin(op)
+                if op.partition() == ORACLE
+                    || !(self.known.contains(&op.partition())
+                        || self.state.members.contains_key(&op.partition())
+                        || matches!(&op, AdminOp::AddPartition { members, .. } if !members.is_empty())) =>
             {
                 Err(InvalidCommand::UnknownPartition {
-                    partition: p,
+                    partition: op.partition(),
                     known: self.known.clone(),
                 })
             }
@@ -501,7 +570,13 @@ mod tests {
             r,
             Reply::Prophecy(Prophecy::Locations(vec![(var("z"), GroupId(2))]))
         );
-        assert_eq!(o.admin(AdminOp::AddPartition(GroupId(3))), Reply::Ok);
+        assert_eq!(
+            o.admin(AdminOp::AddPartition {
+                partition: GroupId(3),
+                members: vec![]
+            }),
+            Reply::Ok
+        );
         assert_eq!(o.partition_state(GroupId(3)), PartitionState::Active);
         let (r, _) = run(&mut o, 1, &[0], consult);
         assert_eq!(
@@ -526,5 +601,82 @@ mod tests {
         let mut p = Oracle::new(Arc::new(ByFirstChar), vec![GroupId(1)]);
         p.restore(&snap).unwrap();
         assert_eq!(p.location(&var("x")), Some(GroupId(1)));
+    }
+
+    #[test]
+    fn the_published_topology_follows_add_drain_and_remove() {
+        let mut o = Oracle::new(Arc::new(ByFirstChar), vec![GroupId(1), GroupId(2)]);
+        let t0 = o.published();
+        assert!(t0.version >= 1);
+        assert_eq!(
+            t0.partitions
+                .iter()
+                .map(|p| (p.partition.0, p.accepting, p.members.clone()))
+                .collect::<Vec<_>>(),
+            [(1, true, None), (2, true, None)]
+        );
+        let p3 = vec![
+            "p3-0:7000".to_string(),
+            "p3-1:7000".into(),
+            "p3-2:7000".into(),
+        ];
+        let add = Command::Admin(AdminOp::AddPartition {
+            partition: GroupId(3),
+            members: p3.clone(),
+        });
+        let msg = McastMessage::new(MsgId { sender: 1, seq: 1 }, vec![ORACLE], encode(&add));
+        assert!(
+            o.validate(&msg).is_ok(),
+            "a partition with members may be added"
+        );
+        let (r, _) = run(&mut o, 0, &[0], add);
+        assert_eq!(r, Reply::Ok);
+        let t1 = o.published();
+        assert!(t1.version > t0.version);
+        assert_eq!(t1.partitions[2].members.as_ref(), Some(&p3));
+        assert!(t1.partitions[2].accepting);
+        // A remove is refused until the partition is drained and empty.
+        assert!(matches!(
+            o.admin(AdminOp::RemovePartition(GroupId(3))),
+            Reply::Rejected(_)
+        ));
+        run(
+            &mut o,
+            1,
+            &[0, 3],
+            Command::Create {
+                var: var("x"),
+                value: vec![],
+            },
+        );
+        assert_eq!(o.admin(AdminOp::DrainPartition(GroupId(3))), Reply::Ok);
+        let t2 = o.published();
+        assert!(t2.version > t1.version);
+        assert!(
+            !t2.partitions[2].accepting,
+            "a draining partition takes nothing new"
+        );
+        assert!(matches!(
+            o.admin(AdminOp::RemovePartition(GroupId(3))),
+            Reply::Rejected(_)
+        ));
+        run(
+            &mut o,
+            2,
+            &[0, 3, 1],
+            Command::Move {
+                vars: vec![var("x")],
+                from: GroupId(3),
+                to: GroupId(1),
+            },
+        );
+        assert_eq!(o.admin(AdminOp::RemovePartition(GroupId(3))), Reply::Ok);
+        let t3 = o.published();
+        assert!(t3.version > t2.version);
+        assert_eq!(t3.partitions.len(), 2, "{t3:?}");
+        // The topology is replicated state: a snapshot carries it.
+        let mut copy = Oracle::new(Arc::new(ByFirstChar), vec![GroupId(1), GroupId(2)]);
+        copy.restore(&o.snapshot()).unwrap();
+        assert_eq!(copy.published(), t3);
     }
 }
