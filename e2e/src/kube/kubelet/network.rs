@@ -1,0 +1,217 @@
+//! The host side of the node network: one Linux bridge per node with its own /24 (pods get
+//! their addresses from it through the node's Docker engine), and the `iptables` rules that let
+//! the node bridges route to each other through the host.
+//!
+//! It owns, by name unique to the run: the subnet claims (files under [`CLAIM_DIR`], so two
+//! runs on one machine never pick the same /24), the bridges (`dk<run><node>`), and the
+//! ACCEPT rules (inserted into `DOCKER-USER` when the machine's Docker engine made that chain,
+//! else `FORWARD`, each tagged with the comment `dssmr-e2e-<run>`). [`Network::teardown`]
+//! removes exactly those, each by its full spec or name; nothing here touches another rule,
+//! another bridge, or a sysctl.
+
+use super::run_cmd;
+use std::path::PathBuf;
+
+/// Where subnet claims live (tmpfs: a reboot clears them).
+pub const CLAIM_DIR: &str = "/run/dssmr-e2e";
+
+/// The private range node subnets come from: `10.201.<n>.0/24`.
+const SUBNET_PREFIX: &str = "10.201";
+
+/// A node's bridge and its /24.
+#[derive(Clone, Debug)]
+pub struct Bridge {
+    /// Interface name (at most 15 bytes).
+    pub name: String,
+    /// The third octet: the subnet is `10.201.<octet>.0/24`.
+    pub octet: u8,
+    claim: PathBuf,
+    created: bool,
+}
+
+impl Bridge {
+    /// The bridge's own address: the gateway of the node's pods, where the kubelet, the
+    /// node's DNS server and the API server's kubelet client meet it.
+    pub fn gateway(&self) -> String {
+        format!("{SUBNET_PREFIX}.{}.1", self.octet)
+    }
+
+    /// The subnet in CIDR notation.
+    pub fn cidr(&self) -> String {
+        format!("{SUBNET_PREFIX}.{}.0/24", self.octet)
+    }
+}
+
+/// The bridges and forwarding rules of one run.
+#[derive(Debug)]
+pub struct Network {
+    /// In node order.
+    pub bridges: Vec<Bridge>,
+    /// Each rule as the arguments after `-I`/`-D`: chain, then the match and target.
+    rules: Vec<Vec<String>>,
+    /// The comment every rule of the run carries.
+    tag: String,
+}
+
+impl Network {
+    /// Creates `nodes` bridges, each on a /24 no route of the machine uses and no other run
+    /// claimed, up, with `.1` as its address; then the rules that let every bridge forward to
+    /// every bridge (itself included: bridged traffic passes `FORWARD` when `br_netfilter` is
+    /// loaded). On error, what was made so far is removed.
+    pub fn create(run: &str, nodes: usize) -> anyhow::Result<Network> {
+        let mut net = Network {
+            bridges: Vec::new(),
+            rules: Vec::new(),
+            tag: format!("dssmr-e2e-{run}"),
+        };
+        if let Err(e) = net.build(run, nodes) {
+            net.teardown();
+            return Err(e);
+        }
+        Ok(net)
+    }
+
+    fn build(&mut self, run: &str, nodes: usize) -> anyhow::Result<()> {
+        std::fs::create_dir_all(CLAIM_DIR)?;
+        for i in 0..nodes {
+            let (octet, claim) = claim_subnet()?;
+            let mut bridge = Bridge {
+                name: format!("dk{run}{i}"),
+                octet,
+                claim,
+                created: false,
+            };
+            anyhow::ensure!(
+                bridge.name.len() <= 15,
+                "bridge name {} too long",
+                bridge.name
+            );
+            let cidr = format!("{}/24", bridge.gateway());
+            let result = run_cmd("ip", &["link", "add", &bridge.name, "type", "bridge"]);
+            bridge.created = result.is_ok();
+            self.bridges.push(bridge.clone());
+            result?;
+            run_cmd("ip", &["addr", "add", &cidr, "dev", &bridge.name])?;
+            run_cmd("ip", &["link", "set", &bridge.name, "up"])?;
+        }
+        // The machine's Docker engine (if any) puts DOCKER-USER first in FORWARD and drops the
+        // rest; without it FORWARD's own policy applies.
+        let chain = if run_cmd("iptables", &["-w", "-S", "DOCKER-USER"]).is_ok() {
+            "DOCKER-USER"
+        } else {
+            "FORWARD"
+        };
+        let names: Vec<String> = self.bridges.iter().map(|b| b.name.clone()).collect();
+        for a in &names {
+            for b in &names {
+                let rule: Vec<String> = [
+                    chain,
+                    "-i",
+                    a,
+                    "-o",
+                    b,
+                    "-m",
+                    "comment",
+                    "--comment",
+                    &self.tag,
+                    "-j",
+                    "ACCEPT",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+                let mut args = vec!["-w".to_string(), "-I".to_string()];
+                args.extend(rule.iter().cloned());
+                run_cmd(
+                    "iptables",
+                    &args.iter().map(String::as_str).collect::<Vec<_>>(),
+                )?;
+                self.rules.push(rule);
+            }
+        }
+        Ok(())
+    }
+
+    /// The rules of this run still in the machine's tables (for the cleanup check).
+    pub fn rules_left(tag_run: &str) -> Vec<String> {
+        let tag = format!("dssmr-e2e-{tag_run}");
+        run_cmd("iptables", &["-w", "-S"])
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&tag))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Removes the rules (each by its full spec), the bridges (by name) and the subnet
+    /// claims. Idempotent; errors are reported on stderr, never fatal.
+    pub fn teardown(&mut self) {
+        for rule in self.rules.drain(..).rev() {
+            let mut args = vec!["-w", "-D"];
+            args.extend(rule.iter().map(String::as_str));
+            if let Err(e) = run_cmd("iptables", &args) {
+                eprintln!("kube: removing iptables rule {}: {e}", rule.join(" "));
+            }
+        }
+        for b in self.bridges.drain(..).rev() {
+            if b.created {
+                if let Err(e) = run_cmd("ip", &["link", "delete", &b.name, "type", "bridge"]) {
+                    eprintln!("kube: deleting bridge {}: {e}", b.name);
+                }
+            }
+            let _ = std::fs::remove_file(&b.claim);
+        }
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+/// True if a link named `name` exists on the machine.
+pub fn link_exists(name: &str) -> bool {
+    run_cmd("ip", &["link", "show", "dev", name]).is_ok()
+}
+
+/// Claims a free `10.201.<octet>.0/24`: not in the machine's routes, and its claim file
+/// created exclusively (a claim whose process is gone is stale and taken over).
+fn claim_subnet() -> anyhow::Result<(u8, PathBuf)> {
+    let routes = run_cmd("ip", &["-4", "route", "show"])?;
+    for octet in 1..=254u8 {
+        let prefix = format!("{SUBNET_PREFIX}.{octet}.");
+        if routes.lines().any(|l| l.starts_with(&prefix)) {
+            continue;
+        }
+        let claim = PathBuf::from(CLAIM_DIR).join(format!("subnet-{SUBNET_PREFIX}.{octet}"));
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&claim)
+            {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    writeln!(f, "{}", std::process::id())?;
+                    return Ok((octet, claim));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let owner = std::fs::read_to_string(&claim).unwrap_or_default();
+                    let alive = owner
+                        .trim()
+                        .parse::<u32>()
+                        .map(|pid| PathBuf::from(format!("/proc/{pid}")).exists())
+                        .unwrap_or(false);
+                    if alive {
+                        break;
+                    }
+                    // Stale: its run is gone (and its bridge, or the route check had skipped it).
+                    let _ = std::fs::remove_file(&claim);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    anyhow::bail!("no free {SUBNET_PREFIX}.x.0/24 left for a node bridge")
+}
