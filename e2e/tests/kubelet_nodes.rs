@@ -9,6 +9,7 @@
 //!   nothing patches a status;
 //! - the real scheduler binds them by the hardware label, over both nodes;
 //! - from a pod, `dssmr client` reaches the group through cluster DNS and a write commits;
+//! - `kubectl logs` works for the pods of both nodes;
 //! - `kubectl delete pod` of a replica: the StatefulSet makes it again, on the same claim and
 //!   volume, it is Ready again, and the write is still there;
 //! - when the nodes drop, nothing of the run is left on the machine (bridges, rules, cgroups,
@@ -168,6 +169,15 @@ fn statefulset_on_kubelet_nodes_serves_resolves_and_survives_pod_deletion() {
     .expect("put");
     assert!(put.contains("done"), "put: {put}");
 
+    // `kubectl logs` of every pod, on both nodes (each kubelet has its own /var/log/pods).
+    for p in &pods {
+        let name = p["metadata"]["name"].as_str().expect("pod name");
+        let logs = cp
+            .kubectl(&["logs", "-n", NS, name, "-c", "replica"])
+            .unwrap_or_else(|e| panic!("kubectl logs {name}: {e}"));
+        eprintln!("kubectl logs {name}: {} bytes", logs.len());
+    }
+
     // Delete a replica pod: it comes back on its claim and volume.
     let victim = format!("{SET}-1");
     let before = cp.get_json(&["pod", "-n", NS, &victim]).expect("pod");
@@ -185,6 +195,15 @@ fn statefulset_on_kubelet_nodes_serves_resolves_and_survives_pod_deletion() {
         .as_str()
         .expect("bound claim")
         .to_string();
+    let pv_dir = cp.get_json(&["pv", &pv]).expect("pv")["spec"]["hostPath"]["path"]
+        .as_str()
+        .expect("hostPath volume")
+        .to_string();
+    let files = || std::fs::read_dir(&pv_dir).map(|d| d.count()).unwrap_or(0);
+    assert!(
+        files() > 0,
+        "the replica wrote nothing to its volume {pv_dir}"
+    );
     cp.kubectl(&["delete", "pod", "-n", NS, &victim, "--wait=false"])
         .expect("delete pod");
     wait_for("the deleted pod replaced", WAIT, POLL, || {

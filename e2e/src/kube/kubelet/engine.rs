@@ -292,6 +292,26 @@ pub fn cgroup_dirs(scope: &str) -> Vec<PathBuf> {
     out
 }
 
+/// Kills the processes of, and removes, every cgroup of engines of run `run` (names
+/// `dssmr-e2e-<run>-*`): what a run killed before its drop could leave.
+pub(super) fn remove_run_cgroups(run: &str) {
+    let prefix = format!("dssmr-e2e-{run}-");
+    let mut scopes = std::collections::BTreeSet::new();
+    if let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") {
+        for c in controllers.flatten() {
+            for e in std::fs::read_dir(c.path()).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.starts_with(&prefix) {
+                    scopes.insert(name);
+                }
+            }
+        }
+    }
+    for scope in scopes {
+        remove_cgroups(&scope);
+    }
+}
+
 /// Kills every process in the run's cgroups `scope` and removes them, deepest first.
 fn remove_cgroups(scope: &str) {
     let dirs = cgroup_dirs(scope);

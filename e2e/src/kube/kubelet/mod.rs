@@ -15,12 +15,14 @@
 //!   ports and node IP (the bridge's `.1`), labelled with the node's [`Hardware`] class;
 //! - [`dns`]: one dnsmasq on all bridge addresses, fed from the Endpoints.
 //!
-//! Kernel tunables the kubelet sets on start (`vm.overcommit_memory`, `kernel.panic`, ...) are
-//! read before and written back on drop. Drop (also on panic) stops, in order: DNS, the
+//! Kernel tunables the kubelet sets on start (`vm.overcommit_memory`, `kernel.panic`, ...) and
+//! `net.ipv4.ip_forward` (set to 1 when it is not) are read before and written back on drop. Drop (also on panic) stops, in order: DNS, the
 //! kubelets (SIGKILL of their process group), each engine (containers removed, dockerd
 //! stopped, leftovers in its mount namespace and cgroups killed), the rules, the bridges, the
 //! claims; each by pid or by its run-unique name, never by a broad name. [`leftovers`] lists
-//! what of a run is still on the machine, for tests to assert that nothing is.
+//! what of a run is still on the machine, for tests to assert that nothing is. A run killed
+//! outright (SIGKILL) loses its kubelets, engines and dnsmasq with it (parent-death signal),
+//! but containers, bridges and rules stay: the next run's [`sweep_stale_runs`] removes them.
 //!
 //! It must not change the machine's own Docker engine, its config or services, or any rule,
 //! bridge or process it did not create. It needs root.
@@ -40,7 +42,10 @@ pub const NODE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The kernel tunables kubelet 1.20 sets when `--protect-kernel-defaults` is false
 /// (`setupKernelTunables`); restored on drop.
-const KUBELET_SYSCTLS: [&str; 6] = [
+/// `net/ipv4/ip_forward` is set to 1 if it is not (pods on different node bridges reach each
+/// other through the host's routing).
+const KUBELET_SYSCTLS: [&str; 7] = [
+    "net/ipv4/ip_forward",
     "vm/overcommit_memory",
     "vm/panic_on_oom",
     "kernel/panic",
@@ -193,9 +198,11 @@ impl<'a> KubeletNodes<'a> {
                 p.display()
             );
         }
+        sweep_stale_runs();
         let run = run_id();
         let dir = cp.dir().join(format!("nodes-{run}"));
         std::fs::create_dir_all(&dir)?;
+        let sysctls = save_sysctls(&run)?;
         let mut nodes = KubeletNodes {
             cp,
             run: run.clone(),
@@ -203,14 +210,14 @@ impl<'a> KubeletNodes<'a> {
             dns: None,
             nodes: Vec::new(),
             network: None,
-            sysctls: KUBELET_SYSCTLS
-                .iter()
-                .map(|k| PathBuf::from("/proc/sys").join(k))
-                .filter_map(|p| Some((p.clone(), std::fs::read_to_string(&p).ok()?)))
-                .collect(),
+            sysctls,
             volumes: 0,
         };
-        let network = network::Network::create(&run, specs.len())?;
+        let forward = Path::new("/proc/sys/net/ipv4/ip_forward");
+        if std::fs::read_to_string(forward)?.trim() != "1" {
+            std::fs::write(forward, "1")?;
+        }
+        let network = network::Network::create(&run, specs.len(), &dir)?;
         let bridges = network.bridges.clone();
         nodes.network = Some(network);
 
@@ -407,14 +414,9 @@ impl<'a> KubeletNodes<'a> {
         if let Some(mut net) = self.network.take() {
             net.teardown();
         }
-        for (path, value) in &self.sysctls {
-            if std::fs::read_to_string(path).ok().as_deref() != Some(value) {
-                if let Err(e) = std::fs::write(path, value) {
-                    eprintln!("kube: restoring {}: {e}", path.display());
-                }
-            }
-        }
+        restore_sysctls(&self.sysctls);
         self.sysctls.clear();
+        let _ = std::fs::remove_file(sysctl_file(&self.run));
     }
 }
 
@@ -428,7 +430,7 @@ impl Drop for KubeletNodes<'_> {
 }
 
 /// What of run `run` is still on the machine: bridges, iptables rules, cgroups, and
-/// processes whose command line names the run (kubelets, dockerds, dnsmasq use its dir).
+/// processes whose command line names the run (see `run_processes`).
 pub fn leftovers(run: &str, nodes: usize) -> Vec<String> {
     let mut out = Vec::new();
     for i in 0..nodes {
@@ -445,21 +447,130 @@ pub fn leftovers(run: &str, nodes: usize) -> Vec<String> {
             .into_iter()
             .map(|r| format!("iptables {r}")),
     );
-    let marker = format!("nodes-{run}");
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for e in entries.flatten() {
-            let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            if cmdline.contains(&marker) {
-                out.push(format!(
-                    "process {} {}",
-                    e.file_name().to_string_lossy(),
-                    cmdline.trim()
-                ));
+    for pid in run_processes(run) {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        out.push(format!("process {pid} {}", cmdline.trim()));
+    }
+    out
+}
+
+/// Where run `run` keeps the values of [`KUBELET_SYSCTLS`] from before its kubelets started.
+fn sysctl_file(run: &str) -> PathBuf {
+    Path::new(network::CLAIM_DIR).join(format!("sysctls-{run}"))
+}
+
+/// The values of [`KUBELET_SYSCTLS`] before any kubelet of the harness ran: those another run
+/// saved (live or dead: its kubelets may have changed the current ones), else the current
+/// ones; saved in [`sysctl_file`] for `run` too (a sweep restores them if the run is killed).
+fn save_sysctls(run: &str) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    std::fs::create_dir_all(network::CLAIM_DIR)?;
+    let saved = std::fs::read_dir(network::CLAIM_DIR)?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("sysctls-"))
+        .find_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|text| parse_sysctls(&text))
+        .filter(|v| v.len() == KUBELET_SYSCTLS.len());
+    let values = saved.unwrap_or_else(|| {
+        KUBELET_SYSCTLS
+            .iter()
+            .map(|k| PathBuf::from("/proc/sys").join(k))
+            .filter_map(|p| {
+                let v = std::fs::read_to_string(&p).ok()?.trim().to_string();
+                Some((p, v))
+            })
+            .collect()
+    });
+    let text: String = values
+        .iter()
+        .map(|(p, v)| format!("{} {v}\n", p.display()))
+        .collect();
+    std::fs::write(sysctl_file(run), text)?;
+    Ok(values)
+}
+
+fn parse_sysctls(text: &str) -> Vec<(PathBuf, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let (p, v) = l.split_once(' ')?;
+            Some((PathBuf::from(p), v.to_string()))
+        })
+        .collect()
+}
+
+/// Writes back every value that differs.
+fn restore_sysctls(values: &[(PathBuf, String)]) {
+    for (path, value) in values {
+        let now = std::fs::read_to_string(path).unwrap_or_default();
+        if now.trim() != value {
+            if let Err(e) = std::fs::write(path, value) {
+                eprintln!("kube: restoring {}: {e}", path.display());
             }
         }
     }
-    out
+}
+
+/// Removes what runs killed before their drop ran left on the machine (found through their
+/// subnet claims, see [`network::stale_claims`]): their processes that outlived them
+/// (containerd shims and containers, found by the run's names in their command lines and
+/// cgroups), cgroups, bridges, rules and directories, and the kernel tunables it had saved.
+pub fn sweep_stale_runs() {
+    for claim in network::stale_claims() {
+        eprintln!(
+            "kube: removing what run {} (gone) left: processes, cgroups, bridge {}, rules, {}",
+            claim.run,
+            claim.bridge,
+            claim.dir.display()
+        );
+        for pid in run_processes(&claim.run) {
+            // SAFETY: kill(2) of a process whose command line names the dead run.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+        engine::remove_run_cgroups(&claim.run);
+        network::remove_stale(&claim);
+        if let Ok(text) = std::fs::read_to_string(sysctl_file(&claim.run)) {
+            restore_sysctls(&parse_sysctls(&text));
+            let _ = std::fs::remove_file(sysctl_file(&claim.run));
+        }
+        // The dead run's control plane dir holds its nodes dir; both were its own.
+        let top = claim
+            .dir
+            .parent()
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("dssmr-k8s-"))
+            })
+            .unwrap_or(&claim.dir);
+        if claim
+            .dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy() == format!("nodes-{}", claim.run))
+        {
+            let _ = std::fs::remove_dir_all(top);
+        }
+    }
+}
+
+/// Pids (not this process) whose command line names run `run`: its nodes directory
+/// (`nodes-<run>/`: kubelets, dockerds, fuse-overlayfs, dnsmasq) or its containerd namespaces
+/// (`dssmr-e2e-<run>-`: shims).
+fn run_processes(run: &str) -> Vec<u32> {
+    let markers = [format!("nodes-{run}/"), format!("dssmr-e2e-{run}-")];
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (pid != me && markers.iter().any(|m| cmdline.contains(m.as_str()))).then_some(pid)
+        })
+        .collect()
 }
 
 /// The kubelet of `node`, in the mount namespace of its engine (dockerd `dockerd_pid`).

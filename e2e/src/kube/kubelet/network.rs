@@ -7,10 +7,13 @@
 //! ACCEPT rules (inserted into `DOCKER-USER` when the machine's Docker engine made that chain,
 //! else `FORWARD`, each tagged with the comment `dssmr-e2e-<run>`). [`Network::teardown`]
 //! removes exactly those, each by its full spec or name; nothing here touches another rule,
-//! another bridge, or a sysctl.
+//! another bridge, or a sysctl. A run killed before its drop ran (SIGKILL, OOM) leaves its
+//! claim files behind, naming its pid, run id, bridge and directory: [`stale_claims`] finds
+//! them and [`remove_stale`] removes that run's bridge and tagged rules (the next run calls it
+//! before it claims subnets, see `kubelet::sweep_stale_runs`).
 
 use super::run_cmd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where subnet claims live (tmpfs: a reboot clears them).
 pub const CLAIM_DIR: &str = "/run/dssmr-e2e";
@@ -58,25 +61,27 @@ impl Network {
     /// claimed, up, with `.1` as its address; then the rules that let every bridge forward to
     /// every bridge (itself included: bridged traffic passes `FORWARD` when `br_netfilter` is
     /// loaded). On error, what was made so far is removed.
-    pub fn create(run: &str, nodes: usize) -> anyhow::Result<Network> {
+    /// `dir` (the run's nodes directory) is written into the claims, for [`stale_claims`].
+    pub fn create(run: &str, nodes: usize, dir: &Path) -> anyhow::Result<Network> {
         let mut net = Network {
             bridges: Vec::new(),
             rules: Vec::new(),
             tag: format!("dssmr-e2e-{run}"),
         };
-        if let Err(e) = net.build(run, nodes) {
+        if let Err(e) = net.build(run, nodes, dir) {
             net.teardown();
             return Err(e);
         }
         Ok(net)
     }
 
-    fn build(&mut self, run: &str, nodes: usize) -> anyhow::Result<()> {
+    fn build(&mut self, run: &str, nodes: usize, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(CLAIM_DIR)?;
         for i in 0..nodes {
-            let (octet, claim) = claim_subnet()?;
+            let name = format!("dk{run}{i}");
+            let (octet, claim) = claim_subnet(run, &name, dir)?;
             let mut bridge = Bridge {
-                name: format!("dk{run}{i}"),
+                name,
                 octet,
                 claim,
                 created: false,
@@ -175,9 +180,70 @@ pub fn link_exists(name: &str) -> bool {
     run_cmd("ip", &["link", "show", "dev", name]).is_ok()
 }
 
-/// Claims a free `10.201.<octet>.0/24`: not in the machine's routes, and its claim file
-/// created exclusively (a claim whose process is gone is stale and taken over).
-fn claim_subnet() -> anyhow::Result<(u8, PathBuf)> {
+/// A subnet claim whose run's process is gone (killed before its drop ran).
+#[derive(Debug)]
+pub struct StaleClaim {
+    /// The claim file.
+    pub file: PathBuf,
+    /// The dead run's id.
+    pub run: String,
+    /// Its bridge for this subnet.
+    pub bridge: String,
+    /// Its nodes directory (empty if the claim does not name it).
+    pub dir: PathBuf,
+}
+
+/// The claims under [`CLAIM_DIR`] whose pid is dead.
+pub fn stale_claims() -> Vec<StaleClaim> {
+    let Ok(entries) = std::fs::read_dir(CLAIM_DIR) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            let fields: Vec<&str> = text.split_whitespace().collect();
+            let [pid, run, bridge, ref rest @ ..] = fields[..] else {
+                return None;
+            };
+            let dir = rest.first().copied().unwrap_or_default();
+            (!pid_alive(pid)).then(|| StaleClaim {
+                file: e.path(),
+                run: run.to_string(),
+                bridge: bridge.to_string(),
+                dir: PathBuf::from(dir),
+            })
+        })
+        .collect()
+}
+
+/// Removes a dead run's `bridge` and every rule tagged with its run (each by the spec
+/// `iptables -S` prints), then its claim file.
+pub fn remove_stale(claim: &StaleClaim) {
+    if link_exists(&claim.bridge) {
+        let _ = run_cmd("ip", &["link", "delete", &claim.bridge, "type", "bridge"]);
+    }
+    for rule in Network::rules_left(&claim.run) {
+        // `-A CHAIN spec...` as printed by `iptables -S` → `-D CHAIN spec...`.
+        let mut args: Vec<&str> = vec!["-w"];
+        args.extend(rule.split_whitespace());
+        if args.get(1) == Some(&"-A") {
+            args[1] = "-D";
+            let _ = run_cmd("iptables", &args);
+        }
+    }
+    let _ = std::fs::remove_file(&claim.file);
+}
+
+fn pid_alive(pid: &str) -> bool {
+    pid.parse::<u32>()
+        .map(|pid| PathBuf::from(format!("/proc/{pid}")).exists())
+        .unwrap_or(false)
+}
+
+/// Claims a free `10.201.<octet>.0/24` for `bridge` of `run`: not in the machine's routes, and
+/// its claim file (`pid run bridge dir`) created exclusively.
+fn claim_subnet(run: &str, bridge: &str, dir: &Path) -> anyhow::Result<(u8, PathBuf)> {
     let routes = run_cmd("ip", &["-4", "route", "show"])?;
     for octet in 1..=254u8 {
         let prefix = format!("{SUBNET_PREFIX}.{octet}.");
@@ -185,32 +251,19 @@ fn claim_subnet() -> anyhow::Result<(u8, PathBuf)> {
             continue;
         }
         let claim = PathBuf::from(CLAIM_DIR).join(format!("subnet-{SUBNET_PREFIX}.{octet}"));
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&claim)
-            {
-                Ok(mut f) => {
-                    use std::io::Write;
-                    writeln!(f, "{}", std::process::id())?;
-                    return Ok((octet, claim));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let owner = std::fs::read_to_string(&claim).unwrap_or_default();
-                    let alive = owner
-                        .trim()
-                        .parse::<u32>()
-                        .map(|pid| PathBuf::from(format!("/proc/{pid}")).exists())
-                        .unwrap_or(false);
-                    if alive {
-                        break;
-                    }
-                    // Stale: its run is gone (and its bridge, or the route check had skipped it).
-                    let _ = std::fs::remove_file(&claim);
-                }
-                Err(e) => return Err(e.into()),
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&claim)
+        {
+            Ok(mut f) => {
+                use std::io::Write;
+                writeln!(f, "{} {run} {bridge} {}", std::process::id(), dir.display())?;
+                return Ok((octet, claim));
             }
+            // Another live run's (stale ones were swept before).
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e.into()),
         }
     }
     anyhow::bail!("no free {SUBNET_PREFIX}.x.0/24 left for a node bridge")
