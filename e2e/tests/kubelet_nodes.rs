@@ -206,6 +206,7 @@ fn statefulset_on_kubelet_nodes_serves_resolves_and_survives_pod_deletion() {
     );
     cp.kubectl(&["delete", "pod", "-n", NS, &victim, "--wait=false"])
         .expect("delete pod");
+    let t_delete = Instant::now();
     wait_for("the deleted pod replaced", WAIT, POLL, || {
         let p = cp
             .get_json(&["pod", "-n", NS, &victim])
@@ -215,6 +216,10 @@ fn statefulset_on_kubelet_nodes_serves_resolves_and_survives_pod_deletion() {
             .ok_or("old pod still there".to_string())
     })
     .expect("replaced");
+    eprintln!(
+        "the deleted pod replaced (old one terminated gracefully): {:.1} s",
+        t_delete.elapsed().as_secs_f64()
+    );
     wait_all_ready(&cp, &nodes, "the replaced pod Ready again");
     let after = cp.get_json(&["pvc", "-n", NS, &claim]).expect("pvc");
     assert_eq!(after["spec"]["volumeName"].as_str(), Some(pv.as_str()));

@@ -79,8 +79,29 @@ impl ClusterDns {
         for a in listen {
             cmd.arg(format!("--listen-address={a}"));
         }
-        let dnsmasq = Daemon::spawn("dnsmasq", cmd, &dir.join("dnsmasq.log"))?;
+        let mut dnsmasq = Daemon::spawn("dnsmasq", cmd, &dir.join("dnsmasq.log"))?;
         let dnsmasq_pid = dnsmasq.pid();
+        // Serving once every address has its UDP socket; an exit (port 53 taken) fails here,
+        // with dnsmasq's own words, rather than as pods that cannot find each other.
+        crate::wait_for(
+            "dnsmasq listening",
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || {
+                if let Some(status) = dnsmasq.exited() {
+                    return Ok(Err(format!(
+                        "dnsmasq exited ({status}):\n{}",
+                        dnsmasq.tail(10)
+                    )));
+                }
+                let bound = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+                match listen.iter().find(|a| !udp_bound(&bound, a, 53)) {
+                    None => Ok(Ok(())),
+                    Some(a) => Err(format!("not yet on {a}:53")),
+                }
+            },
+        )?
+        .map_err(|e| anyhow::anyhow!(e))?;
 
         let stop = Arc::new(AtomicBool::new(false));
         let watch: Arc<Mutex<Option<Child>>> = Arc::default();
@@ -264,6 +285,24 @@ fn render(table: &Table) -> String {
     out
 }
 
+/// True if `/proc/net/udp` (its text in `table`) has a socket bound to `ip:port`.
+fn udp_bound(table: &str, ip: &str, port: u16) -> bool {
+    let Ok(addr) = ip.parse::<std::net::Ipv4Addr>() else {
+        return false;
+    };
+    // The kernel prints the address as the hex of its in-memory (big-endian) u32, read as a
+    // little-endian number on x86: the octets reversed.
+    let o = addr.octets();
+    let want = format!(
+        "{:02X}{:02X}{:02X}{:02X}:{port:04X}",
+        o[3], o[2], o[1], o[0]
+    );
+    table
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some(want.as_str()))
+}
+
 fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text)?;
@@ -273,6 +312,14 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn udp_bound_reads_proc_net_udp() {
+        let table = "  sl  local_address rem_address   st\n   \
+                     1: 0101C90A:0035 00000000:0000 07\n";
+        assert!(udp_bound(table, "10.201.1.1", 53));
+        assert!(!udp_bound(table, "10.201.2.1", 53));
+    }
 
     #[test]
     fn hosts_have_pod_records_with_not_ready_addresses_and_headless_service_records() {
