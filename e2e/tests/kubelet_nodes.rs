@@ -9,6 +9,7 @@
 //!   nothing patches a status;
 //! - the real scheduler binds them by the hardware label, over both nodes;
 //! - from a pod, `dssmr client` reaches the group through cluster DNS and a write commits;
+//! - a pod reaches the API server at the `kubernetes` Service address;
 //! - `kubectl logs` works for the pods of both nodes;
 //! - `kubectl delete pod` of a replica: the StatefulSet makes it again, on the same claim and
 //!   volume, it is Ready again, and the write is still there;
@@ -18,8 +19,8 @@
 //! Needs root and the artefacts of `e2e/prepare.sh` (kubelet, pause, dnsmasq, the `dssmr:e2e`
 //! image). Every wait polls a condition under a deadline.
 
-use dssmr_e2e::kube::kubelet::{leftovers, KubeletNodes, NodeSpec};
-use dssmr_e2e::kube::{ControlPlane, Hardware, HARDWARE_LABEL};
+use dssmr_e2e::kube::kubelet::{leftovers, KubeletNodes, NodeSpec, KUBERNETES_SERVICE};
+use dssmr_e2e::kube::{run_bounded, ControlPlane, Hardware, HARDWARE_LABEL, VERSION};
 use dssmr_e2e::wait_for;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -168,6 +169,24 @@ fn statefulset_on_kubelet_nodes_serves_resolves_and_survives_pod_deletion() {
     })
     .expect("put");
     assert!(put.contains("done"), "put: {put}");
+
+    // The API server from inside a pod's network namespace, at the `kubernetes` Service
+    // address (relay and DNAT of the harness; the certificate names that address).
+    let pid = nodes
+        .pod_netns_pid(NS, &format!("{SET}-2"))
+        .expect("sandbox of pod 2");
+    let (host, port) = KUBERNETES_SERVICE;
+    let mut cmd = std::process::Command::new("nsenter");
+    cmd.arg(format!("--net=/proc/{pid}/ns/net"))
+        .arg("kubectl")
+        .arg(format!("--kubeconfig={}", cp.kubeconfig().display()))
+        .arg(format!("--server=https://{host}:{port}"))
+        .args(["get", "--raw", "/version"]);
+    let (ok, out, err) = run_bounded(cmd, None, Duration::from_secs(30)).expect("nsenter");
+    assert!(
+        ok && out.contains(VERSION),
+        "API server from a pod at {host}:{port}: {out} {err}"
+    );
 
     // `kubectl logs` of every pod, on both nodes (each kubelet has its own /var/log/pods).
     for p in &pods {

@@ -13,20 +13,25 @@
 //!   binary;
 //! - a kubelet in that engine's mount namespace, with its own root dir, dockershim socket,
 //!   ports and node IP (the bridge's `.1`), labelled with the node's [`Hardware`] class;
-//! - [`dns`]: one dnsmasq on all bridge addresses, fed from the Endpoints.
+//! - [`dns`]: one dnsmasq on all bridge addresses, fed from the Endpoints;
+//! - [`api_route`]: the API server at the `kubernetes` Service address (`10.0.0.1:443`) from
+//!   every bridge (a relay per bridge, and DNAT rules), for pods that talk to the API.
 //!
-//! Kernel tunables the kubelet sets on start (`vm.overcommit_memory`, `kernel.panic`, ...) and
-//! `net.ipv4.ip_forward` (set to 1 when it is not) are read before and written back on drop. Drop (also on panic) stops, in order: DNS, the
-//! kubelets (SIGKILL of their process group), each engine (containers removed, dockerd
-//! stopped, leftovers in its mount namespace and cgroups killed), the rules, the bridges, the
-//! claims; each by pid or by its run-unique name, never by a broad name. [`leftovers`] lists
-//! what of a run is still on the machine, for tests to assert that nothing is. A run killed
-//! outright (SIGKILL) loses its kubelets, engines and dnsmasq with it (parent-death signal),
-//! but containers, bridges and rules stay: the next run's [`sweep_stale_runs`] removes them.
+//! Kernel tunables the kubelet sets on start (`vm.overcommit_memory`, `kernel.panic`, ...)
+//! and `net.ipv4.ip_forward` (set to 1 when it is not) are saved before and written back on
+//! drop. Drop (also on panic) stops, in order: DNS, the API relay, the kubelets (SIGKILL of
+//! their process group), each engine (containers removed, dockerd stopped, leftovers in its
+//! mount namespace and cgroups killed), the rules, the bridges, the claims; each by pid or by
+//! its run-unique name, never by a broad name. [`leftovers`] lists what of a run is still on
+//! the machine, for tests to assert that nothing is. A run killed outright (SIGKILL) loses
+//! its kubelets, engines and dnsmasq with it (parent-death signal), but containers, bridges,
+//! rules and changed tunables stay: the next run's [`sweep_stale_runs`] removes and restores
+//! them.
 //!
 //! It must not change the machine's own Docker engine, its config or services, or any rule,
 //! bridge or process it did not create. It needs root.
 
+pub mod api_route;
 pub mod dns;
 pub mod engine;
 pub mod network;
@@ -36,6 +41,10 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+/// The `kubernetes` Service (the first address of the control plane's service range): pods
+/// reach the API server there through [`api_route`].
+pub const KUBERNETES_SERVICE: (&str, u16) = ("10.0.0.1", 443);
 
 /// How long one node may take to be Ready (engine, images, kubelet registration).
 pub const NODE_TIMEOUT: Duration = Duration::from_secs(120);
@@ -173,6 +182,7 @@ pub struct KubeletNodes<'a> {
     dir: PathBuf,
     // Drop order is the field order of `stop`, not declaration order; see `Drop`.
     dns: Option<dns::ClusterDns>,
+    relay: Option<api_route::ApiRelay>,
     nodes: Vec<Node>,
     network: Option<network::Network>,
     sysctls: Vec<(PathBuf, String)>,
@@ -208,6 +218,7 @@ impl<'a> KubeletNodes<'a> {
             run: run.clone(),
             dir: dir.clone(),
             dns: None,
+            relay: None,
             nodes: Vec::new(),
             network: None,
             sysctls,
@@ -220,8 +231,20 @@ impl<'a> KubeletNodes<'a> {
         let network = network::Network::create(&run, specs.len(), &dir)?;
         let bridges = network.bridges.clone();
         nodes.network = Some(network);
-
         let gateways: Vec<String> = bridges.iter().map(|b| b.gateway()).collect();
+
+        // The API server at the `kubernetes` Service address, from every bridge.
+        let api: std::net::SocketAddr = cp
+            .server()
+            .trim_start_matches("https://")
+            .parse()
+            .map_err(|e| anyhow::anyhow!("API server address {}: {e}", cp.server()))?;
+        let (relay, ports) = api_route::ApiRelay::start(&gateways, api)?;
+        nodes.relay = Some(relay);
+        if let Some(net) = nodes.network.as_mut() {
+            net.route_service(KUBERNETES_SERVICE.0, KUBERNETES_SERVICE.1, &ports)?;
+        }
+
         nodes.dns = Some(dns::ClusterDns::start(
             &dir,
             &gateways,
@@ -334,6 +357,28 @@ impl<'a> KubeletNodes<'a> {
         Ok(names)
     }
 
+    /// The pid of a process in the network namespace of pod `ns/pod` (its sandbox), found
+    /// through the labels dockershim puts on containers, in the engine of any node.
+    pub fn pod_netns_pid(&self, ns: &str, pod: &str) -> anyhow::Result<u32> {
+        for n in &self.nodes {
+            let ids = n.engine.docker(&[
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=io.kubernetes.pod.name={pod}"),
+                "--filter",
+                &format!("label=io.kubernetes.pod.namespace={ns}"),
+                "--filter",
+                "label=io.kubernetes.docker.type=podsandbox",
+            ])?;
+            if let Some(id) = ids.split_whitespace().next() {
+                let pid = n.engine.docker(&["inspect", "-f", "{{.State.Pid}}", id])?;
+                return Ok(pid.trim().parse()?);
+            }
+        }
+        anyhow::bail!("no running sandbox of pod {ns}/{pod} on any node")
+    }
+
     /// `docker ps` of every node's engine (for failure reports).
     pub fn containers(&self) -> String {
         let mut out = String::new();
@@ -401,6 +446,9 @@ impl<'a> KubeletNodes<'a> {
     pub fn stop(&mut self) {
         if let Some(mut d) = self.dns.take() {
             d.stop();
+        }
+        if let Some(mut r) = self.relay.take() {
+            r.stop();
         }
         for n in &mut self.nodes {
             if let Some(mut k) = n.kubelet.take() {

@@ -5,7 +5,9 @@
 //! It owns, by name unique to the run: the subnet claims (files under [`CLAIM_DIR`], so two
 //! runs on one machine never pick the same /24), the bridges (`dk<run><node>`), and the
 //! ACCEPT rules (inserted into `DOCKER-USER` when the machine's Docker engine made that chain,
-//! else `FORWARD`, each tagged with the comment `dssmr-e2e-<run>`). [`Network::teardown`]
+//! else `FORWARD`, each tagged with the comment `dssmr-e2e-<run>`), and, for pods to reach the
+//! API server at the `kubernetes` Service, one nat PREROUTING DNAT rule per bridge, tagged the
+//! same way ([`Network::route_service`]). [`Network::teardown`]
 //! removes exactly those, each by its full spec or name; nothing here touches another rule,
 //! another bridge, or a sysctl. A run killed before its drop ran (SIGKILL, OOM) leaves its
 //! claim files behind, naming its pid, run id, bridge and directory: [`stale_claims`] finds
@@ -50,8 +52,8 @@ impl Bridge {
 pub struct Network {
     /// In node order.
     pub bridges: Vec<Bridge>,
-    /// Each rule as the arguments after `-I`/`-D`: chain, then the match and target.
-    rules: Vec<Vec<String>>,
+    /// Each rule as its table and the arguments after `-I`/`-D`: chain, match and target.
+    rules: Vec<(&'static str, Vec<String>)>,
     /// The comment every rule of the run carries.
     tag: String,
 }
@@ -125,34 +127,85 @@ impl Network {
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
-                let mut args = vec!["-w".to_string(), "-I".to_string()];
-                args.extend(rule.iter().cloned());
-                run_cmd(
-                    "iptables",
-                    &args.iter().map(String::as_str).collect::<Vec<_>>(),
-                )?;
-                self.rules.push(rule);
+                self.insert("filter", rule)?;
             }
         }
         Ok(())
     }
 
-    /// The rules of this run still in the machine's tables (for the cleanup check).
+    fn insert(&mut self, table: &'static str, rule: Vec<String>) -> anyhow::Result<()> {
+        let mut args = vec!["-w", "-t", table, "-I"];
+        args.extend(rule.iter().map(String::as_str));
+        run_cmd("iptables", &args)?;
+        self.rules.push((table, rule));
+        Ok(())
+    }
+
+    /// DNATs TCP to `service_ip:service_port` arriving on each bridge to that bridge's
+    /// gateway at the port of `ports` (same order as the bridges): how pods reach the API
+    /// relay of [`super::api_route`] at the `kubernetes` Service address.
+    pub fn route_service(
+        &mut self,
+        service_ip: &str,
+        service_port: u16,
+        ports: &[u16],
+    ) -> anyhow::Result<()> {
+        let targets: Vec<(String, String)> = self
+            .bridges
+            .iter()
+            .zip(ports)
+            .map(|(b, p)| (b.name.clone(), format!("{}:{p}", b.gateway())))
+            .collect();
+        for (bridge, to) in targets {
+            let rule: Vec<String> = [
+                "PREROUTING",
+                "-i",
+                &bridge,
+                "-d",
+                &format!("{service_ip}/32"),
+                "-p",
+                "tcp",
+                "--dport",
+                &service_port.to_string(),
+                "-m",
+                "comment",
+                "--comment",
+                &self.tag,
+                "-j",
+                "DNAT",
+                "--to-destination",
+                &to,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            self.insert("nat", rule)?;
+        }
+        Ok(())
+    }
+
+    /// The rules of this run still in the machine's tables (filter and nat), each as
+    /// `-t TABLE -A CHAIN spec...` (for the cleanup check and the sweep).
     pub fn rules_left(tag_run: &str) -> Vec<String> {
         let tag = format!("dssmr-e2e-{tag_run}");
-        run_cmd("iptables", &["-w", "-S"])
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(&tag))
-            .map(str::to_string)
-            .collect()
+        let mut out = Vec::new();
+        for table in ["filter", "nat"] {
+            let listed = run_cmd("iptables", &["-w", "-t", table, "-S"]).unwrap_or_default();
+            out.extend(
+                listed
+                    .lines()
+                    .filter(|l| l.split_whitespace().any(|w| w == tag))
+                    .map(|l| format!("-t {table} {l}")),
+            );
+        }
+        out
     }
 
     /// Removes the rules (each by its full spec), the bridges (by name) and the subnet
     /// claims. Idempotent; errors are reported on stderr, never fatal.
     pub fn teardown(&mut self) {
-        for rule in self.rules.drain(..).rev() {
-            let mut args = vec!["-w", "-D"];
+        for (table, rule) in self.rules.drain(..).rev() {
+            let mut args = vec!["-w", "-t", table, "-D"];
             args.extend(rule.iter().map(String::as_str));
             if let Err(e) = run_cmd("iptables", &args) {
                 eprintln!("kube: removing iptables rule {}: {e}", rule.join(" "));
@@ -224,11 +277,11 @@ pub fn remove_stale(claim: &StaleClaim) {
         let _ = run_cmd("ip", &["link", "delete", &claim.bridge, "type", "bridge"]);
     }
     for rule in Network::rules_left(&claim.run) {
-        // `-A CHAIN spec...` as printed by `iptables -S` → `-D CHAIN spec...`.
+        // `-t TABLE -A CHAIN spec...` → `-t TABLE -D CHAIN spec...`.
         let mut args: Vec<&str> = vec!["-w"];
         args.extend(rule.split_whitespace());
-        if args.get(1) == Some(&"-A") {
-            args[1] = "-D";
+        if args.get(3) == Some(&"-A") {
+            args[3] = "-D";
             let _ = run_cmd("iptables", &args);
         }
     }
