@@ -343,7 +343,13 @@ pub fn save_image(image: &str, file: &Path) -> anyhow::Result<()> {
         &["save", image, "-o", &file.display().to_string()],
         None,
         Duration::from_secs(120),
-    )?;
+    )
+    .map_err(|e| {
+        anyhow::anyhow!(
+            "{e}\n*** The kubelet nodes copy {image} from this machine's Docker engine: build it \
+             with `bash e2e/prepare.sh` (or `e2e/build-images.sh e2e`)."
+        )
+    })?;
     Ok(())
 }
 
