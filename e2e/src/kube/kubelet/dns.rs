@@ -178,6 +178,7 @@ fn watch_loop(
     log: &Path,
 ) {
     let mut written = String::new();
+    let mut table = Table::new();
     while !stop.load(Ordering::SeqCst) {
         let err = std::fs::OpenOptions::new()
             .create(true)
@@ -211,8 +212,9 @@ fn watch_loop(
         if let Ok(mut w) = slot.lock() {
             *w = Some(child);
         }
-        // Every watch starts with ADDED for each existing object: the table is rebuilt.
-        let mut table = Table::new();
+        // Every watch starts with ADDED for each existing object, which overwrite their
+        // entries: the table is kept across watches, so a restarted watch never publishes a
+        // half-listed file (an object deleted between two watches stays until the run ends).
         let events = serde_json::Deserializer::from_reader(BufReader::new(stdout))
             .into_iter::<serde_json::Value>();
         for event in events {
