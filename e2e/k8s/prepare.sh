@@ -12,11 +12,12 @@
 #   pause                      the tree's build/pause/linux/pause.c, `gcc -static`, copied to
 #                              $CACHE/bin/pause (the harness builds the pod sandbox image
 #                              FROM scratch with it: no image can be pulled here)
-#   dnsmasq-base, fuse-overlayfs, iproute2, iptables, util-linux
+#   dnsmasq-base, fuse-overlayfs, iproute2, iptables, util-linux, gcc, libc6-dev
 #                              apt (system sources): what the kubelet nodes of the harness use
-#                              (cluster DNS, each node's Docker engine storage, node bridges,
-#                              routes between them, a private mount namespace per kubelet).
-#                              dnsmasq-base is the binary alone: no system service is started.
+#                              (cluster DNS, each node's Docker engine storage, node bridges and
+#                              the rules between them, nsenter into a pod's network) and the
+#                              static pause build. dnsmasq-base is the binary alone: no system
+#                              service is started.
 #
 # Bullseye's sources (deb + deb-src) live in a PRIVATE apt configuration under $CACHE/apt
 # (APT_CONFIG with its own Dir::Etc, lists and archives); the system's apt settings are never
@@ -73,7 +74,7 @@ root_apt_install() {
 }
 
 # --- 1. etcd and rsync (system apt), and what the kubelet nodes use -----------------------------
-root_apt_install etcd-server rsync dnsmasq-base fuse-overlayfs iproute2 iptables util-linux
+root_apt_install etcd-server rsync dnsmasq-base fuse-overlayfs iproute2 iptables util-linux gcc libc6-dev
 # The package may start a system etcd on :2379; the tests start their own on free ports.
 if command -v systemctl >/dev/null && systemctl is-active -q etcd 2>/dev/null; then
   say "stopping the system etcd service started by the package (tests run their own)"
