@@ -477,8 +477,9 @@ impl Drop for KubeletNodes<'_> {
     }
 }
 
-/// What of run `run` is still on the machine: bridges, iptables rules, cgroups, and
-/// processes whose command line names the run (see `run_processes`).
+/// What of run `run` is still on the machine: bridges, iptables rules, cgroups, its claim and
+/// saved-tunables files, and processes whose command line names the run (see
+/// `run_processes`).
 pub fn leftovers(run: &str, nodes: usize) -> Vec<String> {
     let mut out = Vec::new();
     for i in 0..nodes {
@@ -495,6 +496,16 @@ pub fn leftovers(run: &str, nodes: usize) -> Vec<String> {
             .into_iter()
             .map(|r| format!("iptables {r}")),
     );
+    for e in std::fs::read_dir(network::CLAIM_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        if e.path() == sysctl_file(run) || text.split_whitespace().nth(1) == Some(run) {
+            out.push(format!("file {}", e.path().display()));
+        }
+    }
     for pid in run_processes(run) {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
