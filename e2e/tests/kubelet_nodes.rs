@@ -17,7 +17,9 @@
 //!   processes).
 //!
 //! Needs root and the artefacts of `e2e/prepare.sh` (kubelet, pause, dnsmasq, the `dssmr:e2e`
-//! image). Every wait polls a condition under a deadline.
+//! image). Every wait polls a condition under a deadline. Run alone:
+//! `bash e2e/prepare.sh && cargo test -p dssmr-e2e --test kubelet_nodes -- --nocapture`
+//! (about 55 s warm on 2 cores; it prints the time of each step).
 
 use dssmr_e2e::kube::kubelet::{leftovers, KubeletNodes, NodeSpec, KUBERNETES_SERVICE};
 use dssmr_e2e::kube::{run_bounded, ControlPlane, Hardware, HARDWARE_LABEL, VERSION};
