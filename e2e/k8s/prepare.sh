@@ -7,16 +7,28 @@
 #   Go 1.15                    Debian bullseye's golang-1.15-go + golang-1.15-src, fetched
 #                              with `apt-get download` and unpacked with `dpkg -x`
 #   kubernetes 1.20.2 source   `apt-get source kubernetes` from bullseye (all Go deps vendored)
-#   kube-apiserver, kube-controller-manager, kube-scheduler
+#   kube-apiserver, kube-controller-manager, kube-scheduler, kubelet
 #                              `make WHAT=cmd/...` offline, copied to $CACHE/bin
+#   pause                      the tree's build/pause/linux/pause.c, `gcc -static`, copied to
+#                              $CACHE/bin/pause (the harness builds the pod sandbox image
+#                              FROM scratch with it: no image can be pulled here)
+#   dnsmasq-base, fuse-overlayfs, iproute2, iptables, util-linux, gcc, libc6-dev
+#                              apt (system sources): what the kubelet nodes of the harness use
+#                              (cluster DNS, each node's Docker engine storage, node bridges and
+#                              the rules between them, nsenter into a pod's network) and the
+#                              static pause build. dnsmasq-base is the binary alone: no system
+#                              service is started.
 #
 # Bullseye's sources (deb + deb-src) live in a PRIVATE apt configuration under $CACHE/apt
 # (APT_CONFIG with its own Dir::Etc, lists and archives); the system's apt settings are never
-# changed. Idempotent: a second run finds the three binaries and returns in about a second.
+# changed. Idempotent: a second run finds the binaries and returns in about a second; a cache
+# holding only some of them (e.g. from before the kubelet was added) builds only the missing.
 # Cold run measured on the 2-core CI machine class: 678 s (downloads ~1 min, kube-apiserver
 # 541 s, kube-controller-manager 98 s, kube-scheduler 31 s) while other cargo builds shared
-# the cores (DESIGN.md §4 reports ~3.5 min for the build alone on an idle machine). The
-# timing of each step is printed.
+# the cores (DESIGN.md §4 reports ~3.5 min for the build alone on an idle machine). With the
+# kubelet (2026-12-02, 2 cores shared with a release cargo build): 1297 s in all, of which
+# kube-apiserver 674 s, kube-controller-manager 132 s, kube-scheduler 40 s, kubelet 412 s,
+# pause < 1 s; warm: under a second. The timing of each step is printed.
 #
 # Cache: $DSSMR_CACHE/k8s (default /var/cache/dssmr/k8s). The harness (e2e/src/kube/) looks
 # for the binaries in $CACHE/bin, or in $DSSMR_K8S_BIN when set.
@@ -25,18 +37,27 @@ set -euo pipefail
 CACHE="${DSSMR_CACHE:-/var/cache/dssmr}/k8s"
 BIN="$CACHE/bin"
 K8S_VERSION=1.20.2
-COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler)
+COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler kubelet)
 started=$(date +%s)
 
 say() { printf 'e2e/k8s/prepare.sh: %s\n' "$*"; }
 die() { printf 'e2e/k8s/prepare.sh: ERROR: %s\n' "$*" >&2; exit 1; }
 elapsed() { echo "$(( $(date +%s) - started )) s"; }
 
-have_binaries() {
+# The components not yet in $BIN for this version (all of them if $BIN holds another version).
+missing_components() {
+  local c
+  if [ -f "$BIN/VERSION" ] && ! grep -qx "v$K8S_VERSION" "$BIN/VERSION"; then
+    echo "${COMPONENTS[@]}"
+    return
+  fi
   for c in "${COMPONENTS[@]}"; do
-    [ -x "$BIN/$c" ] || return 1
+    [ -x "$BIN/$c" ] || printf '%s ' "$c"
   done
-  [ -f "$BIN/VERSION" ] && grep -qx "v$K8S_VERSION" "$BIN/VERSION"
+}
+have_binaries() {
+  [ -z "$(missing_components)" ] && [ -x "$BIN/pause" ] \
+    && [ -f "$BIN/VERSION" ] && grep -qx "v$K8S_VERSION" "$BIN/VERSION"
 }
 
 root_apt_install() {
@@ -52,8 +73,8 @@ root_apt_install() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# --- 1. etcd and rsync (system apt) -----------------------------------------------------------
-root_apt_install etcd-server rsync
+# --- 1. etcd and rsync (system apt), and what the kubelet nodes use -----------------------------
+root_apt_install etcd-server rsync dnsmasq-base fuse-overlayfs iproute2 iptables util-linux gcc libc6-dev
 # The package may start a system etcd on :2379; the tests start their own on free ports.
 if command -v systemctl >/dev/null && systemctl is-active -q etcd 2>/dev/null; then
   say "stopping the system etcd service started by the package (tests run their own)"
@@ -63,12 +84,16 @@ command -v etcd >/dev/null || die "etcd not found after installing etcd-server"
 say "etcd: $(etcd --version 2>/dev/null | head -1)"
 
 if have_binaries; then
-  say "control plane v$K8S_VERSION already built in $BIN ($(elapsed))"
+  say "control plane, kubelet and pause v$K8S_VERSION already built in $BIN ($(elapsed))"
   exit 0
+fi
+# A cache from another version starts over; otherwise keep what is there.
+if [ -f "$BIN/VERSION" ] && ! grep -qx "v$K8S_VERSION" "$BIN/VERSION"; then
+  rm -rf "$BIN"
 fi
 
 mkdir -p "$CACHE"
-say "building the Kubernetes v$K8S_VERSION control plane into $CACHE (cold: ~4 min)"
+say "building the Kubernetes v$K8S_VERSION control plane and kubelet into $CACHE (cold: ~10-15 min on 2 cores)"
 
 # --- 2. private apt configuration with bullseye (deb + deb-src) --------------------------------
 APTDIR="$CACHE/apt"
@@ -162,7 +187,8 @@ say "source: $SRC_DIR"
 export GOPATH="$CACHE/gopath" GOCACHE="$CACHE/gocache" GOFLAGS=-mod=vendor GOPROXY=off
 export GO111MODULE=on KUBE_GIT_VERSION="v$K8S_VERSION" KUBE_GIT_TREE_STATE=clean
 mkdir -p "$GOPATH" "$GOCACHE" "$BIN"
-for c in "${COMPONENTS[@]}"; do
+read -r -a TO_BUILD <<<"$(missing_components)"
+for c in "${TO_BUILD[@]}"; do
   t0=$(date +%s)
   say "make WHAT=cmd/$c"
   make -C "$SRC_DIR" WHAT="cmd/$c" >"$CACHE/build-$c.log" 2>&1 \
@@ -172,5 +198,18 @@ for c in "${COMPONENTS[@]}"; do
   install -m 0755 "$out" "$BIN/$c"
   say "  $c built in $(( $(date +%s) - t0 )) s: $("$BIN/$c" --version 2>/dev/null)"
 done
+
+# --- 6. the pause binary (pod sandbox) --------------------------------------------------------
+if [ ! -x "$BIN/pause" ]; then
+  t0=$(date +%s)
+  pause_src="$SRC_DIR/build/pause/linux/pause.c"
+  [ -f "$pause_src" ] || die "no $pause_src in the source tree"
+  say "gcc -static build/pause/linux/pause.c"
+  gcc -Os -static -DVERSION="v$K8S_VERSION" -o "$BIN/pause.tmp" "$pause_src" \
+    || die "gcc -static pause.c failed (libc6-dev provides the static libc)"
+  strip "$BIN/pause.tmp" 2>/dev/null || true
+  mv "$BIN/pause.tmp" "$BIN/pause"
+  say "  pause built in $(( $(date +%s) - t0 )) s"
+fi
 echo "v$K8S_VERSION" >"$BIN/VERSION"
-say "done: ${COMPONENTS[*]} in $BIN (cold run took $(elapsed))"
+say "done: ${COMPONENTS[*]} pause in $BIN (run took $(elapsed))"

@@ -12,7 +12,11 @@
 //! a deadline. It must not touch anything outside its temp dir and 127.0.0.1.
 //!
 //! Missing binaries are an error naming `e2e/k8s/prepare.sh`; tests fail on it, loudly.
+//!
+//! Real kubelet nodes (pods that run, probes, DNS, volumes) are in [`kubelet`]; the rest of
+//! this module and `nodes.rs` serve the tests that stand in for a kubelet.
 
+pub mod kubelet;
 mod nodes;
 mod pki;
 
@@ -289,6 +293,9 @@ impl ControlPlane {
                 // Endpoints of the `kubernetes` Service cannot be loopback addresses.
                 "--endpoint-reconciler-type=none".into(),
                 "--enable-priority-and-fairness=false".into(),
+                // Logs, exec and port-forward reach a kubelet at its node IP (`kubelet`
+                // nodes are named for the test; their names resolve nowhere).
+                "--kubelet-preferred-address-types=InternalIP".into(),
                 "--profiling=false".into(),
                 "--logtostderr=true".into(),
                 "--v=1".into(),
