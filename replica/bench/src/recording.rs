@@ -59,7 +59,8 @@ pub fn record_outcome<T>(
 ) -> EventKind {
     let (kind, result) = match outcome {
         Ok(reply) => (EventKind::Ok, Some(encode(reply))),
-        Err(ProxyError::Indeterminate(_)) => (EventKind::Info, None),
+        // Stale: refused by one destination, but others may have ordered it.
+        Err(ProxyError::Indeterminate(_) | ProxyError::Stale(_)) => (EventKind::Info, None),
         Err(ProxyError::Rejected(_) | ProxyError::Config(_)) => (EventKind::Fail, None),
     };
     history.complete(process, kind, f, args, result);

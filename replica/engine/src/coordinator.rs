@@ -197,8 +197,15 @@ impl Coordinator {
         }
     }
 
+    /// Groups a new submission may name.
     fn known_group(&self) -> impl Fn(GroupId) -> bool + '_ {
         |g| self.live.contains(g)
+    }
+
+    /// Groups a message in flight (announced by another group) may name: retired
+    /// partitions too, so a message accepted before their removal still completes.
+    fn ordered_group(&self) -> impl Fn(GroupId) -> bool + '_ {
+        |g| self.live.known(g)
     }
 
     /// The topology this replica follows.
@@ -237,7 +244,7 @@ impl Coordinator {
     /// oracle once (a partition added by the operator is announced there before any client
     /// or group may use it).
     async fn learn_groups(&self, groups: impl IntoIterator<Item = u32>) {
-        if groups.into_iter().any(|g| !self.live.contains(GroupId(g))) {
+        if groups.into_iter().any(|g| !self.live.known(GroupId(g))) {
             if let Err(e) = self.live.refresh(Duration::ZERO).await {
                 tracing::debug!(group = %self.group, error = %e, "topology refresh failed");
             }
@@ -329,7 +336,7 @@ impl Coordinator {
             .flat_map(|m| m.dests.iter().copied());
         self.learn_groups(std::iter::once(batch.from_group).chain(named))
             .await;
-        if !self.live.contains(from) || from == self.group {
+        if !self.live.known(from) || from == self.group {
             return Err(MessageError::BadSource(batch.from_group).into());
         }
         if batch.announces.is_empty() {
@@ -337,7 +344,7 @@ impl Coordinator {
         }
         let mut items = Vec::with_capacity(batch.announces.len());
         for ann in batch.announces {
-            let msg = McastMessage::from_proto(ann.message, self.known_group())?;
+            let msg = McastMessage::from_proto(ann.message, self.ordered_group())?;
             if !msg.dests.contains(&self.group) {
                 return Err(MessageError::NotADestination(self.group.0).into());
             }
@@ -405,7 +412,7 @@ impl Coordinator {
         };
         let from = GroupId(first.from_group);
         self.learn_groups([first.from_group]).await;
-        if !self.live.contains(from) || from == self.group {
+        if !self.live.known(from) || from == self.group {
             return Err(MessageError::BadSource(first.from_group).into());
         }
         if let Some(m) = batch.messages.iter().find(|m| m.from_group != from.0) {

@@ -135,14 +135,20 @@ async fn bounded<T>(
         .unwrap_or_else(|_| panic!("{what}: no answer within {RPC_LIMIT:?}"))
 }
 
-/// Asserts that `reply` is `INVALID_ARGUMENT` and that its message contains `needle`.
+/// Asserts that `reply` is `INVALID_ARGUMENT` (`NOT_FOUND` for a destination the replica
+/// does not know: the sender's topology may be stale) and that its message contains `needle`.
 fn expect_invalid<T: Debug>(what: &str, reply: Result<Response<T>, Status>, needle: &str) {
+    let code = if needle.contains("is not part of the cluster") {
+        Code::NotFound
+    } else {
+        Code::InvalidArgument
+    };
     match reply {
-        Ok(r) => panic!("{what}: expected INVALID_ARGUMENT, got a reply: {r:?}"),
+        Ok(r) => panic!("{what}: expected {code:?}, got a reply: {r:?}"),
         Err(status) => {
             assert_eq!(
                 status.code(),
-                Code::InvalidArgument,
+                code,
                 "{what}: wrong status code ({status:?})"
             );
             assert!(

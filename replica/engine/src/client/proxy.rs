@@ -168,6 +168,10 @@ pub enum ProxyError {
     /// The proxy's configuration does not fit the cluster.
     #[error("{0}")]
     Config(String),
+    /// A group did not know a destination of the command (the topology changed since this
+    /// proxy looked): the command did not take effect there; refresh and try again.
+    #[error("topology changed: {0}")]
+    Stale(String),
 }
 
 /// The outcome of a create.
@@ -178,6 +182,9 @@ pub enum Created {
     /// The variable existed already; nothing changed.
     Exists,
 }
+
+/// How many times a command is run again because the topology changed under it.
+const STALE_RETRIES: u32 = 3;
 
 /// Group clients of a cluster, shared by the proxies of a process: the config's topology,
 /// kept up to date from the oracle while it lives (partitions added or removed at run time
@@ -333,6 +340,7 @@ impl<A: StateMachine> Proxy<A> {
                 })
             }),
             Err(ClientError::Rejected { message, .. }) => Err(ProxyError::Rejected(message)),
+            Err(ClientError::UnknownDestination { message, .. }) => Err(ProxyError::Stale(message)),
             Err(e) => Err(ProxyError::Indeterminate(e)),
         }
     }
@@ -376,9 +384,23 @@ impl<A: StateMachine> Proxy<A> {
     )]
     pub async fn access(&self, cmd: &A::Command) -> Result<A::Reply, ProxyError> {
         bump(&self.stats.commands, 1);
-        let r = match self.config.mode {
-            Mode::Ssmr => self.access_ssmr(cmd).await,
-            Mode::Dssmr => self.access_dssmr(cmd).await,
+        let mut stale = 0;
+        let r = loop {
+            let r = match self.config.mode {
+                Mode::Ssmr => self.access_ssmr(cmd).await,
+                Mode::Dssmr => self.access_dssmr(cmd).await,
+            };
+            match r {
+                // A partition was removed (or added) under the command: learn the topology,
+                // forget what the cache says of the command's variables, run it again.
+                Err(ProxyError::Stale(why)) if stale < STALE_RETRIES => {
+                    stale += 1;
+                    tracing::debug!(%why, "topology changed under a command; again");
+                    let _ = self.conns.live.refresh(std::time::Duration::ZERO).await;
+                    self.cache.forget(&self.app.variables(cmd));
+                }
+                r => break r,
+            }
         };
         match &r {
             Ok(_) => {

@@ -58,6 +58,15 @@ pub enum ClientError {
     /// The group is not part of the topology.
     #[error("unknown group {0}")]
     UnknownGroup(GroupId),
+    /// The group does not know a destination of the message (NOT_FOUND): the topology
+    /// changed since the caller looked; refresh it and try again.
+    #[error("group {group} does not know a destination: {message}")]
+    UnknownDestination {
+        /// The group.
+        group: GroupId,
+        /// The reason it gave.
+        message: String,
+    },
 }
 
 /// What a reply says about leadership.
@@ -216,6 +225,12 @@ impl GroupClient {
                     // redial, so that the next attempt resolves the member's name afresh.
                     member.redial();
                     last = format!("{}: {}", member.addr, status.message());
+                }
+                Err(status) if status.code() == tonic::Code::NotFound => {
+                    return Err(ClientError::UnknownDestination {
+                        group: self.group,
+                        message: status.message().to_string(),
+                    })
                 }
                 Err(status) => match status.code() {
                     tonic::Code::InvalidArgument

@@ -10,7 +10,10 @@
 //!
 //! What a replica's log applies never depends on this view: only leader-side checks of
 //! requests (is a destination part of the cluster?) and where a leader sends its traffic do.
-//! The own group and the oracle are never dropped from the view.
+//! The own group and the oracle are never dropped from the view. A partition the oracle
+//! removed is *retired*: no new submission may name it, but messages already in flight that
+//! do (accepted by a group that had not heard of the removal yet) are still ordered with it,
+//! so no group is left waiting for a timestamp it refuses to take.
 
 use crate::group::client::{Answer, ClientError, GroupClient};
 use crate::group::faults::Faults;
@@ -35,6 +38,8 @@ struct View {
     version: u64,
     /// Partitions that take no new variables (being drained).
     draining: BTreeSet<GroupId>,
+    /// Partitions removed from the topology, with their members (see the module doc).
+    retired: BTreeMap<GroupId, Vec<String>>,
     clients: BTreeMap<GroupId, Arc<GroupClient>>,
 }
 
@@ -86,6 +91,7 @@ impl LiveTopology {
                 },
                 version: 0,
                 draining: BTreeSet::new(),
+                retired: BTreeMap::new(),
                 clients: BTreeMap::new(),
             }),
         };
@@ -138,6 +144,13 @@ impl LiveTopology {
     /// True when `g` is a group of the cluster, as far as this view knows.
     pub fn contains(&self, g: GroupId) -> bool {
         self.read().topology.contains(g)
+    }
+
+    /// True when `g` is a group of the cluster or a retired one: messages in flight may name
+    /// it.
+    pub fn known(&self, g: GroupId) -> bool {
+        let v = self.read();
+        v.topology.contains(g) || v.retired.contains_key(&g)
     }
 
     /// The client of group `g`.
@@ -196,6 +209,7 @@ impl LiveTopology {
                 continue;
             }
             listed.insert(g);
+            v.retired.remove(&g);
             if !p.accepting {
                 draining.insert(g);
             }
@@ -208,8 +222,10 @@ impl LiveTopology {
             .filter(|g| *g != ORACLE && Some(*g) != self.own && !listed.contains(g))
             .collect();
         for g in &gone {
-            v.topology.groups.remove(g);
-            v.clients.remove(g);
+            // Its client stays: in-flight messages naming it are still ordered with it.
+            if let Some(members) = v.topology.groups.remove(g) {
+                v.retired.insert(*g, members);
+            }
         }
         v.draining = draining;
         v.version = reply.version;
@@ -234,9 +250,10 @@ impl LiveTopology {
             wait_ms: wait.as_millis().min(u128::from(u32::MAX)) as u32,
         };
         let reply = oracle
-            .call(Instant::now() + wait + Duration::from_secs(5), |mut rpc| {
-                async move { Ok(Answer::Done(rpc.topology(req).await?.into_inner())) }
-            })
+            .call(
+                Instant::now() + wait + Duration::from_secs(5),
+                |mut rpc| async move { Ok(Answer::Done(rpc.topology(req).await?.into_inner())) },
+            )
             .await?;
         Ok(self.learn(&reply))
     }
@@ -312,6 +329,12 @@ mod tests {
         assert!(live.learn(&reply(3, &[(3, &[], true), (4, &[], true)])));
         assert_eq!(live.partitions(), [GroupId(2), GroupId(3)]);
         assert!(live.contains(ORACLE));
-        assert!(live.client(GroupId(1)).is_none());
+        assert!(!live.contains(GroupId(1)), "p1 takes no new submission");
+        assert!(
+            live.known(GroupId(1)),
+            "messages in flight may still name p1"
+        );
+        assert!(live.client(GroupId(1)).is_some());
+        assert!(!live.known(GroupId(4)));
     }
 }

@@ -105,6 +105,11 @@ impl GroupService {
 
 fn status(e: RequestError) -> Status {
     match e {
+        // A destination this replica does not know: the topology may have changed since the
+        // sender looked (a partition removed); it should refresh its view and try again.
+        RequestError::Invalid(e @ crate::multicast::MessageError::UnknownGroup(_)) => {
+            Status::not_found(e.to_string())
+        }
         RequestError::Invalid(e) => Status::invalid_argument(e.to_string()),
         RequestError::InvalidPayload(_) => Status::invalid_argument(e.to_string()),
         RequestError::Timeout(_) => Status::unavailable(e.to_string()),
