@@ -128,7 +128,8 @@ pub struct OracleReport {
 pub struct Oracle {
     connection: AdminConnection,
     access: ReplicaAccess,
-    /// Member addresses of every partition of the config (published when one is added).
+    /// Member addresses of every partition of the config, as dialled (published when one is
+    /// added).
     members: BTreeMap<u32, Vec<String>>,
 }
 
@@ -138,7 +139,9 @@ impl Oracle {
         let dialed = access.dialed(config)?;
         let connection =
             AdminConnection::new(&dialed).map_err(|e| ReplicaError::Admin(e.to_string()))?;
-        let members = config
+        // As the replicas reach each other: the config's names, or where a map says the
+        // cluster's members really are (a local cluster in tests).
+        let members = dialed
             .partitions
             .iter()
             .enumerate()
