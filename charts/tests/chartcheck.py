@@ -15,6 +15,8 @@ Subcommands (each exits non-zero with a message on failure; 3 = a tool is missin
   schema           values.schema.json rejects bad values (through Helm), accepts good ones
   fresh [--write]  the chart's CRD copy and manifests/install.yaml are up to date (or write them)
   render [VALUES]  print the manifest (default values, or a values file)
+  install KUBECONFIG [VALUES]  `helm install` for real: release dssmr-operator in dssmr-system
+                   (created), into the cluster of KUBECONFIG, with a values file
   rules            promtool check rules + promtool test rules on the rendered PrometheusRule
   metric-names     every metric a query names is exported by replica/ or operator/ code
   prometheus       a real Prometheus accepts (and evaluates) every dashboard and rule query
@@ -210,6 +212,8 @@ NAMESPACED_RULES = {
                                                "delete"},
 }
 CLUSTER_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"get"}}
+# The leader-election Lease (kube-leader-election: get, create, merge patch), release namespace.
+LEASE_RULES = {("coordination.k8s.io", "leases"): {"get", "create", "patch"}}
 
 
 def check_objects(f: Failures, label: str, docs: list[dict[str, Any]], namespaced: bool,
@@ -217,9 +221,7 @@ def check_objects(f: Failures, label: str, docs: list[dict[str, Any]], namespace
     """What the objects must say, beyond schema validity."""
     kinds = by_kind(docs)
     want = {"CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
-            "Deployment", "Service"}
-    if namespaced:
-        want |= {"Role", "RoleBinding"}
+            "Deployment", "Service", "Role", "RoleBinding"}
     if monitoring:
         want |= MONITORING_KINDS | {"ConfigMap"}
     f.check(set(kinds) == want, f"{label}: kinds {sorted(kinds)} != {sorted(want)}")
@@ -235,15 +237,23 @@ def check_objects(f: Failures, label: str, docs: list[dict[str, Any]], namespace
     expected_cluster = dict(CLUSTER_RULES) if namespaced else {**CLUSTER_RULES, **NAMESPACED_RULES}
     f.check(cluster_role == expected_cluster,
             f"{label}: ClusterRole rules {cluster_role} != {expected_cluster}")
+    roles = {r["metadata"]["name"]: r for r in kinds["Role"]}
+    bindings = {b["metadata"]["name"]: b for b in kinds["RoleBinding"]}
+    expected_roles = {f"{RELEASE}-leader-election": (NAMESPACE, LEASE_RULES)}
     if namespaced:
-        role = kinds["Role"][0]
-        f.check(rules_of(role) == NAMESPACED_RULES,
-                f"{label}: Role rules {rules_of(role)} != {NAMESPACED_RULES}")
-        f.check(role["metadata"]["namespace"] == "dssmr-apps", f"{label}: Role namespace")
-        rb = kinds["RoleBinding"][0]
-        f.check(rb["metadata"]["namespace"] == "dssmr-apps"
+        expected_roles[RELEASE] = ("dssmr-apps", NAMESPACED_RULES)
+    f.check(set(roles) == set(expected_roles) and set(bindings) == set(expected_roles),
+            f"{label}: Roles {sorted(roles)}, RoleBindings {sorted(bindings)} != "
+            f"{sorted(expected_roles)}")
+    for name, (ns, rules) in expected_roles.items():
+        role, rb = roles.get(name), bindings.get(name)
+        if role is None or rb is None:
+            continue
+        f.check(rules_of(role) == rules, f"{label}: Role {name} rules {rules_of(role)} != {rules}")
+        f.check(role["metadata"]["namespace"] == ns, f"{label}: Role {name} namespace")
+        f.check(rb["metadata"]["namespace"] == ns
                 and rb["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                                      "name": role["metadata"]["name"]},
+                                      "name": name},
                 f"{label}: RoleBinding {rb}")
     sa = kinds["ServiceAccount"][0]["metadata"]["name"]
     for b in kinds.get("ClusterRoleBinding", []) + kinds.get("RoleBinding", []):
@@ -263,6 +273,11 @@ def check_objects(f: Failures, label: str, docs: list[dict[str, Any]], namespace
     f.check(env.get("DSSMR_REPLICA_IMAGE", {}).get("value") == "dssmr:0.1.0",
             f"{label}: DSSMR_REPLICA_IMAGE")
     f.check(("DSSMR_WATCH_NAMESPACE" in env) == namespaced, f"{label}: DSSMR_WATCH_NAMESPACE")
+    f.check(env.get("POD_NAMESPACE", {}).get("valueFrom")
+            == {"fieldRef": {"fieldPath": "metadata.namespace"}}, f"{label}: POD_NAMESPACE")
+    f.check(env.get("DSSMR_LEADER_ELECTION", {}).get("value") == "true"
+            and env.get("DSSMR_LEADER_ELECTION_LEASE", {}).get("value") == RELEASE,
+            f"{label}: leader election env")
     f.check(c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
             f"{label}: ports {c['ports']}")
     for probe in ("livenessProbe", "readinessProbe"):
@@ -373,6 +388,7 @@ BAD_VALUES: list[tuple[str, dict[str, Any]]] = [
     ("bad namespace", {"rbac": {"watchNamespace": "Not_A_Namespace"}}),
     ("non-string nodeSelector", {"nodeSelector": {"dssmr.io/hardware": 1}}),
     ("bad quantity", {"resources": {"limits": {"cpu": "lots"}}}),
+    ("no operator process", {"replicas": 0}),
 ]
 
 
@@ -445,6 +461,24 @@ def cmd_fresh(args: list[str]) -> int:
 
 def cmd_render(args: list[str]) -> int:
     print(render(load_values(Path(args[0])) if args else None), end="")
+    return 0
+
+
+def cmd_install(args: list[str]) -> int:
+    """What `helm install dssmr-operator charts/dssmr-operator -n dssmr-system
+    --create-namespace [-f VALUES]` does, through the Helm library against a real API server
+    (release stored in a Secret, as Helm does). Does not wait for the pods."""
+    if not args:
+        print("install: needs KUBECONFIG [VALUES]", file=sys.stderr)
+        return 2
+    h = helm()
+    values = load_values(Path(args[1])) if len(args) > 1 else None
+    with h.Config(kubeconfig_path=args[0], namespace=NAMESPACE) as cfg:
+        release = cfg.install(str(CHART), RELEASE, values, namespace=NAMESPACE,
+                              create_namespace=True, timeout=120)
+    info = release.get("info", {}) if isinstance(release, dict) else {}
+    print(f"installed release {RELEASE} in {NAMESPACE}: status {info.get('status', '?')}, "
+          f"revision {release.get('version', '?') if isinstance(release, dict) else '?'}")
     return 0
 
 
@@ -755,6 +789,7 @@ COMMANDS = {
     "schema": cmd_schema,
     "fresh": cmd_fresh,
     "render": cmd_render,
+    "install": cmd_install,
     "rules": cmd_rules,
     "metric-names": cmd_metric_names,
     "prometheus": cmd_prometheus,

@@ -26,17 +26,23 @@ impl Prometheus {
     /// Starts `binary` scraping `targets` (`host:port`, each with its `pod` label) every
     /// second, and waits until it answers queries.
     pub fn start(binary: &Path, targets: &[(String, String)]) -> anyhow::Result<Prometheus> {
-        let dir = tempfile::tempdir()?;
-        let port = free_port()?;
-        let mut config = String::from(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  \
-             - job_name: dssmr\n    static_configs:\n",
-        );
+        let mut jobs = String::from("  - job_name: dssmr\n    static_configs:\n");
         for (addr, pod) in targets {
-            config.push_str(&format!(
+            jobs.push_str(&format!(
                 "      - targets: ['{addr}']\n        labels: {{pod: '{pod}'}}\n"
             ));
         }
+        Self::with_scrape_configs(binary, &jobs)
+    }
+
+    /// Starts `binary` with the `scrape_configs` entries `jobs` (YAML list items indented by
+    /// two spaces), scraping and evaluating every second, and waits until it answers queries.
+    pub fn with_scrape_configs(binary: &Path, jobs: &str) -> anyhow::Result<Prometheus> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port()?;
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n{jobs}"
+        );
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config)?;
         let log = std::fs::File::create(dir.path().join("prometheus.log"))?;

@@ -13,14 +13,18 @@
 //! - [`replicas`]: talks to a cluster's replicas (the oracle's admin API, `/metrics`);
 //! - [`controller`]: the reconcile, `dereference -> validate -> plan -> build -> apply ->
 //!   oracle -> update_status`, a submodule per step: its dereference, apply, oracle and
-//!   update_status steps are the only part with a Kubernetes client, and its validate, plan
-//!   and build steps call the pure modules above.
+//!   update_status steps are the only part of the reconcile with a Kubernetes client, and its validate, plan
+//!   and build steps call the pure modules above;
+//! - [`leader`], [`discovery`]: leader election among operator processes (a Lease); scrape
+//!   targets for Prometheus' `http_sd_configs` (the pods, listed).
 //!
 //! `dssmr-operator render` prints what would be applied ([`render`]).
 
 pub mod build;
 pub mod controller;
 pub mod crd;
+pub mod discovery;
+pub mod leader;
 pub mod metrics;
 pub mod replicas;
 pub mod scale;

@@ -1,10 +1,12 @@
 //! The operator's own metrics: reconciles by result and their duration, and per cluster the
-//! throughput and move rate it read from the replicas (as in each cluster's status). One
-//! registry, registered once at start; reconciles are timed with a drop guard so every exit
-//! path (errors included) is measured.
+//! throughput and move rate it read from the replicas (as in each cluster's status), and
+//! whether this process leads (`dssmr_operator_leader`). One registry, registered once at
+//! start; reconciles are timed with a drop guard so every exit path (errors included) is
+//! measured.
 
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, Histogram, HistogramOpts, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 use std::time::Instant;
 
@@ -15,6 +17,7 @@ pub struct Metrics {
     duration: Histogram,
     throughput: GaugeVec,
     move_rate: GaugeVec,
+    leader: IntGauge,
 }
 
 impl Default for Metrics {
@@ -64,6 +67,15 @@ impl Metrics {
                 .register(Box::new(c.clone()))
                 .expect("registered once");
         }
+        let leader = IntGauge::new(
+            "dssmr_operator_leader",
+            "1 while this operator process holds the leader Lease and reconciles, 0 while it \
+             stands by (or before it has confirmed its lease).",
+        )
+        .expect("static metric is valid");
+        registry
+            .register(Box::new(leader.clone()))
+            .expect("registered once");
         registry
             .register(Box::new(reconciles.clone()))
             .expect("registered once");
@@ -76,7 +88,13 @@ impl Metrics {
             duration,
             throughput,
             move_rate,
+            leader,
         }
+    }
+
+    /// Whether this process leads (reconciles) now.
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     /// Publishes the rates of cluster `namespace/name`.

@@ -25,7 +25,7 @@
 //! the user's own community with the graph's intra-community probability, else from everybody
 //! (uniformly in either set). An unfollow names one of the user's followees in the generated
 //! graph; if the edge is gone by then the reply is simply `Unfollowed(false)`. Posts carry a
-//! monotonic µs clock and a short text.
+//! time in µs since the Unix epoch ([`PostClock`]) and a short text.
 //!
 //! The first `warmup` is not measured; then `duration` is. Results: one [`ChirperRecord`]
 //! (throughput, latency percentiles, variables moved, retries and S-SMR fallbacks per second,
@@ -47,7 +47,9 @@ use crate::run::{
 use crate::{recorded, BenchHistory, Error, Measurement, Result};
 use dssmr_engine::app::chirper::graph::{GraphSpec, SocialGraph};
 use dssmr_engine::app::chirper::json::{command_json, create_json, created_json, reply_json};
-use dssmr_engine::app::chirper::{user_var, Chirper, ChirperCommand, User, UserId, UserPlacement};
+use dssmr_engine::app::chirper::{
+    user_var, Chirper, ChirperCommand, ChirperReply, User, UserId, UserPlacement,
+};
 use dssmr_engine::client::{Created, DestinationPolicy, Mode, Proxy};
 use dssmr_engine::mode::UnknownName;
 use indicatif::ProgressBar;
@@ -246,7 +248,36 @@ pub struct Loaded {
     /// The followees of every user in the generated graph.
     following: Arc<Vec<Vec<UserId>>>,
     /// The clock of post times, started when the setup ends.
-    clock: Instant,
+    clock: PostClock,
+}
+
+/// Post times: µs since the Unix epoch, read from the wall clock once and advanced by a
+/// monotonic clock, so timelines order posts by when they were made across runs and across
+/// bench processes (whose clocks agree as far as the machines' clocks do).
+#[derive(Clone, Copy, Debug)]
+pub struct PostClock {
+    start: Instant,
+    epoch_us: u64,
+}
+
+impl PostClock {
+    /// Starts now.
+    pub fn start() -> Self {
+        let epoch_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        PostClock {
+            start: Instant::now(),
+            epoch_us,
+        }
+    }
+
+    /// The time of a post made now.
+    pub fn now_us(&self) -> u64 {
+        let elapsed = u64::try_from(self.start.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.epoch_us.saturating_add(elapsed)
+    }
 }
 
 impl ClosedLoop for ChirperBench {
@@ -307,7 +338,7 @@ impl ClosedLoop for ChirperBench {
                 0.0
             },
             following: Arc::new(following),
-            clock: Instant::now(),
+            clock: PostClock::start(),
         })
     }
 
@@ -398,7 +429,7 @@ pub struct Generator {
     community_size: u64,
     intra: f64,
     following: Arc<Vec<Vec<UserId>>>,
-    clock: Instant,
+    clock: PostClock,
     client: usize,
     posts: u64,
 }
@@ -413,7 +444,7 @@ impl Generator {
                 ChirperCommand::Post {
                     user,
                     text: format!("c{}#{}", self.client, self.posts),
-                    time: u64::try_from(self.clock.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    time: self.clock.now_us(),
                 }
             }
             Op::Follow => ChirperCommand::Follow {
@@ -511,6 +542,59 @@ pub fn table(records: &[ChirperRecord]) -> String {
     s
 }
 
+/// Reads the final timeline of every follower of a poster in `events` (the history of the
+/// runs, setup included) from the running
+/// cluster of `topology` (run in `mode`, a Chirper with `community_size` and `placement`) and
+/// checks that every acknowledged post is there ([`dssmr_check::history::chirper_posts`]).
+/// Call it after the load has stopped. Reads whose outcome stays unknown are retried like setup
+/// commands.
+pub async fn check_posts(
+    topology: &dssmr_engine::client::Topology,
+    mode: Mode,
+    community_size: u64,
+    placement: UserPlacement,
+    events: &[dssmr_check::history::Event],
+) -> Result<dssmr_check::history::chirper_posts::PostReport> {
+    use dssmr_check::history::chirper_posts;
+    use dssmr_engine::client::proxy::ProxyStats;
+    use dssmr_engine::client::{Connections, LocationCache, ProxyConfig};
+    let bad = |e: chirper_posts::PostCheckError| Error::Check(e.to_string());
+    let users = chirper_posts::followers_to_read(events).map_err(bad)?;
+    let app = Arc::new(Chirper::new(community_size).with_placement(placement));
+    let config = ProxyConfig {
+        mode,
+        ..ProxyConfig::default()
+    };
+    let proxy = Proxy::new(
+        app,
+        config,
+        Arc::new(Connections::new(topology)?),
+        Arc::new(LocationCache::default()),
+        Arc::new(ProxyStats::default()),
+    )?;
+    let mut timelines = std::collections::BTreeMap::new();
+    for user in users {
+        let cmd = ChirperCommand::GetTimeline { user };
+        let reply = setup_command(
+            || format!("reading the timeline of user {user}"),
+            async || proxy.access(&cmd).await,
+        )
+        .await?;
+        match reply {
+            ChirperReply::Timeline(posts) => {
+                timelines.insert(user, posts);
+            }
+            other => {
+                return Err(Error::UnexpectedReply {
+                    step: format!("reading the timeline of user {user}"),
+                    reply: format!("{other:?}"),
+                })
+            }
+        }
+    }
+    chirper_posts::check_posts(events, &timelines).map_err(bad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,7 +619,7 @@ mod tests {
             community_size: graph.community_size,
             intra: 0.9,
             following: Arc::new((0..500).map(|u| graph.following_of(u).collect()).collect()),
-            clock: Instant::now(),
+            clock: PostClock::start(),
             client: 0,
             posts: 0,
         }

@@ -52,6 +52,9 @@ pub enum Error {
         /// The reply, for people.
         reply: String,
     },
+    /// A check of what the run did failed (e.g. acknowledged posts missing).
+    #[error("{0}")]
+    Check(String),
     /// A client task panicked or was cancelled.
     #[error(transparent)]
     Join(#[from] tokio::task::JoinError),

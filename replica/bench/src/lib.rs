@@ -41,6 +41,8 @@ pub mod mcast;
 pub mod report;
 
 pub use error::{Error, Result};
-pub use load::{drive, join_clients, Load, Measurement, Sample, Window};
+pub use load::{
+    drive, join_clients, stop_early, stopping_early, Load, Measurement, Sample, Window,
+};
 pub use recording::{record_outcome, recorded, BenchHistory};
 pub use run::{mode_label, progress_bar, run_against, run_local, run_points, ClosedLoop, RunShape};

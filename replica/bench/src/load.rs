@@ -216,9 +216,24 @@ pub async fn join_clients(
     }
 }
 
+/// Set once the process was asked to stop (SIGTERM, e.g. `kubectl delete` of a bench pod, or
+/// Ctrl-C): the running run ends its window at once and later runs end right after their
+/// setup, so results, history and checks are still written.
+static STOP_EARLY: AtomicBool = AtomicBool::new(false);
+
+/// Ends the running run (and any later one) now, as if its duration were over.
+pub fn stop_early() {
+    STOP_EARLY.store(true, Ordering::Relaxed);
+}
+
+/// Whether [`stop_early`] was called.
+pub fn stopping_early() -> bool {
+    STOP_EARLY.load(Ordering::Relaxed)
+}
+
 /// Runs the clock of a run whose clients update `load`: `warmup` unmeasured, then `duration`
 /// measured, sampling every second and updating the progress bar. Closes the window when done
-/// (the caller stops the clients).
+/// or when [`stop_early`] is called (the caller stops the clients).
 pub async fn drive(
     warmup: Duration,
     duration: Duration,
@@ -247,7 +262,7 @@ pub async fn drive(
             load.measuring.store(true, Ordering::Relaxed);
             window_start = Some((now, stats.snapshot()));
         }
-        let finished = elapsed >= total;
+        let finished = elapsed >= total || stopping_early();
         if now - last.0 >= Duration::from_secs(1) || finished {
             let done = load.done.load(Ordering::Relaxed);
             let snap = stats.snapshot();

@@ -9,7 +9,8 @@
 //! - [`history`]: Jepsen-style operation histories (the record format and recorder), then
 //!   [`history::kv_model`] (the kv app's sequential model over the app's own `KvCommand` and
 //!   `KvReply`, and the decoding of their history encoding), `history::wgl` (the search),
-//!   [`history::linearizability`] and [`history::bank`] (the checkers).
+//!   [`history::linearizability`], [`history::bank`] and [`history::chirper_posts`] (the
+//!   checkers).
 //!
 //! Nothing here talks to a cluster, and nothing here encodes app commands: the apps own their
 //! JSON form (`dssmr_engine::app::kv::command_json`, ...).

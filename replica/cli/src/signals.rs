@@ -1,5 +1,5 @@
 //! SIGINT and SIGTERM for the subcommands that serve until stopped (`dssmr local`,
-//! `dssmr replica`). This module only listens; what stopping means is the caller's.
+//! `dssmr replica`) and for `dssmr bench`, which ends its runs early on them. This module only listens; what stopping means is the caller's.
 
 /// SIGINT and SIGTERM, listened to from installation on.
 pub struct Signals {

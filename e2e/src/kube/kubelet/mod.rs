@@ -379,6 +379,35 @@ impl<'a> KubeletNodes<'a> {
         anyhow::bail!("no running sandbox of pod {ns}/{pod} on any node")
     }
 
+    /// Sends `signal` (e.g. `TERM`) to container `container` of pod `ns/pod` through the
+    /// engine of its node, as a process inside it would get it, without deleting the pod (its
+    /// logs and exit code stay for `kubectl`).
+    pub fn signal_container(
+        &self,
+        ns: &str,
+        pod: &str,
+        container: &str,
+        signal: &str,
+    ) -> anyhow::Result<()> {
+        for n in &self.nodes {
+            let ids = n.engine.docker(&[
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=io.kubernetes.pod.name={pod}"),
+                "--filter",
+                &format!("label=io.kubernetes.pod.namespace={ns}"),
+                "--filter",
+                &format!("label=io.kubernetes.container.name={container}"),
+            ])?;
+            if let Some(id) = ids.split_whitespace().next() {
+                n.engine.docker(&["kill", "--signal", signal, id])?;
+                return Ok(());
+            }
+        }
+        anyhow::bail!("no running container {container} of pod {ns}/{pod} on any node")
+    }
+
     /// `docker ps` of every node's engine (for failure reports).
     pub fn containers(&self) -> String {
         let mut out = String::new();

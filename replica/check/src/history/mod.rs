@@ -19,10 +19,12 @@
 //!
 //! This module owns the record format and the recorder ([`History`]). It does not know what the
 //! operations mean: [`linearizability`] checks kv histories against a sequential model and
-//! [`bank`] checks the conservation of money in bank-style histories. Nothing here talks to the
+//! [`bank`] checks the conservation of money in bank-style histories, [`chirper_posts`] that
+//! acknowledged Chirper posts reach their followers' timelines. Nothing here talks to the
 //! cluster.
 
 pub mod bank;
+pub mod chirper_posts;
 pub mod kv_model;
 pub mod linearizability;
 pub(crate) mod wgl;

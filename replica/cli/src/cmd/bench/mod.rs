@@ -31,6 +31,14 @@ pub enum BenchCommand {
 }
 
 pub async fn run(which: BenchCommand) -> anyhow::Result<()> {
+    // SIGTERM (a bench pod deleted, or its container stopped) or Ctrl-C ends the runs early;
+    // what they measured, the history and the checks are still written.
+    let mut signals = crate::signals::Signals::install()?;
+    tokio::spawn(async move {
+        let name = signals.wait().await;
+        eprintln!("{name}: ending the runs now (results, history and checks follow)");
+        dssmr_bench::stop_early();
+    });
     match which {
         BenchCommand::Mcast(args) => mcast::run(args).await,
         BenchCommand::Chirper(args) => chirper::run(args).await,
