@@ -476,9 +476,9 @@ def cmd_install(args: list[str]) -> int:
     with h.Config(kubeconfig_path=args[0], namespace=NAMESPACE) as cfg:
         release = cfg.install(str(CHART), RELEASE, values, namespace=NAMESPACE,
                               create_namespace=True, timeout=120)
-    info = release.get("info", {}) if isinstance(release, dict) else {}
-    print(f"installed release {RELEASE} in {NAMESPACE}: status {info.get('status', '?')}, "
-          f"revision {release.get('version', '?') if isinstance(release, dict) else '?'}")
+    print(f"installed release {release['name']} in {release['namespace']}: status "
+          f"{release['status']}, revision {release['revision']}, chart "
+          f"{release['chart_name']} {release['chart_version']}")
     return 0
 
 
