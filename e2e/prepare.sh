@@ -4,7 +4,8 @@
 # - the Kubernetes control plane of the operator e2e (e2e/k8s/prepare.sh);
 # - Prometheus and promtool (Debian's `prometheus` package; the e2e scrapes every replica with
 #   it and the metric tests run `promtool check metrics`);
-# - where a Docker engine runs, the `dssmr:e2e` image (static binaries, `scratch` base).
+# - where a Docker engine runs, the `dssmr:e2e` and `dssmr-operator:e2e` images (`scratch`
+#   base; the dev-profile binaries `cargo test` links too, with their shared libraries).
 # Without Docker the e2e runs replicas as 127.0.0.1 processes (and says so loudly).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,8 +43,8 @@ bash charts/prepare.sh
 bash e2e/k8s/prepare.sh
 
 if docker info >/dev/null 2>&1; then
-  echo "e2e/prepare.sh: building the dssmr:e2e image"
-  e2e/build-images.sh e2e
+  echo "e2e/prepare.sh: building the dssmr:e2e image (the tests' dev-profile binaries)"
+  DSSMR_IMAGE_PROFILE=dev e2e/build-images.sh e2e
 else
   echo "e2e/prepare.sh: no Docker engine: the e2e will run replicas as processes" >&2
 fi
