@@ -6,10 +6,11 @@
 # DSSMR_IMAGE_PROFILE picks the binaries:
 # - release (default, what users ship): static glibc binaries of the release profile, so the
 #   image holds nothing but the binary;
-# - dev (the tests' images, e2e/prepare.sh): the binaries of the dev profile that
-#   `cargo test --workspace` builds anyway (its dependencies are shared with the tests, so CI
-#   compiles the workspace once, not twice), dynamically linked: the shared libraries they
-#   load (glibc, libgcc_s; found with ldd) are copied into the image beside them.
+# - dev (the tests' images, e2e/prepare.sh): the binaries `cargo test --workspace
+#   --all-targets` builds anyway (built here with --no-run, the same invocation, so the same
+#   features: the tests that follow compile nothing more, and CI compiles the workspace once,
+#   not twice), dynamically linked: the shared libraries they load (glibc, libgcc_s; found
+#   with ldd) are copied into the image beside them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tag="${1:-e2e}"
@@ -28,7 +29,7 @@ case "$profile" in
     bin_dir="$target_dir/$triple/release"
     ;;
   dev)
-    cargo build --locked --bin dssmr --bin dssmr-operator
+    cargo test --workspace --all-targets --locked --no-run
     bin_dir="$target_dir/debug"
     ;;
   *)
