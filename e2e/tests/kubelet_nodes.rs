@@ -22,7 +22,7 @@
 //! (about 55 s warm on 2 cores; it prints the time of each step).
 
 use dssmr_e2e::kube::kubelet::{leftovers, KubeletNodes, NodeSpec, KUBERNETES_SERVICE};
-use dssmr_e2e::kube::{run_bounded, ControlPlane, Hardware, HARDWARE_LABEL, VERSION};
+use dssmr_e2e::kube::{pod_is_ready, run_bounded, ControlPlane, Hardware, HARDWARE_LABEL, VERSION};
 use dssmr_e2e::wait_for;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -62,17 +62,7 @@ fn ready_pods(cp: &ControlPlane) -> Result<Vec<Value>, String> {
                 .is_some_and(|n| n.starts_with(&format!("{SET}-")))
         })
         .collect();
-    Ok(all
-        .into_iter()
-        .filter(|p| {
-            p["metadata"]["deletionTimestamp"].is_null()
-                && p["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-        })
-        .collect())
+    Ok(all.into_iter().filter(pod_is_ready).collect())
 }
 
 /// Waits until the 3 pods are Ready; returns them.

@@ -33,7 +33,7 @@
 use dssmr_check::history::linearizability::{check_kv_bounded, DEFAULT_MAX_CONFIGURATIONS};
 use dssmr_check::history::read_jsonl;
 use dssmr_e2e::kube::kubelet::{leftovers, KubeletNodes, NodeSpec};
-use dssmr_e2e::kube::{ControlPlane, Hardware};
+use dssmr_e2e::kube::{pod_is_ready, ControlPlane, Hardware};
 use dssmr_e2e::prometheus::{self, Prometheus};
 use dssmr_e2e::{probe, wait_for};
 use serde_json::{json, Value};
@@ -82,13 +82,17 @@ fn name(v: &Value) -> String {
     v["metadata"]["name"].as_str().unwrap_or("").to_string()
 }
 
-fn is_ready(p: &Value) -> bool {
-    p["metadata"]["deletionTimestamp"].is_null()
-        && p["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+/// The last `lines` lines of every operator pod's log (for failure reports).
+fn operator_logs(cp: &ControlPlane, lines: usize) -> String {
+    cp.kubectl(&[
+        "logs",
+        "-n",
+        OPERATOR_NS,
+        "-l",
+        "app.kubernetes.io/name=dssmr-operator",
+        &format!("--tail={lines}"),
+    ])
+    .unwrap_or_default()
 }
 
 /// Pods of `ns` matching `selector`.
@@ -110,7 +114,7 @@ fn wait_pods(
 ) -> Vec<Value> {
     wait_for(what, WAIT, POLL, || {
         let all = pods(cp, ns, selector)?;
-        let ready = all.iter().filter(|p| is_ready(p) && also(p)).count();
+        let ready = all.iter().filter(|p| pod_is_ready(p) && also(p)).count();
         (all.len() == n && ready == n)
             .then(|| all.clone())
             .ok_or(format!("{ready} of {} ready, want {n}", all.len()))
@@ -123,15 +127,7 @@ fn wait_pods(
             cp.kubectl(&["describe", "pods", "-n", ns, "-l", selector])
                 .unwrap_or_default(),
             nodes.containers(),
-            cp.kubectl(&[
-                "logs",
-                "-n",
-                OPERATOR_NS,
-                "-l",
-                "app.kubernetes.io/name=dssmr-operator",
-                "--tail=40"
-            ])
-            .unwrap_or_default(),
+            operator_logs(cp, 40),
         )
     })
 }
@@ -180,20 +176,7 @@ fn wait_cluster(cp: &ControlPlane, c: &str, ready: &str, what: &str) {
             .then_some(())
             .ok_or(format!("status {s}"))
     })
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}\n{}",
-            cp.kubectl(&[
-                "logs",
-                "-n",
-                OPERATOR_NS,
-                "-l",
-                "app.kubernetes.io/name=dssmr-operator",
-                "--tail=60"
-            ])
-            .unwrap_or_default()
-        )
-    });
+    .unwrap_or_else(|e| panic!("{e}\n{}", operator_logs(cp, 60)));
 }
 
 fn patch_cluster(cp: &ControlPlane, c: &str, spec: Value) {
@@ -215,7 +198,7 @@ fn patch_cluster(cp: &ControlPlane, c: &str, spec: Value) {
 fn operators(cp: &ControlPlane) -> Result<Vec<(String, String, bool)>, String> {
     let ps = pods(cp, OPERATOR_NS, "app.kubernetes.io/name=dssmr-operator")?;
     ps.iter()
-        .filter(|p| is_ready(p))
+        .filter(|p| pod_is_ready(p))
         .map(|p| {
             let ip = p["status"]["podIP"].as_str().unwrap_or("").to_string();
             let m = probe::metrics(&format!("http://{ip}:8080"))?;
@@ -237,20 +220,7 @@ fn wait_one_leader(cp: &ControlPlane, n: usize, what: &str) -> Vec<(String, Stri
             .then(|| ops.clone())
             .ok_or(format!("{ops:?}"))
     })
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}\n{}",
-            cp.kubectl(&[
-                "logs",
-                "-n",
-                OPERATOR_NS,
-                "-l",
-                "app.kubernetes.io/name=dssmr-operator",
-                "--tail=60"
-            ])
-            .unwrap_or_default()
-        )
-    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", operator_logs(cp, 60)))
 }
 
 /// The bench Job of `manifests/evaluation/bench-job.yaml` for cluster `chirper`, adjusted the

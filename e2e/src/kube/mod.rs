@@ -558,6 +558,17 @@ fn pod_ip(pod: &str) -> String {
     format!("10.244.{}.{}", (h >> 8) % 250 + 1, h % 250 + 1)
 }
 
+/// Whether pod `p` (as `kubectl get -o json` gives it) is Ready (condition Ready=True) and
+/// not being deleted.
+pub fn pod_is_ready(p: &serde_json::Value) -> bool {
+    p["metadata"]["deletionTimestamp"].is_null()
+        && p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
 /// Now as RFC 3339 (UTC, seconds).
 pub fn now_rfc3339() -> String {
     let secs = std::time::SystemTime::now()

@@ -357,9 +357,14 @@ impl<'a> KubeletNodes<'a> {
         Ok(names)
     }
 
-    /// The pid of a process in the network namespace of pod `ns/pod` (its sandbox), found
-    /// through the labels dockershim puts on containers, in the engine of any node.
-    pub fn pod_netns_pid(&self, ns: &str, pod: &str) -> anyhow::Result<u32> {
+    /// The first running container of pod `ns/pod` that also carries `label` (dockershim's
+    /// labels), in the engine of any node: that engine and the container's id.
+    fn find_container(
+        &self,
+        ns: &str,
+        pod: &str,
+        label: &str,
+    ) -> anyhow::Result<Option<(&engine::Engine, String)>> {
         for n in &self.nodes {
             let ids = n.engine.docker(&[
                 "ps",
@@ -369,14 +374,25 @@ impl<'a> KubeletNodes<'a> {
                 "--filter",
                 &format!("label=io.kubernetes.pod.namespace={ns}"),
                 "--filter",
-                "label=io.kubernetes.docker.type=podsandbox",
+                &format!("label={label}"),
             ])?;
             if let Some(id) = ids.split_whitespace().next() {
-                let pid = n.engine.docker(&["inspect", "-f", "{{.State.Pid}}", id])?;
-                return Ok(pid.trim().parse()?);
+                return Ok(Some((&n.engine, id.to_string())));
             }
         }
-        anyhow::bail!("no running sandbox of pod {ns}/{pod} on any node")
+        Ok(None)
+    }
+
+    /// The pid of a process in the network namespace of pod `ns/pod` (its sandbox), found
+    /// through the labels dockershim puts on containers, in the engine of any node.
+    pub fn pod_netns_pid(&self, ns: &str, pod: &str) -> anyhow::Result<u32> {
+        let Some((engine, id)) =
+            self.find_container(ns, pod, "io.kubernetes.docker.type=podsandbox")?
+        else {
+            anyhow::bail!("no running sandbox of pod {ns}/{pod} on any node")
+        };
+        let pid = engine.docker(&["inspect", "-f", "{{.State.Pid}}", &id])?;
+        Ok(pid.trim().parse()?)
     }
 
     /// Sends `signal` (e.g. `TERM`) to container `container` of pod `ns/pod` through the
@@ -389,23 +405,12 @@ impl<'a> KubeletNodes<'a> {
         container: &str,
         signal: &str,
     ) -> anyhow::Result<()> {
-        for n in &self.nodes {
-            let ids = n.engine.docker(&[
-                "ps",
-                "-q",
-                "--filter",
-                &format!("label=io.kubernetes.pod.name={pod}"),
-                "--filter",
-                &format!("label=io.kubernetes.pod.namespace={ns}"),
-                "--filter",
-                &format!("label=io.kubernetes.container.name={container}"),
-            ])?;
-            if let Some(id) = ids.split_whitespace().next() {
-                n.engine.docker(&["kill", "--signal", signal, id])?;
-                return Ok(());
-            }
-        }
-        anyhow::bail!("no running container {container} of pod {ns}/{pod} on any node")
+        let label = format!("io.kubernetes.container.name={container}");
+        let Some((engine, id)) = self.find_container(ns, pod, &label)? else {
+            anyhow::bail!("no running container {container} of pod {ns}/{pod} on any node")
+        };
+        engine.docker(&["kill", "--signal", signal, &id])?;
+        Ok(())
     }
 
     /// `docker ps` of every node's engine (for failure reports).
