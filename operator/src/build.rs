@@ -155,15 +155,18 @@ fn pod_monitor(c: &ValidatedCluster) -> serde_json::Value {
     })
 }
 
+/// The member addresses of group `g` of `c`, index = ordinal: its pods' DNS names.
+pub fn member_addresses(c: &ValidatedCluster, g: &Group) -> Vec<String> {
+    let set = group_object_name(c, g);
+    (0..g.replicas)
+        .map(|r| format!("{set}-{r}.{set}.{}.svc:{GRPC_PORT}", c.namespace))
+        .collect()
+}
+
 /// The cluster config of `c`: every member by its pod's DNS name.
 pub fn cluster_config(c: &ValidatedCluster, groups: &[Group]) -> ClusterConfig {
     let members = |g: &Group| GroupConfig {
-        members: (0..g.replicas)
-            .map(|r| {
-                let set = group_object_name(c, g);
-                format!("{set}-{r}.{set}.{}.svc:{GRPC_PORT}", c.namespace)
-            })
-            .collect(),
+        members: member_addresses(c, g),
     };
     let app = match c.spec.app {
         crate::crd::AppName::Kv => AppKind::Kv,

@@ -8,7 +8,7 @@
 //! a test never reaches for DNS. Every call is bounded by [`CALL_TIMEOUT`]: an unreachable
 //! cluster slows a reconcile down by seconds, never stalls it.
 
-use crate::scale::{OracleView, Placement};
+use crate::scale::{GroupReport, OracleView, Placement};
 use dssmr_api::admin::AdminConnection;
 use dssmr_api::config::ClusterConfig;
 use dssmr_api::proto::ClusterStatus;
@@ -212,6 +212,26 @@ impl Oracle {
         let s = bounded("DrainPartition", self.connection.drain_partition(p)).await?;
         placement(&s)
     }
+
+    /// What every member of `groups` (group number, 0 for the oracle, and its member
+    /// addresses as the config names them) reports of itself (`Describe`), all asked at
+    /// once; `None` for a member that did not answer.
+    pub async fn describe(&self, groups: &[(u32, Vec<String>)]) -> Vec<GroupReport> {
+        let ask = |addr: &String| {
+            let dialed = self.access.dial(addr);
+            async move {
+                let dialed = dialed.ok()?;
+                dssmr_api::admin::describe(&dialed, CALL_TIMEOUT).await.ok()
+            }
+        };
+        let asked = groups.iter().map(|(group, members)| async move {
+            GroupReport {
+                group: *group,
+                members: futures::future::join_all(members.iter().map(ask)).await,
+            }
+        });
+        futures::future::join_all(asked).await
+    }
 }
 
 fn placement(s: &dssmr_api::proto::PartitionStatus) -> Result<Placement, ReplicaError> {
@@ -236,7 +256,8 @@ pub struct Counters {
     /// When they were read.
     pub at: Instant,
     /// Commands executed (`dssmr_commands_total{outcome="executed"}`, every kind): per group
-    /// the highest count among its replicas (the count is replicated state), summed.
+    /// the highest count among its replicas (the count is replicated state), summed; plus
+    /// the reads answered off the log (`dssmr_reads_total`) of every replica.
     pub executed: f64,
     /// Variables moved (`dssmr_variable_moves_total`, counted where they arrive), the same way.
     pub moves: f64,
@@ -257,11 +278,12 @@ impl Counters {
 #[error("not Prometheus metrics: {0}")]
 pub struct BadMetrics(#[from] std::io::Error);
 
-/// Counts of one replica's `/metrics` text: (executed commands, variable moves).
-pub fn replica_counts(text: &str) -> Result<(f64, f64), BadMetrics> {
+/// Counts of one replica's `/metrics` text: (executed commands, variable moves, reads it
+/// answered off the log as leader).
+pub fn replica_counts(text: &str) -> Result<(f64, f64, f64), BadMetrics> {
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let scrape = prometheus_parse::Scrape::parse(lines)?;
-    let (mut executed, mut moves) = (0.0, 0.0);
+    let (mut executed, mut moves, mut reads) = (0.0, 0.0, 0.0);
     for s in &scrape.samples {
         let value = match s.value {
             prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v,
@@ -272,17 +294,19 @@ pub fn replica_counts(text: &str) -> Result<(f64, f64), BadMetrics> {
                 executed += value
             }
             "dssmr_variable_moves_total" => moves += value,
+            "dssmr_reads_total" => reads += value,
             _ => {}
         }
     }
-    Ok((executed, moves))
+    Ok((executed, moves, reads))
 }
 
 /// HTTP port of every replica.
 const HTTP_PORT: u16 = crate::build::HTTP_PORT as u16;
 
-/// Scrapes every replica of `config` and sums per group the highest counts. Fails when a
-/// group has no replica that answered.
+/// Scrapes every replica of `config` and sums per group the highest counts (the ordered
+/// commands and moves are replicated state) and every replica's reads off the log (each
+/// counts only its own, as leader). Fails when a group has no replica that answered.
 pub async fn scrape(
     config: &ClusterConfig,
     access: &ReplicaAccess,
@@ -298,9 +322,10 @@ pub async fn scrape(
             let addr = access.http(member)?;
             match get_metrics(&client, &addr).await {
                 Ok(text) => match replica_counts(&text) {
-                    Ok((e, m)) => {
+                    Ok((e, m, r)) => {
                         let (be, bm) = best.unwrap_or((0.0, 0.0));
                         best = Some((be.max(e), bm.max(m)));
+                        executed += r;
                     }
                     Err(e) => {
                         last_error = Some(ReplicaError::Scrape {
@@ -365,7 +390,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counts_come_from_executed_commands_and_moves_only() {
+    fn counts_come_from_executed_commands_moves_and_reads_off_the_log() {
         let text = "# HELP dssmr_commands_total Commands executed.\n\
             # TYPE dssmr_commands_total counter\n\
             dssmr_commands_total{group=\"p1\",kind=\"access\",outcome=\"executed\",replica=\"0\"} 120\n\
@@ -373,9 +398,11 @@ mod tests {
             dssmr_commands_total{group=\"p1\",kind=\"move\",outcome=\"executed\",replica=\"0\"} 3\n\
             # TYPE dssmr_variable_moves_total counter\n\
             dssmr_variable_moves_total{group=\"p1\",replica=\"0\"} 5\n\
+            # TYPE dssmr_reads_total counter\n\
+            dssmr_reads_total{group=\"p1\",replica=\"0\"} 40\n\
             # TYPE dssmr_raft_term gauge\n\
             dssmr_raft_term{group=\"p1\",replica=\"0\"} 9\n";
-        assert_eq!(replica_counts(text).unwrap(), (123.0, 5.0));
+        assert_eq!(replica_counts(text).unwrap(), (123.0, 5.0, 40.0));
     }
 
     #[test]

@@ -13,8 +13,12 @@
 //! every variable is moved out); only once the oracle reports a partition empty does it leave
 //! the config, leave the oracle's topology (`RemovePartition`), and have its StatefulSet,
 //! Service and PodDisruptionBudget deleted. When the oracle cannot be asked, nothing is
-//! deleted.
+//! deleted. Even then its objects go only once no group needs it any more
+//! ([`still_needed`]): a move out of it may be delivered by the oracle before the partition
+//! itself has sent the values, and a message accepted just before the others learned of the
+//! removal still needs its timestamp.
 
+use dssmr_api::proto::MemberStatus;
 use std::collections::BTreeMap;
 
 /// Where a partition stands in the oracle's placement (the admin API's `PartitionStatus`).
@@ -112,6 +116,79 @@ pub fn plan(want: u32, deployed: u32, running: &[u32], view: Option<&OracleView>
     }
 }
 
+/// What the members of one group reported of themselves (`replicas::Oracle::describe`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GroupReport {
+    /// Group number (0: the oracle).
+    pub group: u32,
+    /// Index = ordinal; `None`: no answer.
+    pub members: Vec<Option<MemberStatus>>,
+}
+
+/// Why partition `p`, empty and out of the oracle's topology, may not be deleted yet: from
+/// what the members of every group of the cluster reported of themselves (`groups`, `p`'s
+/// own among them). Empty when nothing is left: `p`'s members hold no variable, no
+/// unfinished command, no undelivered message and no unacknowledged channel message, and no
+/// member of another group waits for `p`. A group none of whose members answered, or whose
+/// leader did not answer with everything it committed applied, may still need `p`, so it
+/// holds the deletion up as well.
+pub fn still_needed(p: u32, groups: &[GroupReport]) -> Vec<String> {
+    let label = |g: u32| match g {
+        0 => "oracle".to_string(),
+        g => format!("p{g}"),
+    };
+    let mut reasons = Vec::new();
+    for report in groups {
+        let g = label(report.group);
+        let answered: Vec<_> = report
+            .members
+            .iter()
+            .enumerate()
+            .filter_map(|(r, m)| Some((r, m.as_ref()?)))
+            .collect();
+        if answered.is_empty() {
+            reasons.push(format!("{g}: no member answered"));
+            continue;
+        }
+        // Judged on a state that holds everything the group committed: its leader's.
+        let caught_up = answered
+            .iter()
+            .any(|(_, m)| m.role == "leader" && m.applied_index >= m.commit_index);
+        if !caught_up {
+            reasons.push(format!("{g}: no leader has applied all it committed"));
+        }
+        for (r, m) in answered {
+            let member = format!("{g}-{r}");
+            let awaits = |q: u32| m.awaiting_groups.contains(&q);
+            if report.group != p {
+                if awaits(p) {
+                    reasons.push(format!("{member} waits for p{p}"));
+                }
+                continue;
+            }
+            let mut owes = Vec::new();
+            let variables = m.variables.unwrap_or(0);
+            for (n, what) in [
+                (variables, "variables"),
+                (m.queued, "unfinished commands"),
+                (m.pending_messages, "undelivered messages"),
+            ] {
+                if n > 0 {
+                    owes.push(format!("{n} {what}"));
+                }
+            }
+            if !m.awaiting_groups.is_empty() {
+                let with: Vec<String> = m.awaiting_groups.iter().map(|q| label(*q)).collect();
+                owes.push(format!("messages for {}", with.join(", ")));
+            }
+            if !owes.is_empty() {
+                reasons.push(format!("{member} still has {}", owes.join(", ")));
+            }
+        }
+    }
+    reasons
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,5 +267,64 @@ mod tests {
         let p = plan(3, 3, &[1, 2, 3], Some(&v));
         assert_eq!(p.add, [3]);
         assert!(p.leaving.is_empty() && p.drain.is_empty());
+    }
+    fn member(variables: Option<u64>, pending: u64, awaiting: &[u32]) -> Option<MemberStatus> {
+        Some(MemberStatus {
+            role: "follower".into(),
+            variables,
+            pending_messages: pending,
+            awaiting_groups: awaiting.to_vec(),
+            ..Default::default()
+        })
+    }
+
+    /// Group `group`: its first member that answered leads.
+    fn group(group: u32, mut members: Vec<Option<MemberStatus>>) -> GroupReport {
+        if let Some(m) = members.iter_mut().flatten().next() {
+            m.role = "leader".into();
+            (m.commit_index, m.applied_index) = (90, 90);
+        }
+        GroupReport { group, members }
+    }
+
+    #[test]
+    fn a_removed_partition_is_needed_while_any_group_waits_for_it() {
+        let quiet = vec![
+            group(0, vec![member(None, 0, &[]), None, member(None, 0, &[])]),
+            group(1, vec![member(Some(4), 0, &[]); 3]),
+            group(
+                3,
+                vec![member(Some(0), 0, &[]), member(Some(0), 0, &[]), None],
+            ),
+        ];
+        assert!(
+            still_needed(3, &quiet).is_empty(),
+            "{:?}",
+            still_needed(3, &quiet)
+        );
+
+        let mut busy = quiet.clone();
+        // p1-2 has a message addressed to p3 too; the oracle's p3 entry is nothing to p3.
+        busy[1].members[2] = member(Some(4), 1, &[0, 3]);
+        // p3-1 has delivered a move but not sent the values yet.
+        busy[2].members[1] = member(Some(1), 0, &[1]);
+        assert_eq!(
+            still_needed(3, &busy),
+            [
+                "p1-2 waits for p3",
+                "p3-1 still has 1 variables, messages for p1",
+            ]
+        );
+
+        let silent = vec![group(0, vec![None; 3]), quiet[1].clone(), quiet[2].clone()];
+        assert_eq!(still_needed(3, &silent), ["oracle: no member answered"]);
+
+        // p3's leader has not applied all it committed (it may have just restarted).
+        let mut behind = quiet.clone();
+        behind[2].members[0].as_mut().unwrap().applied_index = 80;
+        assert_eq!(
+            still_needed(3, &behind),
+            ["p3: no leader has applied all it committed"]
+        );
     }
 }

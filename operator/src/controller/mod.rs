@@ -242,14 +242,17 @@ async fn reconcile_once(
     let prepared = build::build(&valid, &running);
     // apply: every object, server-side.
     let applied = apply::apply(&ctx, &c, &ns, prepared).await?;
-    // oracle: delete what is drained and out of the config, drain what the spec scaled
-    // away, register new partitions once every group runs the config.
-    let failures = oracle::perform(&ctx, &c, &valid, &plan, &applied, &oracle).await?;
+    // oracle: delete what is drained, out of the config and needed by no group, drain what
+    // the spec scaled away, register new partitions once every group runs the config.
+    let performed = oracle::perform(&ctx, &c, &valid, &plan, &applied, &oracle).await?;
     // update status: groups, leaders, rates and conditions, into the status subresource.
     let rates = update_status::rates(&ctx, &valid, &applied).await;
-    let status = update_status::status(&c, &plan, &applied.rollout, &oracle, &failures, rates);
+    let status = update_status::status(&c, &plan, &applied.rollout, &oracle, &performed, rates);
     update_status::patch(&ctx.client, &c, &ns, status).await?;
-    let settled = applied.rollout.complete && plan.add.is_empty() && plan.leaving.is_empty();
+    let settled = applied.rollout.complete
+        && plan.add.is_empty()
+        && plan.leaving.is_empty()
+        && plan.delete.is_empty();
     tracing::debug!(settled, "reconciled");
     let requeue = if settled { 15 } else { 5 };
     Ok((

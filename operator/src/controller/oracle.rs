@@ -7,26 +7,31 @@
 //!   known to be empty" and the status reports as Degraded.
 //! - [`perform`], after the apply: the oracle's part of the [`ScalePlan`]. It takes the
 //!   partitions that are out of the config and empty out of the oracle's topology
-//!   (`RemovePartition`, so replicas and clients stop using them) and deletes their objects
-//!   (kube client, see [`delete_partition`]), drains the partitions the spec scaled away and registers the new
-//!   ones (replica access), each with a Normal Event. A failed oracle command is a
-//!   [`CommandFailure`] for the status (retried next reconcile); a failed delete is an
-//!   [`OracleError`].
+//!   (`RemovePartition`, so replicas and clients stop using them), asks every replica of
+//!   the cluster what it still owes or waits for (`Describe`), and deletes the objects of
+//!   those no group needs any more (kube client, see [`delete_partition`]); the others are
+//!   [`Performed::waiting`] and asked again next reconcile. It drains the partitions the
+//!   spec scaled away and registers the new ones (replica access), each with a Normal
+//!   Event. A failed oracle command is a [`CommandFailure`] for the status (retried next
+//!   reconcile); a failed delete is an [`OracleError`].
 //!
-//! Must not delete a partition the plan did not find empty, nor register one before every
+//! Must not delete a partition the plan did not find empty or that a group still needs
+//! ([`scale::still_needed`]), nor register one before every
 //! group runs the config that has it (the [`Rollout`](super::Rollout) is complete), as
 //! [`crate::scale`] lays down.
 
 use super::apply::{Applied, PdbApi};
 use super::{events, Context};
+use crate::build;
 use crate::crd::DSSMRCluster;
 use crate::replicas::{self, OracleReport, ReplicaAccess, ReplicaError};
-use crate::scale::{OracleView, Placement, ScalePlan};
+use crate::scale::{self, OracleView, Placement, ScalePlan};
 use crate::validate::{Deployed, ValidatedCluster};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service};
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind};
 use kube::Client;
+use std::collections::BTreeMap;
 use std::fmt;
 use thiserror::Error;
 
@@ -196,8 +201,20 @@ impl fmt::Display for CommandFailure {
     }
 }
 
-/// Performs the oracle's part of `plan` for cluster `c`: deletes, then drains, then (once
-/// the rollout of `applied` is complete) registers; the oracle commands that failed.
+/// What [`perform`] left undone, for the status.
+#[derive(Debug, Default)]
+pub struct Performed {
+    /// Oracle commands that failed.
+    pub failures: Vec<CommandFailure>,
+    /// Partitions out of the oracle's topology whose objects are kept because some group
+    /// still needs them, with why ([`scale::still_needed`]).
+    pub waiting: BTreeMap<u32, Vec<String>>,
+}
+
+/// Performs the oracle's part of `plan` for cluster `c`: takes the empty partitions out of
+/// the oracle's topology and deletes the objects of those no group needs any more, then
+/// drains, then (once the rollout of `applied` is complete) registers. Without an answer
+/// from the oracle nothing is done.
 pub async fn perform(
     ctx: &Context,
     c: &DSSMRCluster,
@@ -205,43 +222,74 @@ pub async fn perform(
     plan: &ScalePlan,
     applied: &Applied,
     oracle: &OracleContact,
-) -> Result<Vec<CommandFailure>, OracleError> {
-    let mut failures = Vec::new();
+) -> Result<Performed, OracleError> {
+    let mut performed = Performed::default();
+    let OracleContact::Answered(answer) = oracle else {
+        return Ok(performed);
+    };
+    let mut removed = Vec::new();
     for p in &plan.delete {
         // Out of the oracle's topology first: replicas and clients stop using it.
-        if let OracleContact::Answered(answer) = oracle {
-            if let Err(error) = answer.connection.remove(*p).await {
-                failures.push(CommandFailure {
-                    step: OracleStep::Remove,
-                    partition: *p,
-                    error,
-                });
+        match answer.connection.remove(*p).await {
+            Ok(_) => removed.push(*p),
+            Err(error) => performed.failures.push(CommandFailure {
+                step: OracleStep::Remove,
+                partition: *p,
+                error,
+            }),
+        }
+    }
+    if !removed.is_empty() {
+        // Then gone only once nothing in the cluster names it any more.
+        let reports = answer.connection.describe(&groups_to_ask(v, plan)).await;
+        for p in removed {
+            let needed = scale::still_needed(p, &reports);
+            if !needed.is_empty() {
+                tracing::debug!(partition = p, ?needed, "kept: still needed");
+                performed.waiting.insert(p, needed);
                 continue;
             }
+            delete_partition(&ctx.client, v, p, applied.pdb_api).await?;
+            let note = format!(
+                "p{p} holds no variable, is out of the config and no group needs it: deleted"
+            );
+            events::scale(ctx, c, "DeletedPartition", &note).await;
         }
-        delete_partition(&ctx.client, v, *p, applied.pdb_api).await?;
-        let note = format!("p{p} holds no variable and is out of the config: deleted");
-        events::scale(ctx, c, "DeletedPartition", &note).await;
     }
-    if let OracleContact::Answered(answer) = oracle {
-        let mut steps = vec![(OracleStep::Drain, &plan.drain)];
-        if applied.rollout.complete {
-            steps.push((OracleStep::Add, &plan.add));
-        }
-        for (step, partitions) in steps {
-            for p in partitions {
-                match step.run(&answer.connection, *p).await {
-                    Ok(_) => events::scale(ctx, c, step.reason(), &step.note(*p)).await,
-                    Err(error) => failures.push(CommandFailure {
-                        step,
-                        partition: *p,
-                        error,
-                    }),
-                }
+    let mut steps = vec![(OracleStep::Drain, &plan.drain)];
+    if applied.rollout.complete {
+        steps.push((OracleStep::Add, &plan.add));
+    }
+    for (step, partitions) in steps {
+        for p in partitions {
+            match step.run(&answer.connection, *p).await {
+                Ok(_) => events::scale(ctx, c, step.reason(), &step.note(*p)).await,
+                Err(error) => performed.failures.push(CommandFailure {
+                    step,
+                    partition: *p,
+                    error,
+                }),
             }
         }
     }
-    Ok(failures)
+    Ok(performed)
+}
+
+/// Every group of `v` and every partition `plan` deletes, with their member addresses as
+/// the config names them (group 0: the oracle).
+fn groups_to_ask(v: &ValidatedCluster, plan: &ScalePlan) -> Vec<(u32, Vec<String>)> {
+    let highest = plan.delete.iter().copied().chain([v.partitions]).max();
+    let all = ValidatedCluster {
+        partitions: highest.unwrap_or(0),
+        ..v.clone()
+    };
+    build::groups(&all)
+        .iter()
+        .map(|g| {
+            let number = g.label.strip_prefix('p').and_then(|n| n.parse().ok());
+            (number.unwrap_or(0), build::member_addresses(&all, g))
+        })
+        .collect()
 }
 
 /// Deletes the StatefulSet, Service, PodDisruptionBudget and volume claims of partition `p`
@@ -330,7 +378,7 @@ mod tests {
 
         dssmr_engine::telemetry::init_for_tests();
         let known: Vec<GroupId> = (1..=3).map(GroupId).collect();
-        let local = LocalCluster::start(ClusterOptions {
+        let mut local = LocalCluster::start(ClusterOptions {
             groups: 3,
             oracle: true,
             apps: Some(Arc::new(
@@ -417,7 +465,8 @@ mod tests {
         }));
         steps.push(event("DrainingPartition"));
         steps.push(status_step(&two, "Draining"));
-        // 3. Scale in, once p3 is empty: out of the config, its objects deleted.
+        // 3. Scale in, once p3 is empty but its replicas are down: out of the config and the
+        //    oracle's topology, but its objects stay (nothing tells that no group needs it).
         steps.extend([
             Step::new("GET", format!("{NS}/configmaps/demo-config"))
                 .answer(config_map(&three, 3, 2)),
@@ -427,6 +476,41 @@ mod tests {
         steps.extend(apply_steps(&["oracle", "p1", "p2"], |config| {
             assert_eq!(config.partitions.len(), 2);
             assert_eq!(config.initial_partitions, Some(2));
+        }));
+        steps.push(
+            Step::new("PATCH", format!("{STATUS}?"))
+                .check(|b| {
+                    assert_eq!(condition(b, "Progressing").1, "DeletingPartitions", "{b}");
+                    let message = b["status"]["conditions"]
+                        .as_array()
+                        .and_then(|cs| cs.iter().find(|c| c["type"] == "Progressing"))
+                        .and_then(|c| c["message"].as_str())
+                        .unwrap_or_default();
+                    assert_eq!(
+                        message,
+                        "deleting p3 once no group needs it: p3: no member answered"
+                    );
+                })
+                .answer(cluster_json(&two)),
+        );
+        // 4. p3 back: nothing needs it, its objects are deleted.
+        let shrunk = Deployed {
+            config: Some(
+                ClusterConfig::from_yaml(
+                    config_map(&two, 2, 2)["data"]["cluster.yaml"]
+                        .as_str()
+                        .unwrap(),
+                )
+                .unwrap(),
+            ),
+        };
+        steps.extend([
+            Step::new("GET", format!("{NS}/configmaps/demo-config")).answer(config_map(&two, 2, 2)),
+            Step::new("GET", format!("{APPS}/statefulsets?"))
+                .answer(rolled_out(&two, &shrunk, 3, 3)),
+        ]);
+        steps.extend(apply_steps(&["oracle", "p1", "p2"], |config| {
+            assert_eq!(config.partitions.len(), 2);
         }));
         steps.extend([
             Step::new("DELETE", format!("{APPS}/statefulsets/demo-p3")).answer(deleted()),
@@ -479,10 +563,36 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        for r in 0..3 {
+            local.crash(GroupId(3), r).await;
+        }
         within(reconcile(two.clone(), ctx.clone()))
             .await
             .expect("in time")
             .expect("reconcile 3");
+        for r in 0..3 {
+            local.restart(GroupId(3), r).await.expect("p3 restarts");
+        }
+        local
+            .wait_for_leaders(Duration::from_secs(20))
+            .await
+            .expect("p3 leads again");
+        // Its leader holds everything it committed (else it cannot tell what p3 still owes).
+        let leader = local.leader_of(GroupId(3)).expect("p3 leads");
+        let raft = local
+            .node(GroupId(3), leader)
+            .expect("running")
+            .raft()
+            .clone();
+        let last = raft.metrics().borrow().last_log_index;
+        raft.wait(Some(Duration::from_secs(10)))
+            .applied_index_at_least(last, "p3's leader applied its log")
+            .await
+            .expect("p3 caught up");
+        within(reconcile(two.clone(), ctx.clone()))
+            .await
+            .expect("in time")
+            .expect("reconcile 4");
         timeout_after_1s(server).await.expect("every step played");
 
         // Every value is still there, none in p3.

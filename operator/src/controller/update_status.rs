@@ -9,7 +9,7 @@
 //! the spec or any other object, nor decide anything the status only reports.
 
 use super::condition::{self, Condition, ConditionType, Reason};
-use super::oracle::{CommandFailure, OracleContact};
+use super::oracle::{CommandFailure, OracleContact, Performed};
 use super::validate::ValidateError;
 use super::{events, Applied, Context, Rollout};
 use crate::crd::{DSSMRCluster, DSSMRClusterStatus, GroupStatus};
@@ -20,6 +20,7 @@ use dssmr_api::config::ClusterConfig;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::{Client, ResourceExt};
+use std::collections::BTreeMap;
 use thiserror::Error;
 
 /// Why the status could not be written.
@@ -144,7 +145,7 @@ pub fn status(
     plan: &ScalePlan,
     rollout: &Rollout,
     oracle: &OracleContact,
-    failures: &[CommandFailure],
+    performed: &Performed,
     rates: Option<(f64, f64)>,
 ) -> DSSMRClusterStatus {
     let leaders = oracle.report().map(|r| &r.leaders);
@@ -181,8 +182,8 @@ pub fn status(
             c,
             [
                 ready,
-                progressing(plan, rollout, &ready_msg),
-                degraded(oracle, failures),
+                progressing(plan, rollout, &performed.waiting, &ready_msg),
+                degraded(oracle, &performed.failures),
             ],
         ),
         ready: Some(format!("{ready_groups}/{wanted}")),
@@ -192,9 +193,15 @@ pub fn status(
     }
 }
 
-/// Progressing: what the operator is doing, the first of draining, deleting, rolling out
-/// and adding partitions; `ready_msg` says how many groups are ready.
-fn progressing(plan: &ScalePlan, rollout: &Rollout, ready_msg: &str) -> Condition {
+/// Progressing: what the operator is doing, the first of draining, deleting (and what
+/// the deletion `waiting` for), rolling out and adding partitions; `ready_msg` says how many
+/// groups are ready.
+fn progressing(
+    plan: &ScalePlan,
+    rollout: &Rollout,
+    waiting: &BTreeMap<u32, Vec<String>>,
+    ready_msg: &str,
+) -> Condition {
     let list = |ps: &[u32]| {
         ps.iter()
             .map(|p| format!("p{p}"))
@@ -217,11 +224,17 @@ fn progressing(plan: &ScalePlan, rollout: &Rollout, ready_msg: &str) -> Conditio
             format!("scaling in, draining before deletion: {left}"),
         )
     } else if !plan.delete.is_empty() {
-        (
-            true,
-            Reason::DeletingPartitions,
-            format!("deleting {}", list(&plan.delete)),
-        )
+        let why: Vec<String> = waiting.values().flatten().cloned().collect();
+        let message = if why.is_empty() {
+            format!("deleting {}", list(&plan.delete))
+        } else {
+            format!(
+                "deleting {} once no group needs it: {}",
+                list(&plan.delete),
+                why.join("; ")
+            )
+        };
+        (true, Reason::DeletingPartitions, message)
     } else if !rollout.complete {
         let reason = if rollout.all_ready {
             Reason::RollingOut
@@ -337,7 +350,8 @@ mod tests {
             leaving: vec![(4, Some(7)), (5, None)],
             ..Default::default()
         };
-        let p = progressing(&plan, &done, "3/3 groups ready");
+        let none = BTreeMap::new();
+        let p = progressing(&plan, &done, &none, "3/3 groups ready");
         assert_eq!(p.reason, Reason::Draining);
         assert_eq!(
             p.message,
@@ -347,12 +361,25 @@ mod tests {
             leaving: vec![],
             ..plan
         };
-        let p = progressing(&adding, &done, "3/3 groups ready");
+        let p = progressing(&adding, &done, &none, "3/3 groups ready");
         assert_eq!(
             (p.reason, p.message.as_str()),
             (Reason::AddingPartitions, "registering p3 with the oracle")
         );
-        let stable = progressing(&ScalePlan::default(), &done, "3/3 groups ready");
+        let stable = progressing(&ScalePlan::default(), &done, &none, "3/3 groups ready");
+        let deleting = ScalePlan {
+            delete: vec![3],
+            ..ScalePlan::default()
+        };
+        let waiting = BTreeMap::from([(3, vec!["p1-2 waits for p3".to_string()])]);
+        let p = progressing(&deleting, &done, &waiting, "3/3 groups ready");
+        assert_eq!(
+            (p.reason, p.message.as_str()),
+            (
+                Reason::DeletingPartitions,
+                "deleting p3 once no group needs it: p1-2 waits for p3"
+            )
+        );
         assert_eq!(stable.status, ConditionStatus::False);
         assert_eq!(stable.reason, Reason::Stable);
     }

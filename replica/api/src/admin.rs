@@ -5,7 +5,9 @@ use crate::channel::lazy_channel;
 use crate::config::ClusterConfig;
 use crate::ids::ORACLE;
 use crate::proto::admin_client::AdminClient;
-use crate::proto::{ClusterStatus, PartitionRequest, PartitionStatus, StatusRequest};
+use crate::proto::{
+    ClusterStatus, DescribeRequest, MemberStatus, PartitionRequest, PartitionStatus, StatusRequest,
+};
 use serde_json::{json, Value};
 use std::time::Duration;
 use tonic::transport::Channel;
@@ -136,6 +138,22 @@ impl AdminConnection {
     }
 }
 
+/// The own state of the replica at `addr` (its `Describe`), within `within`.
+pub async fn describe(addr: &str, within: Duration) -> Result<MemberStatus, AdminError> {
+    let failed = |status| AdminError {
+        addr: addr.to_string(),
+        status,
+    };
+    let channel = lazy_channel(addr)
+        .map_err(|e| failed(tonic::Status::invalid_argument(format!("address: {e}"))))?;
+    let mut client = AdminClient::new(channel);
+    match tokio::time::timeout(within, client.describe(DescribeRequest {})).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(s)) => Err(failed(s)),
+        Err(_) => Err(failed(tonic::Status::deadline_exceeded("timeout"))),
+    }
+}
+
 /// A partition's status as JSON.
 pub fn partition_json(p: &PartitionStatus) -> Value {
     json!({"partition": p.partition, "state": p.state, "variables": p.variables})
@@ -156,6 +174,10 @@ pub fn status_json(s: &ClusterStatus) -> Value {
                 "commitIndex": m.commit_index,
                 "appliedIndex": m.applied_index,
                 "lastLogIndex": m.last_log_index,
+                "variables": m.variables,
+                "queued": m.queued,
+                "pendingMessages": m.pending_messages,
+                "awaitingGroups": m.awaiting_groups,
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "partitions": s.partitions.iter().map(partition_json).collect::<Vec<_>>(),

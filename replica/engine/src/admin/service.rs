@@ -30,6 +30,14 @@ const DESCRIBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long an admin command may take to be ordered by the oracle group.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(10);
 
+/// The part of [`MemberStatus`] read from the applied state (see [`AdminService::owed`]).
+struct Owed {
+    variables: Option<u64>,
+    queued: u64,
+    pending_messages: u64,
+    awaiting_groups: Vec<u32>,
+}
+
 /// A member of a group: its address and an admin client of it.
 type Member = (String, AdminClient<Channel>);
 
@@ -114,6 +122,7 @@ impl AdminService {
             .ok()
             .flatten()
             .unwrap_or(0);
+        let owed = self.owed();
         MemberStatus {
             group: self.group.0,
             ordinal: self.ordinal as u32,
@@ -124,6 +133,27 @@ impl AdminService {
             commit_index,
             applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
             last_log_index: m.last_log_index.unwrap_or(0),
+            variables: owed.variables,
+            queued: owed.queued,
+            pending_messages: owed.pending_messages,
+            awaiting_groups: owed.awaiting_groups,
+        }
+    }
+
+    /// What the applied state of this replica still owes other groups or waits for: its
+    /// variables, unfinished commands, undelivered multicast messages and the other groups
+    /// those and the unacknowledged channel messages involve.
+    fn owed(&self) -> Owed {
+        let state = self.shared.state();
+        let stats = state.app.stats();
+        let mut awaiting = state.skeen.pending_destinations();
+        awaiting.extend(state.channel.outboxes().map(|(g, _)| g));
+        awaiting.remove(&self.group);
+        Owed {
+            variables: stats.variables,
+            queued: stats.queued,
+            pending_messages: state.skeen.pending_count() as u64,
+            awaiting_groups: awaiting.into_iter().map(|g| g.0).collect(),
         }
     }
 

@@ -177,6 +177,14 @@ impl SkeenState {
             .count()
     }
 
+    /// Every group that messages logged here and not delivered yet are addressed to.
+    pub fn pending_destinations(&self) -> BTreeSet<GroupId> {
+        self.pending
+            .values()
+            .flat_map(|p| p.msg.dests.iter().copied())
+            .collect()
+    }
+
     /// Where message `id` stands in this group.
     pub fn status(&self, id: MsgId) -> Status {
         if let Some(p) = self.pending.get(&id) {
