@@ -670,6 +670,8 @@ def backfill(promtool: str, data_dir: Path, end: int) -> None:
             add("counter", "dssmr_variable_moves", labels(g, i), lambda t: 3.0 * t)
             add("counter", "dssmr_retries", labels(g, i), lambda t: 2.0 * t)
             add("counter", "dssmr_oracle_consults", labels(g, i), lambda t: 5.0 * t)
+            add("counter", "dssmr_reads", labels(g, i), lambda t: 40.0 * t)
+            add("counter", "dssmr_read_index_rounds", labels(g, i), lambda t: 4.0 * t)
             for n in ["dssmr_variables", "dssmr_queued_commands", "dssmr_raft_term",
                       "dssmr_raft_last_log_index", "dssmr_raft_applied_index",
                       "dssmr_raft_commit_index", "dssmr_raft_apply_lag", "dssmr_raft_voter",

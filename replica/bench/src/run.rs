@@ -30,6 +30,7 @@ use dssmr_engine::client::{
     Connections, DestinationPolicy, LocationCache, Mode, Proxy, ProxyConfig, ProxyError, Topology,
 };
 use dssmr_engine::cluster::{ClusterOptions, LocalCluster};
+use dssmr_engine::group::ReadRule;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -84,6 +85,8 @@ pub struct RunShape {
     pub destination: DestinationPolicy,
     /// Worker threads of each replica's runtime (local cluster).
     pub threads_per_replica: usize,
+    /// How the local cluster's leaders answer read-only commands.
+    pub reads: ReadRule,
     /// Seed of the command generators.
     pub seed: u64,
     /// The counters the proxies update; given, they are shared (e.g. with a metrics
@@ -106,6 +109,7 @@ impl Default for RunShape {
             retry_threshold: ProxyConfig::default().retry_threshold,
             destination: DestinationPolicy::Random,
             threads_per_replica: 1,
+            reads: ReadRule::ReadIndex,
             seed: 1,
             stats: None,
         }
@@ -229,6 +233,7 @@ pub async fn run_local<W: ClosedLoop>(
     let cluster = LocalCluster::start(ClusterOptions {
         replicas: shape.replicas,
         threads_per_replica: shape.threads_per_replica,
+        read_rule: shape.reads,
         ..ClusterOptions::engine(w.app(), shape.partitions, shape.mode)
     })
     .await

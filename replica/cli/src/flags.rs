@@ -11,6 +11,7 @@ use dssmr_bench::RunShape;
 use dssmr_engine::app::chirper::graph::GraphSpec;
 use dssmr_engine::app::chirper::UserPlacement;
 use dssmr_engine::client::{DestinationPolicy, ProxyConfig};
+use dssmr_engine::group::ReadRule;
 use std::time::Duration;
 
 /// The demo's social graph: strong interest communities (1 % of follow edges leave them).
@@ -90,6 +91,30 @@ pub struct ChirperLoadArgs {
     /// Retries before a DS-SMR command gives up moving users and runs the S-SMR way.
     #[arg(long, default_value_t = ProxyConfig::default().retry_threshold)]
     retry_threshold: u32,
+    /// How partition leaders answer read-only commands (getTimeline) of the local cluster:
+    /// index (from their state after a read index: one quorum round for every read waiting)
+    /// or log (ordered through the log like every other command, the way before reads left
+    /// it).
+    #[arg(long, default_value = "index")]
+    reads: Reads,
+}
+
+/// `--reads`: how partition leaders answer read-only commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Reads {
+    /// Off the log, after a read index.
+    Index,
+    /// Through the log.
+    Log,
+}
+
+impl From<Reads> for ReadRule {
+    fn from(r: Reads) -> Self {
+        match r {
+            Reads::Index => ReadRule::ReadIndex,
+            Reads::Log => ReadRule::Log,
+        }
+    }
 }
 
 /// What a Chirper run uses for the load flags that were not given.
@@ -157,6 +182,7 @@ impl ChirperLoadArgs {
             run: RunShape {
                 destination: self.destination,
                 retry_threshold: self.retry_threshold,
+                reads: self.reads.into(),
                 clients,
                 duration,
                 warmup,

@@ -10,7 +10,7 @@
 use crate::app::recorder::{Recorder, Recording};
 use crate::app::{Application, StateMachine};
 use crate::client::proxy::{Connections, Mode};
-use crate::group::{Faults, GroupClient};
+use crate::group::{Faults, GroupClient, ReadRule};
 use crate::ids::GroupId;
 use crate::ids::ORACLE;
 use crate::multicast::skeen::DeliveryRule;
@@ -119,6 +119,8 @@ pub struct ClusterOptions {
     pub recording: Recording,
     /// Delivery rule (mutation tests only change it).
     pub delivery_rule: DeliveryRule,
+    /// How leaders answer read-only commands (benchmarks and mutation tests change it).
+    pub read_rule: ReadRule,
     /// Worker threads of each replica's runtime.
     pub threads_per_replica: usize,
     /// The cluster's name; `None`: a name of its own (`local-` and a random suffix), so that
@@ -150,6 +152,7 @@ impl Default for ClusterOptions {
             tuning: RaftTuning::default(),
             recording: Recording::Full,
             delivery_rule: DeliveryRule::Skeen,
+            read_rule: ReadRule::ReadIndex,
             threads_per_replica: 1,
             name: None,
         }
@@ -232,6 +235,7 @@ impl LocalCluster {
             listen: None,
             latency: None,
             delivery_rule: self.options.delivery_rule,
+            read_rule: self.options.read_rule,
             services: Some(crate::admin::replica_services()),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()

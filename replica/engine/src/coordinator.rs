@@ -18,6 +18,7 @@ use crate::group::client::Answer;
 use crate::group::faults::Faults;
 use crate::group::live::LiveTopology;
 use crate::group::proposer::Proposer;
+use crate::group::read_index::{ReadIndex, ReadRule};
 use crate::group::replies::ReplyStatus;
 use crate::group::state_machine::{GroupEvent, Shared};
 use crate::group::types::{Op, Raft};
@@ -31,7 +32,7 @@ use crate::topology::Topology;
 use openraft::ServerState;
 use prometheus::Histogram;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -84,6 +85,12 @@ pub struct Coordinator {
     handing_over: AtomicBool,
     /// Time from a client's submission arriving at this leader to its reply.
     latency: Histogram,
+    /// How read-only commands are answered.
+    read_rule: ReadRule,
+    /// The read loop that answers them off the log.
+    reads: Arc<ReadIndex>,
+    /// Read-only commands answered off the log so far.
+    reads_served: AtomicU64,
 }
 
 /// What a [`Coordinator`] is built from.
@@ -106,6 +113,8 @@ pub struct CoordinatorParts {
     pub faults: Arc<Faults>,
     /// Where the latency of served submissions is observed.
     pub latency: Histogram,
+    /// How read-only commands are answered.
+    pub read_rule: ReadRule,
 }
 
 /// A request that cannot be served, mapped to a gRPC status by the service.
@@ -141,6 +150,7 @@ impl Coordinator {
             proposer,
             faults,
             latency,
+            read_rule,
         } = parts;
         let self_addr = members
             .get((node_id - 1) as usize)
@@ -156,12 +166,15 @@ impl Coordinator {
             node_id,
             members,
             live,
+            reads: ReadIndex::new(raft.clone()),
             raft,
             shared,
             proposer,
             volatile: Mutex::new(Volatile::default()),
             handing_over: AtomicBool::new(false),
             latency,
+            read_rule,
+            reads_served: AtomicU64::new(0),
         }))
     }
 
@@ -282,6 +295,11 @@ impl Coordinator {
         if !self.is_leader() {
             return Ok((Outcome::NotLeader(self.leader_hint()), Vec::new()));
         }
+        let arrived = Instant::now();
+        if let Some((index, reply)) = self.read(&msg).await {
+            self.latency.observe(arrived.elapsed().as_secs_f64());
+            return Ok((Outcome::ReadIndex(index), reply));
+        }
         let (status, waiter) = {
             let state = self.shared.state();
             if let Err(why) = state.app.validate(&msg) {
@@ -299,7 +317,6 @@ impl Coordinator {
                 self.shared.waiters.register(msg.id),
             )
         };
-        let arrived = Instant::now();
         if status == Status::Unknown {
             self.vol().started.insert(msg.id, arrived);
             self.proposer.submit(Op::Start(msg)).await;
@@ -312,6 +329,42 @@ impl Coordinator {
             Ok(Err(_)) => Err(RequestError::Stopped),
             Err(_) => Err(RequestError::Timeout(DELIVERY_WAIT)),
         }
+    }
+
+    /// Answers `msg` off the log when it is a read-only command that the application can
+    /// answer from this leader's state after a read index ([`ReadIndex`]): the read index and
+    /// the reply. `None`: it is ordered as usual (not a read, the variables are not all here
+    /// or an unfinished command touches them, or no read index could be had).
+    async fn read(&self, msg: &McastMessage) -> Option<(u64, Vec<u8>)> {
+        if self.read_rule == ReadRule::Log || !self.shared.state().app.reads_only(msg) {
+            return None;
+        }
+        let index = match self.read_rule {
+            ReadRule::Unconfirmed => 0,
+            _ => match self.reads.barrier().await {
+                Ok(index) => index,
+                Err(e) => {
+                    tracing::debug!(group = %self.group, error = %e, "read through the log");
+                    return None;
+                }
+            },
+        };
+        if self.handing_over.load(Ordering::Relaxed) {
+            return None;
+        }
+        let reply = self.shared.state().app.query(msg)?;
+        self.reads_served.fetch_add(1, Ordering::Relaxed);
+        Some((index, reply))
+    }
+
+    /// Read-only commands this replica answered off the log so far.
+    pub fn reads_served(&self) -> u64 {
+        self.reads_served.load(Ordering::Relaxed)
+    }
+
+    /// Read-index rounds this replica ran so far (each answers every read waiting for it).
+    pub fn read_rounds(&self) -> u64 {
+        self.reads.rounds()
     }
 
     /// Serves a batch of local-timestamp announces from another destination leader.

@@ -135,6 +135,7 @@ async fn reused_address_is_refused(newcomer: Newcomer) {
             listen: None,
             latency: None,
             delivery_rule: DeliveryRule::Skeen,
+            read_rule: Default::default(),
             services: None,
         };
         nodes.push(GroupNode::start(spec).await.expect("newcomer starts"));

@@ -245,6 +245,10 @@ impl StateMachine for Kv {
         vars
     }
 
+    fn is_read_only(&self, cmd: &KvCommand) -> bool {
+        cmd.is_read_only()
+    }
+
     fn execute(&self, cmd: &KvCommand, store: &mut dyn Store<i64>) -> KvReply {
         // Check every key before the first write, so a missing key leaves the store untouched.
         let absent = absent_keys(cmd, store);

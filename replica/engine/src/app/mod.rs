@@ -94,6 +94,21 @@ pub trait Application: Send + Sync + 'static {
         Ok(())
     }
 
+    /// True when `msg` is of a kind [`Application::query`] may answer (told from the message
+    /// alone, before the leader waits for a read index). Default: false.
+    fn reads_only(&self, _msg: &McastMessage) -> bool {
+        false
+    }
+
+    /// Answers `msg` from the current state without ordering it: the encoded reply, as its
+    /// delivery would have produced it, when `msg` is a read-only command this group alone
+    /// can answer now; `None` when it must be ordered as usual. The leader calls it after a
+    /// read index (see [`crate::group::read_index`]); it changes nothing, counters included.
+    /// Default: `None`.
+    fn query(&self, _msg: &McastMessage) -> Option<Vec<u8>> {
+        None
+    }
+
     /// Applies a message received from group `from` over the reliable channel.
     fn receive(&mut self, from: GroupId, payload: &[u8], actions: &mut Actions);
 

@@ -29,6 +29,19 @@ pub trait Store<V> {
     fn get_mut(&mut self, v: &VarId) -> Option<&mut V>;
 }
 
+/// The variables of a partition seen by a read-only command: `get_mut` finds nothing.
+pub(crate) struct ReadOnly<'a, V>(pub &'a HashMap<VarId, V>);
+
+impl<V> Store<V> for ReadOnly<'_, V> {
+    fn get(&self, v: &VarId) -> Option<&V> {
+        self.0.get(v)
+    }
+
+    fn get_mut(&mut self, _v: &VarId) -> Option<&mut V> {
+        None
+    }
+}
+
 impl<V> Store<V> for HashMap<VarId, V> {
     fn get(&self, v: &VarId) -> Option<&V> {
         HashMap::get(self, v)
@@ -63,6 +76,14 @@ pub trait StateMachine: Send + Sync + 'static {
     /// True when `cmd` may have [`StateMachine::dependencies`]: S-SMR, which cannot know them
     /// before execution, then multicasts the command to every partition. Default: false.
     fn may_have_dependencies(&self, _cmd: &Self::Command) -> bool {
+        false
+    }
+
+    /// True when `cmd` changes no variable, whatever their values (kv `get`, Chirper
+    /// `getTimeline`). A partition's leader may then answer it from its state, after a read
+    /// index, without ordering it (see [`crate::group::read_index`]); [`StateMachine::execute`]
+    /// then gets a store in which `get_mut` finds nothing. Default: false.
+    fn is_read_only(&self, _cmd: &Self::Command) -> bool {
         false
     }
 

@@ -28,6 +28,7 @@ use crate::client::cache::LocationCache;
 use crate::command::{decode, encode, Command, Execution, Prophecy, Purpose, Reply};
 use crate::config::ClusterConfig;
 use crate::group::client::{ClientError, GroupClient};
+use crate::group::faults::Faults;
 use crate::group::live::LiveTopology;
 use crate::ids::{GroupId, MsgId, VarId, ORACLE};
 pub use crate::mode::{DestinationPolicy, Mode, DEFAULT_RETRY_THRESHOLD};
@@ -207,6 +208,19 @@ impl Connections {
     /// Inside a tokio runtime, a DS-SMR cluster's topology is then followed from the oracle.
     pub fn new(topology: &Topology) -> Result<Self, ClientError> {
         let live = LiveTopology::new(topology, Sender::Client, None)?;
+        let follower = (topology.contains(ORACLE) && tokio::runtime::Handle::try_current().is_ok())
+            .then(|| live.follow());
+        Ok(Connections { live, follower })
+    }
+
+    /// As [`Connections::new`], with every call subject to the test fault table `faults` as
+    /// sent from `self_addr` (a client that a test cuts off from some replicas).
+    pub fn with_faults(
+        topology: &Topology,
+        faults: Arc<Faults>,
+        self_addr: &str,
+    ) -> Result<Self, ClientError> {
+        let live = LiveTopology::client_with_faults(topology, faults, self_addr.to_string())?;
         let follower = (topology.contains(ORACLE) && tokio::runtime::Handle::try_current().is_ok())
             .then(|| live.follow());
         Ok(Connections { live, follower })

@@ -301,6 +301,13 @@ impl GroupClient {
                             reply: reply.reply,
                         }))
                     }
+                    // Not ordered: no timestamp.
+                    Some(proto::multicast_reply::Outcome::ReadIndex(_)) => {
+                        Ok(Answer::Done(Completion {
+                            ts: 0,
+                            reply: reply.reply,
+                        }))
+                    }
                     Some(proto::multicast_reply::Outcome::NotLeader(h)) => {
                         Ok(Answer::NotLeader(Some(h)))
                     }

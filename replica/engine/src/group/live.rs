@@ -74,6 +74,16 @@ impl LiveTopology {
         Self::build(topology, from, Some(own), Some((faults, self_addr)))
     }
 
+    /// A client's view (as [`LiveTopology::new`] with [`Sender::Client`]) whose calls are
+    /// subject to the test fault table as sent from `self_addr`.
+    pub(crate) fn client_with_faults(
+        topology: &Topology,
+        faults: Arc<Faults>,
+        self_addr: String,
+    ) -> Result<Arc<Self>, ClientError> {
+        Self::build(topology, Sender::Client, None, Some((faults, self_addr)))
+    }
+
     fn build(
         topology: &Topology,
         from: Sender,

@@ -10,6 +10,10 @@
 //! for (its address was taken over, as a pod IP is after the pod stops): the connection is
 //! dropped and dialled again, resolving the peer's name afresh, and openraft sees the peer as
 //! unreachable meanwhile.
+//!
+//! One HTTP/2 connection per peer: [`Network`] keeps the client it dialled for each peer and
+//! every connection openraft asks for (a replication stream, a vote, the heartbeats of a
+//! read index) shares it; a redial replaces it for all of them.
 
 use crate::group::faults::Faults;
 use crate::group::types::TypeConfig;
@@ -28,11 +32,15 @@ use openraft::raft::{
 use openraft::{AnyError, BasicNode};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 pub(crate) use crate::channel::lazy_channel;
+
+/// The client dialled for each peer (node id → its address and the client).
+type Peers = Arc<Mutex<HashMap<NodeId, (String, PeerRpc)>>>;
 
 /// Creates connections to the other replicas of the group.
 #[derive(Clone)]
@@ -40,6 +48,7 @@ pub(crate) struct Network {
     me: Member,
     self_addr: String,
     faults: Arc<Faults>,
+    peers: Peers,
 }
 
 impl Network {
@@ -49,6 +58,7 @@ impl Network {
             me,
             self_addr,
             faults,
+            peers: Arc::default(),
         }
     }
 }
@@ -64,6 +74,7 @@ pub(crate) struct Connection {
     faults: Arc<Faults>,
     stamp: Stamp,
     client: Result<PeerRpc, String>,
+    peers: Peers,
 }
 
 /// A (lazily connecting) Raft client of the peer at `addr`.
@@ -95,13 +106,27 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Connection {
         let stamp = peer_stamp(&self.me, target);
+        let client = {
+            let mut peers = self.peers.lock().expect("peers lock");
+            match peers.get(&target) {
+                Some((addr, client)) if *addr == node.addr => Ok(client.clone()),
+                _ => {
+                    let dialled = dial(&node.addr, &stamp);
+                    if let Ok(c) = &dialled {
+                        peers.insert(target, (node.addr.clone(), c.clone()));
+                    }
+                    dialled
+                }
+            }
+        };
         Connection {
             target,
             addr: node.addr.clone(),
             self_addr: self.self_addr.clone(),
             faults: self.faults.clone(),
-            client: dial(&node.addr, &stamp),
+            client,
             stamp,
+            peers: self.peers.clone(),
         }
     }
 }
@@ -114,6 +139,19 @@ enum Rpc {
 }
 
 impl Connection {
+    /// Dials the peer again and makes that the client every connection to it shares (unless
+    /// another connection already did since this one got its client).
+    fn redial(&mut self) {
+        let dialled = dial(&self.addr, &self.stamp);
+        if let Ok(c) = &dialled {
+            self.peers
+                .lock()
+                .expect("peers lock")
+                .insert(self.target, (self.addr.clone(), c.clone()));
+        }
+        self.client = dialled;
+    }
+
     /// Sends one request and decodes the remote `Result<Resp, E>`: the single path every RPC
     /// takes, so encoding and error classification live in one place.
     async fn request<Req, Resp, E>(
@@ -155,7 +193,7 @@ impl Connection {
                 // Another replica took the peer's address: redial (the name resolves afresh)
                 // and let openraft back off meanwhile.
                 tracing::debug!(target = self.target, addr = %self.addr, %status, "misaddressed");
-                self.client = dial(&self.addr, &self.stamp);
+                self.redial();
                 return Err(RPCError::Unreachable(Unreachable::new(&status)));
             }
             Err(status) => {

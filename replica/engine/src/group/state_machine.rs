@@ -42,7 +42,7 @@ pub enum GroupEvent {
 /// The answer to a delivered message: its final timestamp and the application's reply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Completion {
-    /// Final timestamp of the message.
+    /// Final timestamp of the message (0 for a read answered off the log).
     pub ts: u64,
     /// The application's reply.
     pub reply: Vec<u8>,

@@ -19,6 +19,7 @@ use crate::group::faults::Faults;
 use crate::group::log_store::LogStore;
 use crate::group::network::Network;
 use crate::group::proposer::{ProposeError, Proposer};
+use crate::group::read_index::ReadRule;
 use crate::group::state::GroupState;
 use crate::group::state_machine::{Shared, StateMachineStore};
 use crate::group::types::{Op, Raft, StorageError};
@@ -99,6 +100,9 @@ pub struct ReplicaSpec {
     pub latency: Option<prometheus::Histogram>,
     /// The delivery rule (always `Skeen` outside mutation tests).
     pub delivery_rule: DeliveryRule,
+    /// How its leader answers read-only commands (`ReadIndex` but in benchmarks and
+    /// mutation tests).
+    pub read_rule: ReadRule,
     /// gRPC services and tasks the caller adds to the replica (the replica server adds the
     /// admin service and, at the oracle, the drainer); `None`: Raft and group services only.
     pub services: Option<ReplicaServices>,
@@ -229,6 +233,7 @@ impl GroupNode {
             proposer: proposer.clone(),
             faults: spec.faults.clone(),
             latency: spec.latency.unwrap_or_else(unobserved_latency),
+            read_rule: spec.read_rule,
         })?;
         let mut tasks = Vec::new();
         tasks.push(tokio::spawn(coordinator.clone().run(events_rx)));
@@ -354,7 +359,12 @@ impl GroupNode {
         self.shared.clone()
     }
 
-    /// The multicast runtime of this replica.
+    /// Read-only commands this replica answered off the log, as leader, so far.
+    pub fn reads_served(&self) -> u64 {
+        self.coordinator.reads_served()
+    }
+
+    /// Its multicast runtime.
     pub(crate) fn coordinator(&self) -> &Arc<Coordinator> {
         &self.coordinator
     }

@@ -23,6 +23,7 @@
 //! * `create(v)`: waits for the oracle's decision (DS-SMR) or decides itself (S-SMR);
 //! * `delete(v)`: forgets `v` if it holds it.
 
+use crate::app::state_machine::ReadOnly;
 use crate::app::{Actions, Application, InvalidCommand, RestoreError, StateMachine, Store};
 use crate::command::{decode, encode, Command, Execution, Reply, Transfer};
 use crate::ids::{GroupId, MsgId, VarId, ORACLE};
@@ -373,6 +374,53 @@ impl<A: StateMachine> Partition<A> {
         Reply::Retry { needed, local }
     }
 
+    /// The application command of `msg` when it is a read-only access that this partition
+    /// alone runs, exactly as a local execution would (DS-SMR's local access, or S-SMR's
+    /// access to one partition, which exchanges nothing).
+    fn read_only_command(&self, msg: &McastMessage) -> Option<A::Command> {
+        if msg.dests != [self.me] || self.rule != PartitionRule::Correct {
+            return None;
+        }
+        match decode::<Command>(&msg.payload, "command").ok()? {
+            Command::Access {
+                cmd,
+                execution: Execution::Local | Execution::Exchange,
+            } => {
+                let cmd = decode::<A::Command>(&cmd, "application command").ok()?;
+                self.app.is_read_only(&cmd).then_some(cmd)
+            }
+            _ => None,
+        }
+    }
+
+    /// True when a delivered command that has not finished may touch one of `vars`: a read
+    /// of them now could miss what it writes once it runs (an exchange whose other
+    /// destinations have already answered, say).
+    fn queue_touches(&self, vars: &[VarId]) -> bool {
+        let named = |v: &VarId| vars.contains(v);
+        self.state.queue.iter().any(|q| match &q.cmd {
+            Command::Access { cmd, .. } => {
+                let Ok(cmd) = decode::<A::Command>(cmd, "application command") else {
+                    return true;
+                };
+                let omega = self.app.variables(&cmd);
+                if omega.iter().any(named) {
+                    return true;
+                }
+                self.app.may_have_dependencies(&cmd)
+                    && (!omega.iter().all(|v| self.state.vars.contains_key(v))
+                        || self
+                            .app
+                            .dependencies(&cmd, &self.state.vars)
+                            .iter()
+                            .any(named))
+            }
+            Command::Move { vars: moved, .. } => moved.iter().any(named),
+            Command::Create { var, .. } | Command::Delete { var } => named(var),
+            Command::Consult { .. } | Command::Admin(_) => false,
+        })
+    }
+
     /// Algorithm 1: execution with variable exchange and signals.
     /// With `spread` (the proxy's `needed`), the destinations run the command only if
     /// together they hold ω and every dependency, judged from the reported `held` lists alone
@@ -510,6 +558,28 @@ impl<A: StateMachine> Application for Partition<A> {
             )),
             _ => Ok(()),
         }
+    }
+
+    fn reads_only(&self, msg: &McastMessage) -> bool {
+        self.read_only_command(msg).is_some()
+    }
+
+    /// A read-only access runs off the log when every variable it needs (ω and its
+    /// dependencies) is here and no unfinished command touches them; what it returns is
+    /// what its delivery now would return.
+    fn query(&self, msg: &McastMessage) -> Option<Vec<u8>> {
+        let cmd = self.read_only_command(msg)?;
+        let vars = &self.state.vars;
+        let mut needed = self.app.variables(&cmd);
+        if !needed.iter().all(|v| vars.contains_key(v)) {
+            return None;
+        }
+        needed.extend(self.app.dependencies(&cmd, vars));
+        if !needed.iter().all(|v| vars.contains_key(v)) || self.queue_touches(&needed) {
+            return None;
+        }
+        let reply = self.app.execute(&cmd, &mut ReadOnly(vars));
+        Some(encode(&Reply::Done(encode(&reply))))
     }
 
     fn receive(&mut self, from: GroupId, payload: &[u8], actions: &mut Actions) {

@@ -12,7 +12,9 @@
 //! no label is ever a variable name. Throughput and move rate are `rate()` over
 //! `dssmr_commands_total` and `dssmr_variable_moves_total`; every replica of a group counts
 //! every command, so aggregate with `max by (group)` (or select the leader with
-//! `dssmr_raft_is_leader == 1`).
+//! `dssmr_raft_is_leader == 1`). Reads a leader answered off the log are not ordered, so no
+//! other replica counts them: `dssmr_reads_total` is per replica (sum it) and throughput is
+//! both together.
 
 //!
 //! The kinds and outcomes counted are [`crate::stats`]'s; the client side of the same story is
@@ -122,6 +124,8 @@ struct ReplicaCollector {
     oracle_variables: IntGaugeVec,
     queued: IntGaugeVec,
     refused: IntCounterVec,
+    reads: IntCounterVec,
+    read_rounds: IntCounterVec,
     raft: Vec<IntGauge>,
     commit_index: IntGauge,
     descs: Vec<Desc>,
@@ -162,6 +166,7 @@ struct NodeView {
     node_id: u64,
     stats: Box<dyn Fn() -> AppStats + Send + Sync>,
     refusals: Arc<Refusals>,
+    coordinator: Arc<crate::coordinator::Coordinator>,
 }
 
 fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -205,6 +210,16 @@ impl ReplicaCollector {
             "Commands delivered to this group and not finished (waiting for other groups).",
             &[],
         );
+        let reads = counter(
+            "dssmr_reads_total",
+            "Read-only commands this replica answered off the log as its group's leader, after              a read index (not in dssmr_commands_total, which counts what the group ordered:              throughput is the sum of both).",
+            &[],
+        );
+        let read_rounds = counter(
+            "dssmr_read_index_rounds_total",
+            "Read-index rounds (one quorum heartbeat round each, answering every read waiting              for it) this replica ran as leader.",
+            &[],
+        );
         let refused = counter(
             "dssmr_refused_requests_total",
             "Requests this replica refused because of their route: misaddressed (meant for \
@@ -217,7 +232,15 @@ impl ReplicaCollector {
             .map(|(name, help)| IntGauge::new(*name, *help).expect("static gauge is valid"))
             .collect();
         let mut descs = Vec::new();
-        for c in [&commands, &retries, &moves, &consults, &refused] {
+        for c in [
+            &commands,
+            &retries,
+            &moves,
+            &consults,
+            &refused,
+            &reads,
+            &read_rounds,
+        ] {
             descs.extend(c.desc().into_iter().cloned());
         }
         for g in [&variables, &oracle_variables, &queued] {
@@ -233,6 +256,7 @@ impl ReplicaCollector {
                 node_id: node.node_id(),
                 stats: Box::new(move || shared.state().app.stats()),
                 refusals: node.refusals().clone(),
+                coordinator: node.coordinator().clone(),
             },
             commands,
             retries,
@@ -242,6 +266,8 @@ impl ReplicaCollector {
             oracle_variables,
             queued,
             refused,
+            reads,
+            read_rounds,
             raft,
             commit_index,
             descs,
@@ -326,6 +352,17 @@ impl Collector for ReplicaCollector {
             set_counter(&self.refused.with_label_values(&[reason]), n);
         }
         out.extend(self.refused.collect());
+        let c = &self.node.coordinator;
+        set_counter(
+            &self.reads.with_label_values(&[] as &[&str]),
+            c.reads_served(),
+        );
+        set_counter(
+            &self.read_rounds.with_label_values(&[] as &[&str]),
+            c.read_rounds(),
+        );
+        out.extend(self.reads.collect());
+        out.extend(self.read_rounds.collect());
         out
     }
 }

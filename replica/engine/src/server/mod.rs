@@ -119,6 +119,7 @@ pub async fn run(
         listen: Some(plan.listen.clone()),
         latency: Some(metrics.latency()),
         delivery_rule: DeliveryRule::Skeen,
+        read_rule: crate::group::ReadRule::default(),
         services: Some(crate::admin::replica_services()),
     };
     let node = GroupNode::start(spec).await?;

@@ -3,7 +3,7 @@
 //! a [`KvBench`], runs it with [`dssmr_bench::run_local`] or [`dssmr_bench::run_against`] and
 //! prints.
 
-use crate::flags::{check_partitions, check_replicas};
+use crate::flags::{check_partitions, check_replicas, Reads};
 use crate::output::RunOutputArgs;
 use clap::Args;
 use dssmr_bench::kv::{self as kv_bench, KvBench, KvMix};
@@ -51,6 +51,10 @@ pub struct BenchKvArgs {
     /// Seed of the clients' operation choices.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// How partition leaders of the local cluster answer get and read_many: index (from
+    /// their state after a read index) or log (ordered like every other operation).
+    #[arg(long, default_value = "index")]
+    reads: Reads,
     #[command(flatten)]
     run: RunOutputArgs,
 }
@@ -87,6 +91,7 @@ impl BenchKvArgs {
                 retry_threshold: self.retry_threshold,
                 destination: self.destination,
                 seed: self.seed,
+                reads: self.reads.into(),
                 ..KvBench::default().run
             },
         })

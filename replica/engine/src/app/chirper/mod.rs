@@ -316,6 +316,10 @@ impl StateMachine for Chirper {
         matches!(cmd, ChirperCommand::Post { .. })
     }
 
+    fn is_read_only(&self, cmd: &ChirperCommand) -> bool {
+        matches!(cmd, ChirperCommand::GetTimeline { .. })
+    }
+
     fn execute(&self, cmd: &ChirperCommand, store: &mut dyn Store<User>) -> ChirperReply {
         // Check ω before the first write, so a missing user leaves the store untouched.
         let mut absent: Vec<UserId> = cmd
