@@ -539,11 +539,19 @@ fn the_users_path_on_kubelet_nodes() {
             ])
             .map(items)
             .map_err(|e| e.to_string())?;
+        let status = cp
+            .get_json(&["dssmr", "-n", NS, "kv"])
+            .map(|o| o["status"]["conditions"].to_string())
+            .unwrap_or_else(|e| e.to_string());
         (left.is_empty() && sts.is_empty())
             .then_some(())
-            .ok_or(format!("{} pods, {} sets", left.len(), sts.len()))
+            .ok_or(format!(
+                "{} pods, {} sets; conditions {status}",
+                left.len(),
+                sts.len()
+            ))
     })
-    .expect("p3 removed");
+    .unwrap_or_else(|e| panic!("p3 removed: {e}\n{}", operator_logs(&cp, 60)));
     wait_cluster(&cp, "kv", "3/3", "kv Ready with 2 partitions");
     assert_eq!(
         group_pods(&cp, "kv", "p3"),

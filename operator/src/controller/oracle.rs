@@ -211,6 +211,12 @@ pub struct Performed {
     pub waiting: BTreeMap<u32, Vec<String>>,
 }
 
+/// How often, and how far apart, the groups are asked again for a leader that applied what
+/// its group had committed at the first ask (an apply lag is milliseconds; a group without
+/// a leader makes the reconcile wait for the next one instead).
+const CATCH_UP_ASKS: usize = 10;
+const CATCH_UP_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Performs the oracle's part of `plan` for cluster `c`: takes the empty partitions out of
 /// the oracle's topology and deletes the objects of those no group needs any more, then
 /// drains, then (once the rollout of `applied` is complete) registers. Without an answer
@@ -241,9 +247,20 @@ pub async fn perform(
     }
     if !removed.is_empty() {
         // Then gone only once nothing in the cluster names it any more.
-        let reports = answer.connection.describe(&groups_to_ask(v, plan)).await;
+        let asked = groups_to_ask(v, plan);
+        let mut reports = answer.connection.describe(&asked).await;
+        // Each group's state must hold what it had committed by now: ask again (briefly)
+        // until its leader applied that far.
+        let marks = scale::commit_marks(&reports);
+        for _ in 0..CATCH_UP_ASKS {
+            if reports.iter().all(|r| r.caught_up(&marks)) {
+                break;
+            }
+            tokio::time::sleep(CATCH_UP_PAUSE).await;
+            reports = answer.connection.describe(&asked).await;
+        }
         for p in removed {
-            let needed = scale::still_needed(p, &reports);
+            let needed = scale::still_needed(p, &reports, &marks);
             if !needed.is_empty() {
                 tracing::debug!(partition = p, ?needed, "kept: still needed");
                 performed.waiting.insert(p, needed);
