@@ -60,7 +60,9 @@ pub fn record_outcome<T>(
     let (kind, result) = match outcome {
         Ok(reply) => (EventKind::Ok, Some(encode(reply))),
         // Stale: refused by one destination, but others may have ordered it.
-        Err(ProxyError::Indeterminate(_) | ProxyError::Stale(_)) => (EventKind::Info, None),
+        Err(ProxyError::Indeterminate(_) | ProxyError::Stale(_) | ProxyError::AskAgain(_)) => {
+            (EventKind::Info, None)
+        }
         Err(ProxyError::Rejected(_) | ProxyError::Config(_)) => (EventKind::Fail, None),
     };
     history.complete(process, kind, f, args, result);

@@ -135,6 +135,9 @@ pub enum RequestError {
     /// The message was answered so long ago that its reply is no longer kept.
     #[error("message {0} was answered long ago; its reply is no longer kept")]
     ReplyForgotten(MsgId),
+    /// The message is a read that was answered before; reads' replies are not kept.
+    #[error("message {0} is a read answered before (its reply is not kept): run it again as a new message")]
+    ReadNotKept(MsgId),
 }
 
 impl Coordinator {
@@ -310,6 +313,7 @@ impl Coordinator {
                     return Ok((Outcome::DeliveredTs(ts), reply.to_vec()))
                 }
                 ReplyStatus::Forgotten => return Err(RequestError::ReplyForgotten(msg.id)),
+                ReplyStatus::NotKept { .. } => return Err(RequestError::ReadNotKept(msg.id)),
                 ReplyStatus::Unanswered => {}
             }
             (

@@ -160,3 +160,76 @@ async fn linearizability_check_catches_a_leader_that_reads_without_a_read_index(
     let err = verdict.expect_err("a stale read makes the history non-linearizable");
     eprintln!("caught: {err}");
 }
+
+/// A read ordered through the log (`ReadRule::Log`) is answered once and its reply is not
+/// kept in the replicated reply cache: asked again under the same id, the group says so
+/// (`ClientError::AskAgain`) instead of answering from a cache, while a write asked again
+/// gets its kept reply; a proxy's read still completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_through_the_log_is_answered_once_and_its_reply_not_kept() {
+    use dssmr_engine::command::{decode, encode, Command, Execution, Reply};
+    use dssmr_engine::group::{ClientError, GroupClient};
+    use dssmr_engine::ids::MsgId;
+    use dssmr_engine::multicast::McastMessage;
+
+    let cluster = LocalCluster::start(ClusterOptions {
+        groups: 1,
+        oracle: true,
+        apps: Some(engine_apps(Arc::new(Kv), 1)),
+        tuning: tuning(),
+        read_rule: ReadRule::Log,
+        ..Default::default()
+    })
+    .await
+    .expect("cluster starts");
+    cluster
+        .wait_for_leaders(Duration::from_secs(20))
+        .await
+        .expect("leaders");
+    let proxy = client(&cluster, "setup", Duration::from_secs(20));
+    proxy.create(kv_var(KEY), &3).await.expect("create");
+
+    let group = GroupClient::for_topology(&cluster.topology(), P1).expect("client");
+    let deadline = || Instant::now() + Duration::from_secs(20);
+    let access = |cmd: &KvCommand| {
+        encode(&Command::Access {
+            cmd: encode(cmd),
+            execution: Execution::Local,
+        })
+    };
+    let get = McastMessage::new(
+        MsgId { sender: 77, seq: 1 },
+        vec![P1],
+        access(&KvCommand::Get { key: KEY.into() }),
+    );
+    let first = group.submit(&get, deadline()).await.expect("the read");
+    assert!(first.ts > 0, "ordered through the log");
+    assert!(matches!(
+        decode::<Reply>(&first.reply, "reply"),
+        Ok(Reply::Done(_))
+    ));
+    match group.submit(&get, deadline()).await {
+        Err(ClientError::AskAgain { message, .. }) => {
+            assert!(message.contains("not kept"), "{message}")
+        }
+        other => panic!("a read asked again: {:?}", other.map(|c| c.ts)),
+    }
+
+    let put = McastMessage::new(
+        MsgId { sender: 77, seq: 2 },
+        vec![P1],
+        access(&KvCommand::Put {
+            key: KEY.into(),
+            value: 4,
+        }),
+    );
+    let once = group.submit(&put, deadline()).await.expect("the write");
+    let again = group.submit(&put, deadline()).await.expect("asked again");
+    assert_eq!((once.ts, once.reply), (again.ts, again.reply));
+
+    assert_eq!(
+        proxy.access(&KvCommand::Get { key: KEY.into() }).await.ok(),
+        Some(dssmr_engine::app::kv::KvReply::Value(4))
+    );
+    cluster.shutdown().await;
+}

@@ -27,7 +27,19 @@ use thiserror::Error;
 #[derive(Debug, Default)]
 pub struct Actions {
     sends: Vec<(GroupId, Vec<u8>)>,
-    replies: Vec<(MsgId, u64, Vec<u8>)>,
+    replies: Vec<(MsgId, u64, Vec<u8>, Keep)>,
+}
+
+/// Whether the group keeps a reply for clients that ask again ([`ReplyCache`]).
+///
+/// [`ReplyCache`]: crate::group::replies::ReplyCache
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// A command that changed (or may have changed) the state: asking again must give this
+    /// reply, never a second execution.
+    Reply,
+    /// A read: answered once; asked again, it runs again.
+    NotTheReply,
 }
 
 impl Actions {
@@ -38,7 +50,13 @@ impl Actions {
 
     /// Answers the client of message `id` (delivered at final timestamp `ts`) with `reply`.
     pub fn reply(&mut self, id: MsgId, ts: u64, reply: Vec<u8>) {
-        self.replies.push((id, ts, reply));
+        self.replies.push((id, ts, reply, Keep::Reply));
+    }
+
+    /// Answers the client of read-only message `id` with `reply`, which the group does not
+    /// keep ([`Keep::NotTheReply`]).
+    pub fn reply_to_read(&mut self, id: MsgId, ts: u64, reply: Vec<u8>) {
+        self.replies.push((id, ts, reply, Keep::NotTheReply));
     }
 
     /// Takes the queued messages.
@@ -47,7 +65,9 @@ impl Actions {
     }
 
     /// Takes the queued replies.
-    pub(crate) fn drain_replies(&mut self) -> impl Iterator<Item = (MsgId, u64, Vec<u8>)> + '_ {
+    pub(crate) fn drain_replies(
+        &mut self,
+    ) -> impl Iterator<Item = (MsgId, u64, Vec<u8>, Keep)> + '_ {
         self.replies.drain(..)
     }
 }

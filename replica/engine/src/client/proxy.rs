@@ -173,6 +173,10 @@ pub enum ProxyError {
     /// proxy looked): the command did not take effect there; refresh and try again.
     #[error("topology changed: {0}")]
     Stale(String),
+    /// A read asked again was answered before and its reply not kept: it took no effect;
+    /// run it again (as a new message).
+    #[error("read asked again: {0}")]
+    AskAgain(String),
 }
 
 /// The outcome of a create.
@@ -355,6 +359,7 @@ impl<A: StateMachine> Proxy<A> {
             }),
             Err(ClientError::Rejected { message, .. }) => Err(ProxyError::Rejected(message)),
             Err(ClientError::UnknownDestination { message, .. }) => Err(ProxyError::Stale(message)),
+            Err(ClientError::AskAgain { message, .. }) => Err(ProxyError::AskAgain(message)),
             Err(e) => Err(ProxyError::Indeterminate(e)),
         }
     }
@@ -412,6 +417,10 @@ impl<A: StateMachine> Proxy<A> {
                     tracing::debug!(%why, "topology changed under a command; again");
                     let _ = self.conns.live.refresh(std::time::Duration::ZERO).await;
                     self.cache.forget(&self.app.variables(cmd));
+                }
+                Err(ProxyError::AskAgain(why)) if stale < STALE_RETRIES => {
+                    stale += 1;
+                    tracing::debug!(%why, "a read's reply was not kept; again");
                 }
                 r => break r,
             }

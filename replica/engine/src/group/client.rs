@@ -14,6 +14,7 @@ use crate::proto::group_client::GroupClient as RpcClient;
 use crate::proto::{self, LeaderHint};
 use crate::route::{is_misaddressed, Member as RouteMember, Route, Sender, Stamp};
 use crate::topology::Topology;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ use tonic::service::interceptor::InterceptedService;
 /// leader does not hold clients for long.
 pub(crate) const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 
 /// Why a call to a group failed.
@@ -58,6 +60,15 @@ pub enum ClientError {
     /// The group is not part of the topology.
     #[error("unknown group {0}")]
     UnknownGroup(GroupId),
+    /// The message is a read the group answered before without keeping the reply (ABORTED):
+    /// run it again as a new message.
+    #[error("group {group}: {message}")]
+    AskAgain {
+        /// The group.
+        group: GroupId,
+        /// The reason it gave.
+        message: String,
+    },
     /// The group does not know a destination of the message (NOT_FOUND): the topology
     /// changed since the caller looked; refresh it and try again.
     #[error("group {group} does not know a destination: {message}")]
@@ -85,6 +96,112 @@ struct Member {
     stamp: Stamp,
     /// Replaced by a fresh connection when the member's address leads elsewhere.
     rpc: Mutex<MemberRpc>,
+    /// The submissions stream to the member, opened on first use and again after it broke.
+    stream: Mutex<Option<CallStream>>,
+}
+
+/// Calls a `MulticastStream` sends at most in one frame.
+const CALLS_PER_FRAME: usize = 512;
+
+type CallResult = Result<proto::MulticastReply, tonic::Status>;
+
+/// One submission waiting for its batch.
+struct StreamCall {
+    request: proto::MulticastRequest,
+    done: oneshot::Sender<CallResult>,
+}
+
+/// The client half of one `MulticastStream` to one member: submissions queued here go out
+/// in batches (everything that queued up while the last batch was being written); results
+/// come back tagged, in any order. When the stream breaks every call waiting on it fails
+/// as unavailable, and the next call opens a new one.
+struct CallStream {
+    calls: mpsc::UnboundedSender<StreamCall>,
+}
+
+impl CallStream {
+    fn open(mut rpc: MemberRpc) -> CallStream {
+        let (calls, mut queued) = mpsc::unbounded_channel::<StreamCall>();
+        tokio::spawn(async move {
+            let waiting: Arc<Mutex<HashMap<u64, oneshot::Sender<CallResult>>>> = Arc::default();
+            let (frames, outgoing) = mpsc::channel::<proto::MulticastCalls>(4);
+            let writer = {
+                let waiting = waiting.clone();
+                tokio::spawn(async move {
+                    let mut next_tag = 0u64;
+                    let mut batch = Vec::with_capacity(CALLS_PER_FRAME);
+                    while queued.recv_many(&mut batch, CALLS_PER_FRAME).await > 0 {
+                        let mut frame = Vec::with_capacity(batch.len());
+                        {
+                            let mut w = waiting.lock().unwrap_or_else(|p| p.into_inner());
+                            for call in batch.drain(..) {
+                                next_tag += 1;
+                                w.insert(next_tag, call.done);
+                                frame.push(proto::MulticastCall {
+                                    tag: next_tag,
+                                    request: Some(call.request),
+                                });
+                            }
+                        }
+                        if frames
+                            .send(proto::MulticastCalls { calls: frame })
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                })
+            };
+            let fail_all = |status: tonic::Status| {
+                let mut w = waiting.lock().unwrap_or_else(|p| p.into_inner());
+                for (_, done) in w.drain() {
+                    let _ = done.send(Err(status.clone()));
+                }
+            };
+            match rpc
+                .multicast_stream(tokio_stream::wrappers::ReceiverStream::new(outgoing))
+                .await
+            {
+                Ok(response) => {
+                    let mut results = response.into_inner();
+                    let end = loop {
+                        match results.message().await {
+                            Ok(Some(batch)) => {
+                                let mut w = waiting.lock().unwrap_or_else(|p| p.into_inner());
+                                for r in batch.results {
+                                    if let Some(done) = w.remove(&r.tag) {
+                                        let _ = done.send(call_result(r.result));
+                                    }
+                                }
+                            }
+                            Ok(None) => break tonic::Status::unavailable("the stream ended"),
+                            Err(status) => break status,
+                        }
+                    };
+                    writer.abort();
+                    fail_all(end);
+                }
+                Err(status) => {
+                    writer.abort();
+                    fail_all(status);
+                }
+            }
+        });
+        CallStream { calls }
+    }
+}
+
+/// A streamed call's result as the unary call would have returned it.
+fn call_result(r: Option<proto::multicast_result::Result>) -> CallResult {
+    use proto::multicast_result::Result as R;
+    match r {
+        Some(R::Reply(reply)) => Ok(reply),
+        Some(R::Error(e)) => Err(tonic::Status::new(tonic::Code::from(e.code), e.message)),
+        None => Err(tonic::Status::internal(
+            "a streamed result without an outcome",
+        )),
+    }
 }
 
 impl Member {
@@ -106,13 +223,41 @@ impl Member {
         if let Ok(rpc) = Member::dial(&self.addr, &self.stamp) {
             *self.rpc.lock().unwrap_or_else(|p| p.into_inner()) = rpc;
         }
+        *self.stream.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Submits `request` over the member's `MulticastStream`, opening it if need be.
+    async fn stream_call(&self, request: proto::MulticastRequest) -> CallResult {
+        let (done, result) = oneshot::channel();
+        let mut call = StreamCall { request, done };
+        for _ in 0..2 {
+            let sent = {
+                let mut stream = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+                let open = stream.get_or_insert_with(|| CallStream::open(self.rpc()));
+                match open.calls.send(call) {
+                    Ok(()) => None,
+                    Err(mpsc::error::SendError(back)) => {
+                        // The stream broke since: open another one.
+                        *stream = None;
+                        Some(back)
+                    }
+                }
+            };
+            match sent {
+                None => break,
+                Some(back) => call = back,
+            }
+        }
+        result
+            .await
+            .unwrap_or_else(|_| Err(tonic::Status::unavailable("the stream closed")))
     }
 }
 
 /// A client of one group.
 pub struct GroupClient {
     group: GroupId,
-    members: Vec<Member>,
+    members: Vec<Arc<Member>>,
     leader: AtomicUsize,
     /// When set, calls from `self_addr` honour the test fault table.
     origin: Option<(Arc<Faults>, String)>,
@@ -139,11 +284,12 @@ impl GroupClient {
                     },
                     from,
                 });
-                Ok(Member {
+                Ok(Arc::new(Member {
                     addr: a.clone(),
                     rpc: Mutex::new(Member::dial(a, &stamp)?),
                     stamp,
-                })
+                    stream: Mutex::new(None),
+                }))
             })
             .collect::<Result<Vec<_>, ClientError>>()?;
         Ok(GroupClient {
@@ -183,6 +329,15 @@ impl GroupClient {
         F: Fn(MemberRpc) -> Fut,
         Fut: Future<Output = Result<Answer<T>, tonic::Status>>,
     {
+        self.call_member(deadline, |m| f(m.rpc())).await
+    }
+
+    /// [`GroupClient::call`], with the member itself (its stream) at hand.
+    async fn call_member<T, F, Fut>(&self, deadline: Instant, f: F) -> Result<T, ClientError>
+    where
+        F: Fn(Arc<Member>) -> Fut,
+        Fut: Future<Output = Result<Answer<T>, tonic::Status>>,
+    {
         let n = self.members.len();
         let mut last;
         let mut backoff = Duration::from_millis(5);
@@ -197,7 +352,7 @@ impl GroupClient {
                 Err(tonic::Status::unavailable("link is cut"))
             } else {
                 let left = deadline.saturating_duration_since(Instant::now());
-                match tokio::time::timeout(left.min(ATTEMPT_TIMEOUT), f(member.rpc())).await {
+                match tokio::time::timeout(left.min(ATTEMPT_TIMEOUT), f(member.clone())).await {
                     Ok(r) => r,
                     Err(_) => Err(tonic::Status::deadline_exceeded(format!(
                         "no answer within {:?}",
@@ -225,6 +380,12 @@ impl GroupClient {
                     // redial, so that the next attempt resolves the member's name afresh.
                     member.redial();
                     last = format!("{}: {}", member.addr, status.message());
+                }
+                Err(status) if status.code() == tonic::Code::Aborted => {
+                    return Err(ClientError::AskAgain {
+                        group: self.group,
+                        message: status.message().to_string(),
+                    })
                 }
                 Err(status) if status.code() == tonic::Code::NotFound => {
                     return Err(ClientError::UnknownDestination {
@@ -290,10 +451,10 @@ impl GroupClient {
             group: self.group.0,
             message: Some(msg.to_proto()),
         };
-        self.call(deadline, |mut rpc| {
+        self.call_member(deadline, |member| {
             let req = req.clone();
             async move {
-                let reply = rpc.multicast(req).await?.into_inner();
+                let reply = member.stream_call(req).await?;
                 match reply.outcome {
                     Some(proto::multicast_reply::Outcome::DeliveredTs(ts)) => {
                         Ok(Answer::Done(Completion {

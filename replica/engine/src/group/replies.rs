@@ -7,6 +7,11 @@
 //! so only the [`REPLY_WINDOW`] most recent replies of each sender are kept; anything older is
 //! remembered as forgotten, never as unknown. (Replies such as timelines are kilobytes, and
 //! every snapshot carries the window of every client.)
+//!
+//! Reads are not kept: a read-only command is answered once and only remembered as answered
+//! ([`ReplyStatus::NotKept`]); a client that asks again runs the read again as a new message,
+//! which is as linearizable as the first (it runs within the same call) and keeps the
+//! replicated state free of timelines.
 
 use crate::ids::MsgId;
 use serde::{Deserialize, Serialize};
@@ -27,6 +32,11 @@ pub enum ReplyStatus<'a> {
     },
     /// Answered long ago; the reply is no longer kept.
     Forgotten,
+    /// A read, answered at final timestamp `ts`; its reply was never kept.
+    NotKept {
+        /// Final timestamp of the message.
+        ts: u64,
+    },
     /// Not answered yet.
     Unanswered,
 }
@@ -34,7 +44,8 @@ pub enum ReplyStatus<'a> {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct SenderReplies {
     floor: Option<u64>,
-    recent: BTreeMap<u64, (u64, Vec<u8>)>,
+    /// Per sequence number: final timestamp, and the reply unless it was a read's.
+    recent: BTreeMap<u64, (u64, Option<Vec<u8>>)>,
 }
 
 /// Recent replies per sender.
@@ -44,8 +55,8 @@ pub struct ReplyCache {
 }
 
 impl ReplyCache {
-    /// Records the reply to `id`.
-    pub fn insert(&mut self, id: MsgId, ts: u64, reply: Vec<u8>) {
+    /// Records the reply to `id`; `None`: a read's, remembered only as answered.
+    pub fn insert(&mut self, id: MsgId, ts: u64, reply: Option<Vec<u8>>) {
         let s = self.senders.entry(id.sender).or_default();
         s.recent.insert(id.seq, (ts, reply));
         while s.recent.len() > REPLY_WINDOW {
@@ -60,8 +71,10 @@ impl ReplyCache {
         let Some(s) = self.senders.get(&id.sender) else {
             return ReplyStatus::Unanswered;
         };
-        if let Some((ts, reply)) = s.recent.get(&id.seq) {
-            return ReplyStatus::Kept { ts: *ts, reply };
+        match s.recent.get(&id.seq) {
+            Some((ts, Some(reply))) => return ReplyStatus::Kept { ts: *ts, reply },
+            Some((ts, None)) => return ReplyStatus::NotKept { ts: *ts },
+            None => {}
         }
         match s.floor {
             Some(f) if id.seq <= f => ReplyStatus::Forgotten,
@@ -80,7 +93,7 @@ mod tests {
         let id = |seq| MsgId { sender: 1, seq };
         assert_eq!(c.status(id(0)), ReplyStatus::Unanswered);
         for seq in 0..(REPLY_WINDOW as u64 + 5) {
-            c.insert(id(seq), seq + 10, vec![seq as u8]);
+            c.insert(id(seq), seq + 10, Some(vec![seq as u8]));
         }
         assert_eq!(c.status(id(0)), ReplyStatus::Forgotten);
         assert_eq!(c.status(id(4)), ReplyStatus::Forgotten);
@@ -91,6 +104,10 @@ mod tests {
                 reply: &[5]
             }
         );
+        assert_eq!(c.status(id(1000)), ReplyStatus::Unanswered);
+        // A read is remembered as answered, without its reply.
+        c.insert(id(1001), 7, None);
+        assert_eq!(c.status(id(1001)), ReplyStatus::NotKept { ts: 7 });
         assert_eq!(c.status(id(1000)), ReplyStatus::Unanswered);
     }
 }

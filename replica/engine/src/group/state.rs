@@ -4,7 +4,7 @@
 //! [`GroupState::apply`] is the only way the state changes. It is deterministic and does no
 //! I/O; what the runtime must do afterwards is returned in [`Effects`].
 
-use crate::app::{Actions, Application, RestoreError};
+use crate::app::{Actions, Application, Keep, RestoreError};
 use crate::group::replies::ReplyCache;
 use crate::group::types::Op;
 use crate::ids::{GroupId, MsgId};
@@ -102,8 +102,9 @@ impl GroupState {
             }
             Op::ChannelTrim { dst, upto } => self.channel.trim(dst, upto),
         }
-        for (id, ts, reply) in actions.drain_replies() {
-            self.replies.insert(id, ts, reply.clone());
+        for (id, ts, reply, keep) in actions.drain_replies() {
+            let kept = (keep == Keep::Reply).then(|| reply.clone());
+            self.replies.insert(id, ts, kept);
             fx.replied.push((id, ts, reply));
         }
         for (dst, payload) in actions.drain_sends() {

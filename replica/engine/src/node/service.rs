@@ -115,6 +115,8 @@ fn status(e: RequestError) -> Status {
         RequestError::Timeout(_) => Status::unavailable(e.to_string()),
         RequestError::Stopped => Status::unavailable(e.to_string()),
         RequestError::ReplyForgotten(_) => Status::failed_precondition(e.to_string()),
+        // The client runs the read again under a new id (ClientError::AskAgain).
+        RequestError::ReadNotKept(_) => Status::aborted(e.to_string()),
     }
 }
 
@@ -131,21 +133,96 @@ fn sent_by_group<T>(req: &Request<T>, from_group: u32, call: &str) -> Result<(),
     }
 }
 
+/// Calls of one `MulticastStream` a replica runs at once; the stream is read no further
+/// until one finishes (HTTP/2 flow control then holds the client back).
+const STREAM_CALLS_IN_FLIGHT: usize = 4096;
+/// Results sent in one frame at most.
+const STREAM_RESULTS_PER_FRAME: usize = 512;
+
+/// The result of one streamed call, as the unary call would have answered it.
+fn stream_result(tag: u64, r: Result<proto::MulticastReply, Status>) -> proto::MulticastResult {
+    use proto::multicast_result::Result as R;
+    proto::MulticastResult {
+        tag,
+        result: Some(match r {
+            Ok(reply) => R::Reply(reply),
+            Err(status) => R::Error(proto::CallError {
+                code: status.code() as i32,
+                message: status.message().to_string(),
+            }),
+        }),
+    }
+}
+
+impl GroupService {
+    async fn submit(
+        coordinator: &Coordinator,
+        req: proto::MulticastRequest,
+    ) -> Result<proto::MulticastReply, Status> {
+        let (outcome, reply) = coordinator.multicast(req).await.map_err(status)?;
+        Ok(proto::MulticastReply {
+            outcome: Some(outcome),
+            reply,
+        })
+    }
+}
+
+type ResultStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<proto::MulticastResults, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl proto::group_server::Group for GroupService {
+    type MulticastStreamStream = ResultStream;
+
+    async fn multicast_stream(
+        &self,
+        req: Request<tonic::Streaming<proto::MulticastCalls>>,
+    ) -> Result<Response<ResultStream>, Status> {
+        let mut calls = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<proto::MulticastResult>();
+        let coordinator = self.coordinator.clone();
+        let in_flight = Arc::new(tokio::sync::Semaphore::new(STREAM_CALLS_IN_FLIGHT));
+        // Reads calls until the client closes the stream (or it breaks); each call runs on
+        // its own, as a unary call would.
+        tokio::spawn(async move {
+            while let Ok(Some(batch)) = calls.message().await {
+                for call in batch.calls {
+                    let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let (coordinator, tx) = (coordinator.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let r = match call.request {
+                            Some(req) => GroupService::submit(&coordinator, req).await,
+                            None => Err(Status::invalid_argument(
+                                "a streamed call without a request",
+                            )),
+                        };
+                        let _ = tx.send(stream_result(call.tag, r));
+                        drop(permit);
+                    });
+                }
+            }
+        });
+        // Whatever is ready goes out in one frame; the stream ends once every call answered
+        // and the client closed its side.
+        let out = futures::stream::unfold(rx, |mut rx| async move {
+            let mut results = Vec::new();
+            match rx.recv_many(&mut results, STREAM_RESULTS_PER_FRAME).await {
+                0 => None,
+                _ => Some((Ok(proto::MulticastResults { results }), rx)),
+            }
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+
     async fn multicast(
         &self,
         req: Request<proto::MulticastRequest>,
     ) -> Result<Response<proto::MulticastReply>, Status> {
-        let (outcome, reply) = self
-            .coordinator
-            .multicast(req.into_inner())
+        GroupService::submit(&self.coordinator, req.into_inner())
             .await
-            .map_err(status)?;
-        Ok(Response::new(proto::MulticastReply {
-            outcome: Some(outcome),
-            reply,
-        }))
+            .map(Response::new)
     }
 
     async fn announce(

@@ -181,7 +181,11 @@ impl<A: StateMachine> Partition<A> {
                     self.state.queue.pop_front();
                     self.state.inbox.remove(&head.id);
                     self.state.head_started = false;
-                    actions.reply(head.id, head.ts, encode(&reply));
+                    if self.is_read(&head.cmd) {
+                        actions.reply_to_read(head.id, head.ts, encode(&reply));
+                    } else {
+                        actions.reply(head.id, head.ts, encode(&reply));
+                    }
                 }
             }
         }
@@ -390,6 +394,15 @@ impl<A: StateMachine> Partition<A> {
                 self.app.is_read_only(&cmd).then_some(cmd)
             }
             _ => None,
+        }
+    }
+
+    /// True for an access whose application command only reads: its reply is not kept.
+    fn is_read(&self, cmd: &Command) -> bool {
+        match cmd {
+            Command::Access { cmd, .. } => decode::<A::Command>(cmd, "application command")
+                .is_ok_and(|c| self.app.is_read_only(&c)),
+            _ => false,
         }
     }
 
@@ -658,7 +671,7 @@ mod tests {
 
     fn replies(a: &mut Actions) -> Vec<(u64, Reply)> {
         a.drain_replies()
-            .map(|(id, _, r)| (id.seq, decode(&r, "reply").unwrap()))
+            .map(|(id, _, r, _)| (id.seq, decode(&r, "reply").unwrap()))
             .collect()
     }
 
