@@ -189,7 +189,7 @@ async fn a_read_through_the_log_is_answered_once_and_its_reply_not_kept() {
     let proxy = client(&cluster, "setup", Duration::from_secs(20));
     proxy.create(kv_var(KEY), &3).await.expect("create");
 
-    let group = GroupClient::for_topology(&cluster.topology(), P1).expect("client");
+    let group = GroupClient::for_topology(cluster.topology(), P1).expect("client");
     let deadline = || Instant::now() + Duration::from_secs(20);
     let access = |cmd: &KvCommand| {
         encode(&Command::Access {
