@@ -7,8 +7,9 @@
 //!   (`Announce`), forwarding the whole message so a destination that never got it from the
 //!   client still orders it, and logs `finalize(m, max)` once every destination's local
 //!   timestamp is known;
-//! * transmits channel outboxes and logs the trims once the destination acknowledged, and
-//!   logs channel messages that other groups transmit to it.
+//! * transmits channel outboxes, a window of batches in flight per destination
+//!   ([`SendWindow`]), logs the trims as acknowledgements come back (without waiting for
+//!   them), and logs channel messages that other groups transmit to it.
 //!
 //! What it learns is volatile and safe to lose: a group's local timestamp for a message is
 //! fixed once logged, so facts collected from other groups never go stale; anything lost in a
@@ -23,6 +24,7 @@ use crate::group::replies::ReplyStatus;
 use crate::group::state_machine::{GroupEvent, Shared};
 use crate::group::types::{Op, Raft};
 use crate::ids::{GroupId, MsgId, NodeId};
+use crate::multicast::channel::SendWindow;
 use crate::multicast::skeen::Status;
 use crate::multicast::{McastMessage, MessageError};
 use crate::oracle::Oracle;
@@ -49,6 +51,12 @@ const ANNOUNCES_IN_FLIGHT: usize = 4;
 const PEER_DEADLINE: Duration = Duration::from_millis(1000);
 /// Most channel messages in one transmission.
 const CHANNEL_BATCH: usize = 512;
+/// Channel transmissions in flight to one destination.
+const CHANNEL_WINDOW: usize = 4;
+/// How long channel transmissions may stay unanswered before they are sent again.
+const CHANNEL_PATIENCE: Duration = Duration::from_secs(4);
+/// How long a channel transmission that arrived ahead of its predecessor waits for it.
+const REORDER_WAIT: Duration = Duration::from_millis(200);
 /// How long a client multicast waits for delivery before the client is told to retry.
 const DELIVERY_WAIT: Duration = Duration::from_secs(10);
 
@@ -61,8 +69,8 @@ struct Volatile {
     /// When `start` / `finalize` were last proposed for a message.
     started: HashMap<MsgId, Instant>,
     finalized: HashMap<MsgId, Instant>,
-    /// Destinations with a transmission in flight, and since when.
-    transmitting: HashMap<GroupId, Instant>,
+    /// The channel transmission window per destination.
+    windows: HashMap<GroupId, SendWindow>,
     /// Announces waiting for the next batch to each destination.
     announce_queue: HashMap<GroupId, Vec<(McastMessage, u64)>>,
     /// Announce batches in flight per destination.
@@ -91,6 +99,12 @@ pub struct Coordinator {
     reads: Arc<ReadIndex>,
     /// Read-only commands answered off the log so far.
     reads_served: AtomicU64,
+    /// Per source group, the sequence number after the last channel message this replica
+    /// proposed (committed or not): a transmission that starts beyond it waits a little for
+    /// the one before, which is in flight too.
+    receiving: Mutex<HashMap<GroupId, u64>>,
+    /// Woken whenever `receiving` advances.
+    received: tokio::sync::Notify,
 }
 
 /// What a [`Coordinator`] is built from.
@@ -178,6 +192,8 @@ impl Coordinator {
             latency,
             read_rule,
             reads_served: AtomicU64::new(0),
+            receiving: Mutex::default(),
+            received: tokio::sync::Notify::new(),
         }))
     }
 
@@ -485,8 +501,8 @@ impl Coordinator {
         if !self.is_leader() {
             return Ok(Outcome::NotLeader(self.leader_hint()));
         }
-        let next = self.shared.state().channel.next_expected(from);
-        let mut ops: Vec<Op> = batch
+        let next = self.await_predecessor(from, batch.messages[0].seq).await;
+        let ops: Vec<Op> = batch
             .messages
             .into_iter()
             .filter(|m| m.seq >= next)
@@ -496,18 +512,46 @@ impl Coordinator {
                 payload: m.payload,
             })
             .collect();
-        // The proposer keeps submission order: waiting for the last one waits for all of them.
-        if let Some(last) = ops.pop() {
-            for op in ops {
-                self.proposer.submit(op).await;
-            }
-            if let Err(e) = self.proposer.propose(last).await {
+        if let Some(Op::ChannelReceive { seq, .. }) = ops.last() {
+            let mut receiving = self.receiving.lock().unwrap_or_else(|p| p.into_inner());
+            let end = receiving.entry(from).or_default();
+            *end = (*end).max(seq + 1);
+            self.received.notify_waiters();
+        }
+        // One run: batches of other transmissions cannot come between its messages.
+        if !ops.is_empty() {
+            if let Err(e) = self.proposer.propose_all(ops).await {
                 tracing::debug!(group = %self.group, error = %e, "channel receive not committed");
             }
         }
         Ok(Outcome::NextExpected(
             self.shared.state().channel.next_expected(from),
         ))
+    }
+
+    /// Waits (at most [`REORDER_WAIT`]) until the channel messages from `from` before `first`
+    /// were proposed here, as they are when the transmissions of a window arrive out of
+    /// order; returns the next sequence number the log expects from `from`. Giving up is
+    /// safe: messages ahead of a gap are refused when applied and sent again.
+    async fn await_predecessor(&self, from: GroupId, first: u64) -> u64 {
+        let deadline = tokio::time::Instant::now() + REORDER_WAIT;
+        loop {
+            let woken = self.received.notified();
+            let next = self.shared.state().channel.next_expected(from);
+            let proposed = self
+                .receiving
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&from)
+                .copied()
+                .unwrap_or(0);
+            if first <= next.max(proposed) || tokio::time::Instant::now() >= deadline {
+                return next;
+            }
+            if tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return self.shared.state().channel.next_expected(from);
+            }
+        }
     }
 
     /// Runs the event loop until `events` closes.
@@ -596,6 +640,15 @@ impl Coordinator {
             .map(|(g, _)| g)
             .collect();
         for dst in dirty {
+            let now = Instant::now();
+            let expired = self
+                .vol()
+                .windows
+                .get_mut(&dst)
+                .is_some_and(|w| w.expire(CHANNEL_PATIENCE, now));
+            if expired {
+                tracing::debug!(group = %self.group, %dst, "channel transmission unanswered; resending");
+            }
             self.transmit(dst);
         }
     }
@@ -742,76 +795,79 @@ impl Coordinator {
         }
     }
 
-    /// Transmits the outbox for `dst` unless a transmission is already in flight.
+    /// Transmits the outbox for `dst`: as many batches as the window allows, each following
+    /// the ones in flight.
     fn transmit(self: &Arc<Self>, dst: GroupId) {
         let Some(peer) = self.live.client(dst) else {
             return;
         };
-        {
-            let mut v = self.vol();
-            if v.transmitting
-                .get(&dst)
-                .is_some_and(|t| t.elapsed() < RETRY_AFTER * 4)
-            {
-                return;
-            }
-            v.transmitting.insert(dst, Instant::now());
-        }
-        let messages: Vec<proto::ChannelMessage> = {
-            let state = self.shared.state();
-            let messages = state
-                .channel
-                .outboxes()
-                .find(|(g, _)| *g == dst)
-                .map(|(_, ob)| {
-                    ob.unacknowledged()
-                        .take(CHANNEL_BATCH)
-                        .map(|(seq, p)| proto::ChannelMessage {
-                            from_group: self.group.0,
-                            to_group: dst.0,
-                            seq,
-                            payload: p.to_vec(),
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            messages
-        };
-        if messages.is_empty() {
-            self.vol().transmitting.remove(&dst);
-            return;
-        }
-        let me = self.clone();
-        tokio::spawn(async move {
-            let batch = proto::ChannelBatch { messages };
-            let reply = peer
-                .call(Instant::now() + PEER_DEADLINE * 2, |mut rpc| {
-                    let batch = batch.clone();
-                    async move {
-                        use proto::channel_ack::Outcome;
-                        match rpc.channel(batch).await?.into_inner().outcome {
-                            Some(Outcome::NotLeader(h)) => Ok(Answer::NotLeader(Some(h))),
-                            Some(Outcome::NextExpected(n)) => Ok(Answer::Done(n)),
-                            None => Err(tonic::Status::internal("empty channel ack")),
-                        }
-                    }
-                })
-                .await;
-            let sent = match reply {
-                Ok(upto) => {
-                    let _ = me.proposer.propose(Op::ChannelTrim { dst, upto }).await;
-                    true
-                }
-                Err(e) => {
-                    tracing::debug!(group = %me.group, %dst, error = %e, "channel send failed");
-                    false
-                }
+        loop {
+            let batch = {
+                let state = self.shared.state();
+                let Some(outbox) = state.channel.outbox(dst) else {
+                    return;
+                };
+                let now = Instant::now();
+                let mut v = self.vol();
+                let window = v.windows.entry(dst).or_insert_with(|| SendWindow::new(now));
+                window.take(outbox, CHANNEL_BATCH, CHANNEL_WINDOW, now)
             };
-            me.vol().transmitting.remove(&dst);
-            if sent {
-                // Messages queued while this batch was in flight go now, not at the next tick.
-                me.transmit(dst);
-            }
-        });
+            let Some(batch) = batch else {
+                return;
+            };
+            let round = batch.round;
+            let messages: Vec<proto::ChannelMessage> = batch
+                .messages
+                .into_iter()
+                .map(|(seq, payload)| proto::ChannelMessage {
+                    from_group: self.group.0,
+                    to_group: dst.0,
+                    seq,
+                    payload,
+                })
+                .collect();
+            let me = self.clone();
+            let peer = peer.clone();
+            tokio::spawn(async move {
+                let batch = proto::ChannelBatch { messages };
+                let reply = peer
+                    .call(Instant::now() + PEER_DEADLINE * 2, |mut rpc| {
+                        let batch = batch.clone();
+                        async move {
+                            use proto::channel_ack::Outcome;
+                            match rpc.channel(batch).await?.into_inner().outcome {
+                                Some(Outcome::NotLeader(h)) => Ok(Answer::NotLeader(Some(h))),
+                                Some(Outcome::NextExpected(n)) => Ok(Answer::Done(n)),
+                                None => Err(tonic::Status::internal("empty channel ack")),
+                            }
+                        }
+                    })
+                    .await;
+                let ack = match reply {
+                    Ok(upto) => Some(upto),
+                    Err(e) => {
+                        tracing::debug!(group = %me.group, %dst, error = %e, "channel send failed");
+                        None
+                    }
+                };
+                let trim = {
+                    let mut v = me.vol();
+                    let Some(window) = v.windows.get_mut(&dst) else {
+                        return;
+                    };
+                    window.answered(round, ack, Instant::now());
+                    window.trim_due()
+                };
+                if let Some(upto) = trim {
+                    // Logged lazily: the next batch does not wait for the trim.
+                    me.proposer.submit(Op::ChannelTrim { dst, upto }).await;
+                }
+                // After a failure the tick sends again; after an answer, whatever queued up
+                // meanwhile goes now.
+                if ack.is_some() && me.is_leader() {
+                    me.transmit(dst);
+                }
+            });
+        }
     }
 }

@@ -1,7 +1,10 @@
 //! The reliable inter-group channel under leader changes: group 1 sends a numbered stream of
 //! messages to group 2 while the leaders of both groups are crashed and restarted (disk
 //! storage). Every replica of group 2 must receive each message exactly once, in the order
-//! group 1 logged them, and every send group 1 acknowledged must arrive.
+//! group 1 logged them, and every send group 1 acknowledged must arrive. A second test sends
+//! bursts of concurrent messages, so that many transmission batches are in flight at once
+//! (the channel is pipelined), and crashes the receiver's leader while group 1 still has a
+//! backlog for it.
 
 use dssmr_engine::app::Recorder;
 use dssmr_engine::cluster::{ClusterOptions, LocalCluster};
@@ -101,23 +104,7 @@ async fn channel_delivers_exactly_once_in_order_across_leader_changes() {
         assert!(faults >= 3, "only {faults} leader crashes happened");
         assert_eq!(acknowledged.len() as u32, MESSAGES, "every send completes");
 
-        // Wait until every replica of group 2 received every acknowledged message.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let done = (0..3).all(|r| {
-                received(&cluster, G2, r)
-                    .is_some_and(|v| acknowledged.iter().all(|id| v.contains(id)))
-            });
-            if done {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "group 2 did not receive everything"
-            );
-            let mut rx = cluster.node(G2, 0).expect("running").raft().metrics();
-            let _ = tokio::time::timeout(Duration::from_millis(50), rx.changed()).await;
-        }
+        await_received(&cluster, &acknowledged).await;
         let reference = received(&cluster, G2, 0).expect("running");
         for r in 0..3 {
             let got = received(&cluster, G2, r).expect("running");
@@ -159,6 +146,121 @@ async fn channel_delivers_exactly_once_in_order_across_leader_changes() {
             let mut rx = cluster.node(G1, 0).expect("running").raft().metrics();
             let _ = tokio::time::timeout(Duration::from_millis(50), rx.changed()).await;
         }
+        cluster.shutdown().await;
+    })
+    .await
+    .expect("test finished within its time limit");
+}
+
+/// Waits until every replica of group 2 received every message in `acknowledged`.
+async fn await_received(cluster: &LocalCluster, acknowledged: &[u32]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let done = (0..3).all(|r| {
+            received(cluster, G2, r).is_some_and(|v| acknowledged.iter().all(|id| v.contains(id)))
+        });
+        if done {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "group 2 did not receive everything"
+        );
+        let mut rx = cluster.node(G2, 0).expect("running").raft().metrics();
+        let _ = tokio::time::timeout(Duration::from_millis(50), rx.changed()).await;
+    }
+}
+
+/// One burst: `senders` concurrent senders, each sending `per_sender` messages one after the
+/// other. Sender `t`'s message `i` is numbered `burst * 100_000 + t * 1_000 + i`.
+async fn burst(
+    cluster: &LocalCluster,
+    burst: u32,
+    senders: u32,
+    per_sender: u32,
+) -> (Vec<u32>, HashSet<u32>) {
+    let runs = (0..senders).map(|t| async move {
+        let mut acked = Vec::new();
+        let mut attempted = Vec::new();
+        for i in 0..per_sender {
+            let (ack, attempts) = send(cluster, burst * 100_000 + t * 1_000 + i).await;
+            acked.extend(ack);
+            attempted.extend(attempts);
+        }
+        (acked, attempted)
+    });
+    let mut acknowledged = Vec::new();
+    let mut attempted = HashSet::new();
+    for (acked, tried) in futures::future::join_all(runs).await {
+        acknowledged.extend(acked);
+        attempted.extend(tried);
+    }
+    (acknowledged, attempted)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_bursts_arrive_exactly_once_in_order_while_the_receivers_leader_crashes() {
+    dssmr_engine::telemetry::init_for_tests();
+    const SENDERS: u32 = 64;
+    const PER_SENDER: u32 = 40;
+    tokio::time::timeout(Duration::from_secs(240), async {
+        let mut cluster = LocalCluster::start(ClusterOptions {
+            groups: 2,
+            replicas: 3,
+            ..Default::default()
+        })
+        .await
+        .expect("cluster starts");
+        let mut acknowledged = Vec::new();
+        let mut attempted = HashSet::new();
+        for b in 0..3 {
+            let (acked, tried) = burst(&cluster, b, SENDERS, PER_SENDER).await;
+            acknowledged.extend(acked);
+            attempted.extend(tried);
+            if b < 2 {
+                // Group 1 may still be transmitting its backlog: the receiver's leader goes.
+                let l = cluster.leader_of(G2).expect("group 2 has a leader");
+                cluster.crash(G2, l).await;
+                cluster
+                    .wait_for_leaders(Duration::from_secs(30))
+                    .await
+                    .expect("new leader");
+                cluster.restart(G2, l).await.expect("restart");
+            }
+        }
+        assert_eq!(
+            acknowledged.len() as u32,
+            3 * SENDERS * PER_SENDER,
+            "every send completes"
+        );
+        await_received(&cluster, &acknowledged).await;
+        let reference = received(&cluster, G2, 0).expect("running");
+        for r in 0..3 {
+            let got = received(&cluster, G2, r).expect("running");
+            assert_eq!(got, reference, "replicas of group 2 disagree");
+            let unique: HashSet<u32> = got.iter().copied().collect();
+            assert_eq!(unique.len(), got.len(), "replica {r} received a duplicate");
+            assert!(
+                got.iter().all(|id| attempted.contains(id)),
+                "replica {r} received something never sent"
+            );
+        }
+        // Each sender's messages were logged by group 1 one after the other: they arrive in
+        // that order.
+        let mut last: std::collections::HashMap<u32, u32> = Default::default();
+        for id in &reference {
+            let sender = id / 16 / 1_000;
+            let prev = last.insert(sender, *id);
+            assert!(
+                prev.is_none_or(|p| p < *id),
+                "sender {sender}: {id} arrived after {prev:?}"
+            );
+        }
+        eprintln!(
+            "{} messages acknowledged, {} received",
+            acknowledged.len(),
+            reference.len()
+        );
         cluster.shutdown().await;
     })
     .await

@@ -1,6 +1,6 @@
 //! Batches operations into log entries and proposes them to the group's Raft leader.
 //!
-//! Callers hand in single [`Op`]s; a task drains whatever queued up (up to [`MAX_BATCH`]) into
+//! Callers hand in single [`Op`]s (or runs of them that must stay together); a task drains whatever queued up (up to [`MAX_BATCH`]) into
 //! one entry and enqueues it with `client_write_ff`, which keeps entries in submission order.
 //! At most [`MAX_ENTRIES_IN_FLIGHT`] entries are uncommitted at once; meanwhile proposals
 //! accumulate, so entries grow with load and the per-entry cost (replication, fsync) is shared.
@@ -31,8 +31,9 @@ pub enum ProposeError {
     Raft(String),
 }
 
+/// Operations that go into the log together, in this order, in one entry.
 struct Proposal {
-    op: Op,
+    ops: Vec<Op>,
     done: Option<oneshot::Sender<Result<(), ProposeError>>>,
 }
 
@@ -58,10 +59,16 @@ impl Proposer {
         fields(op = op.name(), msg = op.msg_id().map(tracing::field::display))
     )]
     pub async fn propose(&self, op: Op) -> Result<(), ProposeError> {
+        self.propose_all(vec![op]).await
+    }
+
+    /// Proposes `ops` as one run, in this order and with nothing of other callers between
+    /// them (in one entry), and waits until they are committed and applied here.
+    pub async fn propose_all(&self, ops: Vec<Op>) -> Result<(), ProposeError> {
         let (done, rx) = oneshot::channel();
         self.tx
             .send(Proposal {
-                op,
+                ops,
                 done: Some(done),
             })
             .await
@@ -71,7 +78,13 @@ impl Proposer {
 
     /// Proposes `op` without waiting for the outcome (the caller retries on its own schedule).
     pub async fn submit(&self, op: Op) {
-        let _ = self.tx.send(Proposal { op, done: None }).await;
+        let _ = self
+            .tx
+            .send(Proposal {
+                ops: vec![op],
+                done: None,
+            })
+            .await;
     }
 }
 
@@ -83,12 +96,12 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        let mut ops = vec![first.op];
+        let mut ops = first.ops;
         let mut dones = vec![first.done];
         while ops.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(p) => {
-                    ops.push(p.op);
+                Ok(mut p) => {
+                    ops.append(&mut p.ops);
                     dones.push(p.done);
                 }
                 Err(_) => break,

@@ -7,10 +7,18 @@
 //! once and in FIFO order, whatever leader changes happen on either side: a new source leader
 //! resends the whole outbox (it is part of the replicated state), and duplicates are dropped.
 //! The source trims its outbox once the destination acknowledged (trim is logged as well).
+//!
+//! Transmission is pipelined: the source leader keeps up to a window of batches in flight to a
+//! destination ([`SendWindow`], volatile), each new batch starting where the previous one
+//! ended, and logs trims without waiting for them. Batches that arrive out of order or get
+//! lost are caught by the acknowledgements (the destination's next expected sequence number):
+//! once nothing is in flight and the destination expects less than was sent, the window goes
+//! back to the first unacknowledged message (go-back-N).
 
 use crate::ids::GroupId;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
 
 /// The messages a group has sent to one destination and not yet seen acknowledged.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -33,6 +41,143 @@ impl Outbox {
     /// True when everything sent was acknowledged.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+
+    /// The unacknowledged messages from sequence number `seq` on (from the oldest one when
+    /// `seq` is below it), oldest first.
+    pub fn since(&self, seq: u64) -> impl Iterator<Item = (u64, &[u8])> {
+        let skip = self
+            .queue
+            .front()
+            .map_or(0, |(first, _)| seq.saturating_sub(*first) as usize);
+        self.queue
+            .iter()
+            .skip(skip)
+            .map(|(s, p)| (*s, p.as_slice()))
+    }
+}
+
+/// The source leader's transmission window to one destination: which messages were sent in
+/// batches still in flight, what the destination acknowledged. Volatile and leader-only: a
+/// new leader starts from the first unacknowledged message of the replicated outbox.
+#[derive(Debug)]
+pub(crate) struct SendWindow {
+    /// First sequence number not sent yet in the current round.
+    next: u64,
+    /// Highest acknowledgement seen: the destination's next expected sequence number.
+    acked: u64,
+    /// Highest acknowledgement already proposed as a trim.
+    trimmed: u64,
+    /// Batches of the current round in flight.
+    in_flight: usize,
+    /// Round number, bumped when the window goes back; late answers of an older round still
+    /// count as acknowledgements but not as the end of a batch in flight.
+    round: u64,
+    /// When the acknowledgement last advanced or the round began.
+    progress: Instant,
+}
+
+/// One batch taken from a [`SendWindow`]: its round and its messages.
+pub(crate) struct ChannelBatch {
+    /// The round it belongs to (hand it back in [`SendWindow::answered`]).
+    pub round: u64,
+    /// `(seq, payload)` of the messages, consecutive.
+    pub messages: Vec<(u64, Vec<u8>)>,
+}
+
+impl SendWindow {
+    /// A window with nothing sent.
+    pub(crate) fn new(now: Instant) -> Self {
+        SendWindow {
+            next: 0,
+            acked: 0,
+            trimmed: 0,
+            in_flight: 0,
+            round: 0,
+            progress: now,
+        }
+    }
+
+    /// The next batch to send from `outbox`: at most `max` messages following the ones in
+    /// flight, unless `window` batches are in flight already or nothing is left to send.
+    pub(crate) fn take(
+        &mut self,
+        outbox: &Outbox,
+        max: usize,
+        window: usize,
+        now: Instant,
+    ) -> Option<ChannelBatch> {
+        if self.in_flight >= window {
+            return None;
+        }
+        let messages: Vec<(u64, Vec<u8>)> = outbox
+            .since(self.next.max(self.acked))
+            .take(max)
+            .map(|(s, p)| (s, p.to_vec()))
+            .collect();
+        let last = messages.last()?.0;
+        if self.in_flight == 0 {
+            self.progress = now;
+        }
+        self.next = last + 1;
+        self.in_flight += 1;
+        Some(ChannelBatch {
+            round: self.round,
+            messages,
+        })
+    }
+
+    /// Records the answer to a batch of `round`: `Some(next_expected)` from the destination,
+    /// or `None` when the transmission failed. Goes back to the first unacknowledged message
+    /// once the round's batches are all answered and the destination expects less than was
+    /// sent, or at once on a failure.
+    pub(crate) fn answered(&mut self, round: u64, ack: Option<u64>, now: Instant) {
+        if let Some(upto) = ack {
+            if upto > self.acked {
+                self.acked = upto;
+                self.progress = now;
+            }
+        }
+        if round != self.round {
+            return;
+        }
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let lost = ack.is_none() || (self.in_flight == 0 && self.acked < self.next);
+        if lost {
+            self.go_back();
+        }
+    }
+
+    /// Starts a new round from the first unacknowledged message, forgetting the batches in
+    /// flight (their answers still count as acknowledgements).
+    fn go_back(&mut self) {
+        self.round += 1;
+        self.in_flight = 0;
+        self.next = self.acked;
+    }
+
+    /// Goes back when batches have been in flight for `patience` without any acknowledgement
+    /// (answers lost, a destination that never replies). True when it went back.
+    pub(crate) fn expire(&mut self, patience: Duration, now: Instant) -> bool {
+        let stuck = self.in_flight > 0 && now.duration_since(self.progress) > patience;
+        if stuck {
+            self.go_back();
+        }
+        stuck
+    }
+
+    /// The acknowledgement to log as a trim, when it advanced since the last one taken.
+    pub(crate) fn trim_due(&mut self) -> Option<u64> {
+        (self.acked > self.trimmed).then(|| {
+            self.trimmed = self.acked;
+            self.acked
+        })
+    }
+
+    /// Batches of the current round in flight.
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight
     }
 }
 
@@ -79,6 +224,11 @@ impl ChannelState {
         self.next_expected.get(&from).copied().unwrap_or(0)
     }
 
+    /// The outbox for `dst`, when anything was ever sent there.
+    pub fn outbox(&self, dst: GroupId) -> Option<&Outbox> {
+        self.outboxes.get(&dst)
+    }
+
     /// The outboxes with unacknowledged messages.
     pub fn outboxes(&self) -> impl Iterator<Item = (GroupId, &Outbox)> {
         self.outboxes
@@ -112,5 +262,111 @@ mod tests {
         assert_eq!(left, vec![1]);
         src.trim(b, 2);
         assert_eq!(src.outboxes().count(), 0);
+    }
+
+    fn outbox_with(n: u64) -> Outbox {
+        let mut ch = ChannelState::default();
+        for i in 0..n {
+            ch.push(GroupId(2), vec![i as u8]);
+        }
+        ch.outboxes.remove(&GroupId(2)).expect("outbox")
+    }
+
+    fn seqs(b: &ChannelBatch) -> Vec<u64> {
+        b.messages.iter().map(|(s, _)| *s).collect()
+    }
+
+    #[test]
+    fn keeps_a_window_of_consecutive_batches_in_flight() {
+        let now = Instant::now();
+        let ob = outbox_with(10);
+        let mut w = SendWindow::new(now);
+        let a = w.take(&ob, 3, 2, now).expect("first batch");
+        let b = w
+            .take(&ob, 3, 2, now)
+            .expect("second batch while the first is in flight");
+        assert_eq!((seqs(&a), seqs(&b)), (vec![0, 1, 2], vec![3, 4, 5]));
+        assert!(w.take(&ob, 3, 2, now).is_none(), "window of 2 is full");
+        w.answered(a.round, Some(3), now);
+        assert_eq!(w.trim_due(), Some(3), "trim follows the acknowledgement");
+        assert_eq!(w.trim_due(), None, "once");
+        let c = w.take(&ob, 3, 2, now).expect("room again");
+        assert_eq!(seqs(&c), vec![6, 7, 8]);
+        w.answered(b.round, Some(6), now);
+        w.answered(c.round, Some(9), now);
+        let d = w.take(&ob, 3, 2, now).expect("the rest");
+        assert_eq!(seqs(&d), vec![9]);
+        w.answered(d.round, Some(10), now);
+        assert!(w.take(&ob, 3, 2, now).is_none(), "everything sent");
+        assert_eq!(w.in_flight(), 0);
+    }
+
+    #[test]
+    fn goes_back_when_the_destination_expects_less_than_was_sent() {
+        let now = Instant::now();
+        let ob = outbox_with(6);
+        let mut w = SendWindow::new(now);
+        let a = w.take(&ob, 3, 2, now).expect("batch");
+        let b = w.take(&ob, 3, 2, now).expect("batch");
+        // The second batch reached the destination first and was refused (a gap); the
+        // first was accepted.
+        w.answered(b.round, Some(0), now);
+        w.answered(a.round, Some(3), now);
+        let again = w.take(&ob, 3, 2, now).expect("resent");
+        assert_eq!(
+            seqs(&again),
+            vec![3, 4, 5],
+            "go-back-N from the acknowledgement"
+        );
+    }
+
+    #[test]
+    fn a_failed_batch_starts_a_new_round_and_late_answers_still_acknowledge() {
+        let now = Instant::now();
+        let ob = outbox_with(6);
+        let mut w = SendWindow::new(now);
+        let a = w.take(&ob, 3, 2, now).expect("batch");
+        let b = w.take(&ob, 3, 2, now).expect("batch");
+        w.answered(a.round, None, now);
+        let again = w.take(&ob, 3, 2, now).expect("resent");
+        assert_eq!(seqs(&again), vec![0, 1, 2]);
+        // The old round's second batch arrives after all: it acknowledges, nothing more.
+        w.answered(b.round, Some(6), now);
+        assert_eq!(
+            w.in_flight(),
+            1,
+            "the old round's answer ends no batch of this one"
+        );
+        assert!(w.take(&ob, 3, 2, now).is_none(), "everything acknowledged");
+        w.answered(again.round, Some(6), now);
+        assert_eq!(w.in_flight(), 0);
+    }
+
+    #[test]
+    fn expires_batches_that_are_never_answered() {
+        let t0 = Instant::now();
+        let ob = outbox_with(2);
+        let mut w = SendWindow::new(t0);
+        let _lost = w.take(&ob, 8, 2, t0).expect("batch");
+        let patience = Duration::from_secs(4);
+        assert!(!w.expire(patience, t0 + Duration::from_secs(1)));
+        assert!(w.take(&ob, 8, 2, t0).is_none(), "nothing new to send");
+        assert!(w.expire(patience, t0 + Duration::from_secs(5)));
+        let again = w.take(&ob, 8, 2, t0).expect("resent after expiry");
+        assert_eq!(seqs(&again), vec![0, 1]);
+    }
+
+    #[test]
+    fn a_new_window_starts_from_the_oldest_unacknowledged_message() {
+        let now = Instant::now();
+        let mut ch = ChannelState::default();
+        for i in 0..5u8 {
+            ch.push(GroupId(2), vec![i]);
+        }
+        ch.trim(GroupId(2), 3);
+        let ob = &ch.outboxes[&GroupId(2)];
+        let mut w = SendWindow::new(now);
+        let a = w.take(ob, 8, 2, now).expect("batch");
+        assert_eq!(seqs(&a), vec![3, 4]);
     }
 }
