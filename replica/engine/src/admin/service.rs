@@ -192,6 +192,13 @@ impl AdminService {
             .unwrap_or(false);
         let adds_members =
             matches!(&op, AdminOp::AddPartition { members, .. } if !members.is_empty());
+        if matches!(op, AdminOp::RemovePartition(_)) && !published && p != ORACLE {
+            // Removed already (the oracle no longer publishes it): asking again is not an
+            // error, so a caller whose first answer was lost can go on.
+            return self
+                .with_oracle(|o| self.partition_status(o, p))
+                .ok_or_else(|| Status::internal("oracle replica without an oracle"));
+        }
         if p == ORACLE || !(self.topology.contains(p) || published || adds_members) {
             let known: Vec<u32> = self
                 .topology
