@@ -4,8 +4,10 @@
 
 pub(crate) mod affinity;
 pub(crate) mod cache;
+pub(crate) mod connections;
 pub mod metrics;
 pub mod proxy;
+pub(crate) mod stats;
 
 pub use crate::group::client::{ClientError, GroupClient};
 pub use crate::mode::{DestinationPolicy, Mode};

@@ -27,14 +27,10 @@ use crate::app::StateMachine;
 use crate::client::cache::LocationCache;
 use crate::command::{decode, encode, Command, Execution, Prophecy, Purpose, Reply};
 use crate::config::ClusterConfig;
-use crate::group::client::{ClientError, GroupClient};
-use crate::group::faults::Faults;
-use crate::group::live::LiveTopology;
+use crate::group::client::ClientError;
 use crate::ids::{GroupId, MsgId, VarId, ORACLE};
 pub use crate::mode::{DestinationPolicy, Mode, DEFAULT_RETRY_THRESHOLD};
 use crate::multicast::McastMessage;
-use crate::route::Sender;
-use crate::topology::Topology;
 use futures::future::{join_all, select_ok};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -45,6 +41,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use thiserror::Error;
+
+pub use crate::client::connections::Connections;
+use crate::client::stats::bump;
+pub use crate::client::stats::{ProxyStats, StatsSnapshot};
 
 /// How a proxy behaves.
 #[derive(Clone, Debug)]
@@ -83,80 +83,6 @@ impl ProxyConfig {
     }
 }
 
-/// Counters of what proxies did, shared by the proxies of a process.
-#[derive(Debug, Default)]
-pub struct ProxyStats {
-    /// Commands issued (access, create, delete).
-    pub commands: AtomicU64,
-    /// Commands completed.
-    pub completed: AtomicU64,
-    /// Oracle consults.
-    pub consults: AtomicU64,
-    /// Access commands whose variables were all cached at the first attempt.
-    pub cache_hits: AtomicU64,
-    /// Access commands that had to consult the oracle at the first attempt.
-    pub cache_misses: AtomicU64,
-    /// Variables moved (one per variable in each move command).
-    pub moves: AtomicU64,
-    /// Move commands multicast.
-    pub move_commands: AtomicU64,
-    /// `retry` replies received.
-    pub retries: AtomicU64,
-    /// Commands that fell back to S-SMR.
-    pub fallbacks: AtomicU64,
-    /// Commands run spread over several partitions instead of moving settled variables.
-    pub spreads: AtomicU64,
-}
-
-/// A copy of [`ProxyStats`] at one instant.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatsSnapshot {
-    /// See [`ProxyStats::commands`].
-    pub commands: u64,
-    /// See [`ProxyStats::completed`].
-    pub completed: u64,
-    /// See [`ProxyStats::consults`].
-    pub consults: u64,
-    /// See [`ProxyStats::cache_hits`].
-    pub cache_hits: u64,
-    /// See [`ProxyStats::cache_misses`].
-    pub cache_misses: u64,
-    /// See [`ProxyStats::moves`].
-    pub moves: u64,
-    /// See [`ProxyStats::move_commands`].
-    pub move_commands: u64,
-    /// See [`ProxyStats::retries`].
-    pub retries: u64,
-    /// See [`ProxyStats::fallbacks`].
-    pub fallbacks: u64,
-    /// See [`ProxyStats::spreads`].
-    #[serde(default)]
-    pub spreads: u64,
-}
-
-impl ProxyStats {
-    /// The counters now.
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let l = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        StatsSnapshot {
-            commands: l(&self.commands),
-            completed: l(&self.completed),
-            consults: l(&self.consults),
-            cache_hits: l(&self.cache_hits),
-            cache_misses: l(&self.cache_misses),
-            moves: l(&self.moves),
-            move_commands: l(&self.move_commands),
-            retries: l(&self.retries),
-            fallbacks: l(&self.fallbacks),
-            spreads: l(&self.spreads),
-        }
-    }
-}
-
-fn bump(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, Ordering::Relaxed);
-}
-
 /// Why a command did not complete.
 #[derive(Debug, Error)]
 pub enum ProxyError {
@@ -191,73 +117,6 @@ pub enum Created {
 /// How many times a command is run again because the topology changed under it.
 const STALE_RETRIES: u32 = 3;
 
-/// Group clients of a cluster, shared by the proxies of a process: the config's topology,
-/// kept up to date from the oracle while it lives (partitions added or removed at run time
-/// are used without a restart; see [`LiveTopology`]).
-pub struct Connections {
-    live: Arc<LiveTopology>,
-    follower: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Connections {
-    fn drop(&mut self) {
-        if let Some(f) = self.follower.take() {
-            f.abort();
-        }
-    }
-}
-
-impl Connections {
-    /// Clients of every group of `topology` (the oracle is group [`ORACLE`], if present).
-    /// Inside a tokio runtime, a DS-SMR cluster's topology is then followed from the oracle.
-    pub fn new(topology: &Topology) -> Result<Self, ClientError> {
-        let live = LiveTopology::new(topology, Sender::Client, None)?;
-        let follower = (topology.contains(ORACLE) && tokio::runtime::Handle::try_current().is_ok())
-            .then(|| live.follow());
-        Ok(Connections { live, follower })
-    }
-
-    /// As [`Connections::new`], with every call subject to the test fault table `faults` as
-    /// sent from `self_addr` (a client that a test cuts off from some replicas).
-    pub fn with_faults(
-        topology: &Topology,
-        faults: Arc<Faults>,
-        self_addr: &str,
-    ) -> Result<Self, ClientError> {
-        let live = LiveTopology::client_with_faults(topology, faults, self_addr.to_string())?;
-        let follower = (topology.contains(ORACLE) && tokio::runtime::Handle::try_current().is_ok())
-            .then(|| live.follow());
-        Ok(Connections { live, follower })
-    }
-
-    /// The partitions, sorted.
-    pub fn partitions(&self) -> Vec<GroupId> {
-        self.live.partitions()
-    }
-
-    /// The partitions variables may be moved to (all but those being drained), sorted.
-    pub fn accepting(&self) -> Vec<GroupId> {
-        self.live.accepting()
-    }
-
-    /// The topology as the proxies know it now.
-    pub fn live(&self) -> &Arc<LiveTopology> {
-        &self.live
-    }
-
-    /// The client of group `g`; a group not known yet is asked of the oracle first (it may
-    /// have been added since).
-    async fn client(&self, g: GroupId) -> Result<Arc<GroupClient>, ProxyError> {
-        if let Some(c) = self.live.client(g) {
-            return Ok(c);
-        }
-        let _ = self.live.refresh(std::time::Duration::ZERO).await;
-        self.live
-            .client(g)
-            .ok_or_else(|| ProxyError::Config(format!("the cluster has no group {g}")))
-    }
-}
-
 /// A client proxy: one logical client issuing one command at a time.
 pub struct Proxy<A: StateMachine> {
     app: Arc<A>,
@@ -282,7 +141,7 @@ impl<A: StateMachine> Proxy<A> {
         if conns.partitions().is_empty() {
             return Err(ProxyError::Config("the cluster has no partition".into()));
         }
-        if config.mode == Mode::Dssmr && !conns.live.contains(ORACLE) {
+        if config.mode == Mode::Dssmr && !conns.live().contains(ORACLE) {
             return Err(ProxyError::Config(
                 "mode dssmr needs an oracle group (group 0)".into(),
             ));
@@ -305,6 +164,17 @@ impl<A: StateMachine> Proxy<A> {
         &self.stats
     }
 
+    /// The client of group `g` (asked of the oracle when not known yet).
+    async fn group_client(
+        &self,
+        g: GroupId,
+    ) -> Result<Arc<crate::group::client::GroupClient>, ProxyError> {
+        self.conns
+            .client(g)
+            .await
+            .ok_or_else(|| ProxyError::Config(format!("the cluster has no group {g}")))
+    }
+
     fn next_id(&self) -> MsgId {
         MsgId {
             sender: self.sender,
@@ -323,7 +193,7 @@ impl<A: StateMachine> Proxy<A> {
         let deadline = Instant::now() + self.config.timeout;
         let mut calls = Vec::with_capacity(wait_at.len());
         for g in wait_at {
-            calls.push((self.conns.client(*g).await?, *g));
+            calls.push((self.group_client(*g).await?, *g));
         }
         let results = join_all(calls.iter().map(|(c, _)| c.submit(&msg, deadline))).await;
         results.into_iter().map(|r| self.reply_of(r)).collect()
@@ -339,7 +209,7 @@ impl<A: StateMachine> Proxy<A> {
         let deadline = Instant::now() + self.config.timeout;
         let mut clients = Vec::with_capacity(msg.dests.len());
         for g in &msg.dests {
-            clients.push(self.conns.client(*g).await?);
+            clients.push(self.group_client(*g).await?);
         }
         let calls = clients.iter().map(|c| Box::pin(c.submit(&msg, deadline)));
         let first = select_ok(calls).await.map(|(c, _)| c);
@@ -415,7 +285,7 @@ impl<A: StateMachine> Proxy<A> {
                 Err(ProxyError::Stale(why)) if stale < STALE_RETRIES => {
                     stale += 1;
                     tracing::debug!(%why, "topology changed under a command; again");
-                    let _ = self.conns.live.refresh(std::time::Duration::ZERO).await;
+                    let _ = self.conns.live().refresh(std::time::Duration::ZERO).await;
                     self.cache.forget(&self.app.variables(cmd));
                 }
                 Err(ProxyError::AskAgain(why)) if stale < STALE_RETRIES => {
@@ -495,7 +365,7 @@ impl<A: StateMachine> Proxy<A> {
             }
             // Cached locations in a partition that is gone (removed after a drain) are stale.
             let cached = self.cache.lookup(&needed).filter(|l| {
-                let known = l.iter().all(|(_, p)| self.conns.live.contains(*p));
+                let known = l.iter().all(|(_, p)| self.conns.live().contains(*p));
                 if !known {
                     self.cache.forget(&needed);
                 }
