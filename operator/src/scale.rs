@@ -32,6 +32,8 @@ pub enum Placement {
     Drained,
     /// Known from the config but never added to the placement; this many variables there.
     Inactive(u64),
+    /// Removed from the cluster (empty; its number is never used again).
+    Removed,
 }
 
 impl Placement {
@@ -42,13 +44,17 @@ impl Placement {
             "draining" => Some(Placement::Draining(variables)),
             "drained" => Some(Placement::Drained),
             "inactive" => Some(Placement::Inactive(variables)),
+            "removed" => Some(Placement::Removed),
             _ => None,
         }
     }
 
     /// True when no variable is there and none will be placed there.
     fn is_empty(self) -> bool {
-        matches!(self, Placement::Drained | Placement::Inactive(0))
+        matches!(
+            self,
+            Placement::Drained | Placement::Removed | Placement::Inactive(0)
+        )
     }
 }
 
@@ -150,9 +156,10 @@ pub fn commit_marks(groups: &[GroupReport]) -> BTreeMap<u32, u64> {
 
 /// Why partition `p`, empty and out of the oracle's topology, may not be deleted yet: from
 /// what the members of every group of the cluster reported of themselves (`groups`, `p`'s
-/// own among them). Empty when nothing is left: `p`'s members hold no variable, no
-/// unfinished command, no undelivered message and no unacknowledged channel message, and no
-/// member of another group waits for `p`. A group none of whose members answered, or whose
+/// own among them). Empty when nothing is left: every group's leader has applied the
+/// removal (lists `p` among its removed partitions, so no group accepts a new message naming
+/// it), `p`'s members hold no variable, no unfinished command, no undelivered message and no
+/// unacknowledged channel message, and no member of another group waits for `p`. A group none of whose members answered, or whose
 /// leader did not answer with everything the group had committed when first asked
 /// (`marks`, from [`commit_marks`] of an earlier report) applied, may still need `p`, so it
 /// holds the deletion up as well. (Judging by the commit index of the same answer would wait
@@ -178,6 +185,16 @@ pub fn still_needed(p: u32, groups: &[GroupReport], marks: &BTreeMap<u32, u64>) 
         // Judged on a state that holds everything the group had committed: its leader's.
         if !report.caught_up(marks) {
             reasons.push(format!("{g}: no leader has applied all it had committed"));
+        }
+        // Every group must have applied the removal: until it has, it may still accept a
+        // new message naming p.
+        let leader_applied = answered
+            .iter()
+            .any(|(_, m)| m.role == "leader" && m.removed_partitions.contains(&p));
+        if !leader_applied {
+            reasons.push(format!(
+                "{g}: its leader has not applied the removal of p{p}"
+            ));
         }
         for (r, m) in answered {
             let member = format!("{g}-{r}");
@@ -296,6 +313,7 @@ mod tests {
             variables,
             pending_messages: pending,
             awaiting_groups: awaiting.to_vec(),
+            removed_partitions: vec![3],
             ..Default::default()
         })
     }
@@ -360,5 +378,17 @@ mod tests {
         (leader.commit_index, leader.applied_index) = (120, 110);
         assert!(still_needed(3, &loaded, &marks).is_empty());
         assert!(loaded[1].caught_up(&marks) && !behind[2].caught_up(&marks));
+
+        // p1's leader has not applied the removal yet: it may still accept a message for p3.
+        let mut unaware = quiet.clone();
+        unaware[1].members[0]
+            .as_mut()
+            .unwrap()
+            .removed_partitions
+            .clear();
+        assert_eq!(
+            still_needed(3, &unaware, &marks),
+            ["p1: its leader has not applied the removal of p3"]
+        );
     }
 }

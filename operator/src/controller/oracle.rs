@@ -250,10 +250,15 @@ pub async fn perform(
         let asked = groups_to_ask(v, plan);
         let mut reports = answer.connection.describe(&asked).await;
         // Each group's state must hold what it had committed by now: ask again (briefly)
-        // until its leader applied that far.
+        // until its leader applied that far, and while what the removal itself sent (the
+        // oracle's decision to the removed partition) is being acknowledged.
         let marks = scale::commit_marks(&reports);
         for _ in 0..CATCH_UP_ASKS {
-            if reports.iter().all(|r| r.caught_up(&marks)) {
+            let settled = reports.iter().all(|r| r.caught_up(&marks))
+                && removed
+                    .iter()
+                    .all(|p| scale::still_needed(*p, &reports, &marks).is_empty());
+            if settled {
                 break;
             }
             tokio::time::sleep(CATCH_UP_PAUSE).await;
@@ -395,9 +400,14 @@ mod tests {
 
         dssmr_engine::telemetry::init_for_tests();
         let known: Vec<GroupId> = (1..=3).map(GroupId).collect();
+        // On disk, as with the volumes the operator claims: p3's replicas are stopped and
+        // started again below, and a partition whose every replica lost its state could not
+        // take part in its own removal.
+        let data = tempfile::tempdir().expect("tempdir");
         let mut local = LocalCluster::start(ClusterOptions {
             groups: 3,
             oracle: true,
+            data_root: Some(data.path().to_path_buf()),
             apps: Some(Arc::new(
                 move |g| -> Box<dyn dssmr_engine::app::Application> {
                     if g == ORACLE {
@@ -407,7 +417,7 @@ mod tests {
                             vec![GroupId(1), GroupId(2)],
                         ))
                     } else {
-                        Box::new(Partition::new(g, Arc::new(Kv)))
+                        Box::new(Partition::new(g, Arc::new(Kv), &[GroupId(1), GroupId(2)]))
                     }
                 },
             )),
@@ -482,8 +492,9 @@ mod tests {
         }));
         steps.push(event("DrainingPartition"));
         steps.push(status_step(&two, "Draining"));
-        // 3. Scale in, once p3 is empty but its replicas are down: out of the config and the
-        //    oracle's topology, but its objects stay (nothing tells that no group needs it).
+        // 3. Scale in, once p3 is empty but its replicas are down: out of the config, but not
+        //    removed (every partition takes part in the removal, and p3 has no leader), and
+        //    its objects stay.
         steps.extend([
             Step::new("GET", format!("{NS}/configmaps/demo-config"))
                 .answer(config_map(&three, 3, 2)),
@@ -503,9 +514,15 @@ mod tests {
                         .and_then(|cs| cs.iter().find(|c| c["type"] == "Progressing"))
                         .and_then(|c| c["message"].as_str())
                         .unwrap_or_default();
-                    assert_eq!(
-                        message,
-                        "deleting p3 once no group needs it: p3: no member answered"
+                    assert_eq!(message, "deleting p3", "{b}");
+                    let degraded = b["status"]["conditions"]
+                        .as_array()
+                        .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded"))
+                        .and_then(|c| c["message"].as_str())
+                        .unwrap_or_default();
+                    assert!(
+                        degraded.contains("remove p3") && degraded.contains("p3 has no leader"),
+                        "the removal waits for p3's replicas: {b}"
                     );
                 })
                 .answer(cluster_json(&two)),
@@ -622,10 +639,10 @@ mod tests {
                 .expect("get");
             assert_eq!(got, KvReply::Value(i), "k{i}");
         }
-        // Removed from the oracle's topology before its objects went: only the oracle
-        // replicas' own config still names it, as a partition never added.
+        // Removed from the cluster before its objects went, for good: its number is never
+        // handed out again.
         let after = oracle.status().await.unwrap();
-        assert_eq!(after.view.get(&3), Some(&scale::Placement::Inactive(0)));
+        assert_eq!(after.view.get(&3), Some(&scale::Placement::Removed));
         local.shutdown().await;
     }
 }

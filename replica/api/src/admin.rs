@@ -156,7 +156,11 @@ pub async fn describe(addr: &str, within: Duration) -> Result<MemberStatus, Admi
 
 /// A partition's status as JSON.
 pub fn partition_json(p: &PartitionStatus) -> Value {
-    json!({"partition": p.partition, "state": p.state, "variables": p.variables})
+    let mut v = json!({"partition": p.partition, "state": p.state, "variables": p.variables});
+    if !p.note.is_empty() {
+        v["note"] = json!(p.note);
+    }
+    v
 }
 
 /// A cluster status as JSON.
@@ -178,8 +182,11 @@ pub fn status_json(s: &ClusterStatus) -> Value {
                 "queued": m.queued,
                 "pendingMessages": m.pending_messages,
                 "awaitingGroups": m.awaiting_groups,
+                "lifecycleVersion": m.lifecycle_version,
+                "removedPartitions": m.removed_partitions,
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "partitions": s.partitions.iter().map(partition_json).collect::<Vec<_>>(),
+        "nextPartition": s.next_partition,
     })
 }

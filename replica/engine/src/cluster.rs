@@ -95,7 +95,7 @@ pub fn engine_apps_with_rule<A: StateMachine>(
         if g == ORACLE {
             Box::new(Oracle::new(app.clone(), parts.clone()))
         } else {
-            Box::new(Partition::new(g, app.clone()).with_rule(rule))
+            Box::new(Partition::new(g, app.clone(), &parts).with_rule(rule))
         }
     })
 }
@@ -165,6 +165,8 @@ pub struct LocalCluster {
     topology: Topology,
     faults: Arc<Faults>,
     nodes: BTreeMap<(GroupId, usize), Option<Replica>>,
+    /// The highest group number this cluster ever ran.
+    highest: u32,
 }
 
 /// A replica and the runtime it runs on.
@@ -195,11 +197,13 @@ impl LocalCluster {
             }
             topology.groups.insert(GroupId(g), addrs);
         }
+        let highest = topology.groups.keys().map(|g| g.0).max().unwrap_or(0);
         let mut cluster = LocalCluster {
             options,
             topology,
             faults: Arc::new(Faults::default()),
             nodes: BTreeMap::new(),
+            highest,
         };
         for ((g, r), l) in listeners {
             let node = cluster.spawn(g, r, Some(l)).await?;
@@ -366,15 +370,24 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// Starts a new partition (the next group id) with its replicas, as an operator scaling
+    /// Starts a new partition (the next group id never used in this cluster: a removed
+    /// partition's number is not handed out again) with its replicas, as an operator scaling
     /// out does, and waits for its leader; returns it and its members' addresses. The running
     /// replicas are left alone: they and the clients learn of it once the oracle adds it
     /// (`AddPartition` with these members).
     pub async fn add_partition(&mut self) -> Result<(GroupId, Vec<String>)> {
-        let g = GroupId(self.topology.groups.keys().map(|g| g.0).max().unwrap_or(0) + 1);
+        let g = GroupId(self.highest + 1);
+        self.add_partition_as(g).await
+    }
+
+    /// As [`LocalCluster::add_partition`], as partition `g`, on empty storage. Nothing stops
+    /// `g` from being a number the cluster used before: tests show what the cluster does
+    /// with such a partition.
+    pub async fn add_partition_as(&mut self, g: GroupId) -> Result<(GroupId, Vec<String>)> {
         let bound = bind_local(self.options.replicas)?;
         let members: Vec<String> = bound.iter().map(|(_, a)| a.to_string()).collect();
         self.topology.groups.insert(g, members.clone());
+        self.highest = self.highest.max(g.0);
         for (r, (l, _)) in bound.into_iter().enumerate() {
             let node = self.spawn(g, r, Some(l)).await?;
             self.nodes.insert((g, r), Some(node));
@@ -393,6 +406,27 @@ impl LocalCluster {
             let _ = tokio::time::timeout(Duration::from_millis(200), rx.changed()).await;
         }
         Ok((g, members))
+    }
+
+    /// Stops every replica of partition `g` and deletes their storage, as an operator
+    /// deleting a removed partition's StatefulSet and volumes does; `g` leaves this
+    /// cluster's topology (its number is still not handed out again by
+    /// [`LocalCluster::add_partition`]).
+    pub async fn destroy_partition(&mut self, g: GroupId) -> Result<()> {
+        for r in 0..self.options.replicas {
+            self.crash(g, r).await;
+            self.nodes.remove(&(g, r));
+            if let Some(root) = &self.options.data_root {
+                let dir = root.join(format!("g{}-r{}", g.0, r));
+                match std::fs::remove_dir_all(&dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        self.topology.groups.remove(&g);
+        Ok(())
     }
 
     /// Replicas per group.

@@ -7,6 +7,8 @@
 //! network become a [`CodecError`] and the command is answered with [`Reply::Rejected`].
 
 use crate::ids::{GroupId, MsgId, VarId};
+pub use crate::lifecycle::AdminOp;
+use crate::lifecycle::{Lifecycle, Refusal};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -89,39 +91,11 @@ pub enum Command {
         /// The variable.
         var: VarId,
     },
-    /// An administrative change of the oracle's placement, to the oracle only.
+    /// An administrative change of the cluster's partitions, to the oracle and every
+    /// partition that exists (and the one it adds): the oracle decides, and every partition
+    /// takes the resulting [`Lifecycle`] at the same point of the order (see
+    /// [`crate::lifecycle`]).
     Admin(AdminOp),
-}
-
-/// An administrative change of the cluster's partitions (the operator's scaling): where the
-/// oracle places variables, and the topology it publishes to replicas and clients.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum AdminOp {
-    /// Place new variables in this partition too (a partition added to the cluster, or a
-    /// drained one taken back), and publish its members' addresses (empty: the ones every
-    /// replica's config has).
-    AddPartition {
-        /// The partition.
-        partition: GroupId,
-        /// Its member addresses, index = ordinal.
-        members: Vec<String>,
-    },
-    /// Stop placing new variables in this partition; the oracle leader then moves every
-    /// variable out of it.
-    DrainPartition(GroupId),
-    /// Take a drained partition out of the topology: replicas and clients stop using it
-    /// (refused while it holds variables or still takes new ones).
-    RemovePartition(GroupId),
-}
-
-impl AdminOp {
-    /// The partition the operation is about.
-    pub fn partition(&self) -> GroupId {
-        match self {
-            AdminOp::AddPartition { partition, .. } => *partition,
-            AdminOp::DrainPartition(p) | AdminOp::RemovePartition(p) => *p,
-        }
-    }
 }
 
 /// A message one group sends another over the reliable channel, about command `cmd`.
@@ -138,8 +112,17 @@ pub enum Transfer {
     CreateDecision {
         /// The create command.
         cmd: MsgId,
-        /// True when the variable did not exist.
-        ok: bool,
+        /// `Ok(true)`: create it; `Ok(false)`: it exists already; a refusal: the partition
+        /// takes no variables.
+        outcome: Result<bool, Refusal>,
+    },
+    /// Oracle to every partition an administrative command went to: the table of partitions
+    /// as the command left it, or why it did not take effect.
+    TopologyDecision {
+        /// The administrative command.
+        cmd: MsgId,
+        /// The table to hold from this command on, or the refusal.
+        outcome: Result<Lifecycle, Refusal>,
     },
     /// S-SMR partition to partition: the values of the sender's local variables of ω, and
     /// the signal that the sender reached the command.
@@ -159,6 +142,7 @@ impl Transfer {
         match self {
             Transfer::MoveValues { cmd, .. }
             | Transfer::CreateDecision { cmd, .. }
+            | Transfer::TopologyDecision { cmd, .. }
             | Transfer::Exchange { cmd, .. } => *cmd,
         }
     }
@@ -201,6 +185,11 @@ pub enum Reply {
     Nok,
     /// The command is malformed or sent to the wrong kind of group.
     Rejected(String),
+    /// The command did not take effect: it does not fit the cluster's partitions as they
+    /// stand at its place in the order (a move into a partition being drained or removed,
+    /// an administrative command built on an older topology, ...). Every destination
+    /// answers the same.
+    Refused(Refusal),
 }
 
 /// Bytes that do not decode as the expected protocol type.

@@ -8,7 +8,9 @@
 //!
 //! - [`ids`], [`mode`], [`topology`], [`route`], [`config`], [`proto`], [`channel`], [`telemetry`]:
 //!   the shared vocabulary, re-exported from `dssmr-api`;
-//! - [`command`]: DS-SMR commands, replies and prophecies, and their codec;
+//! - [`lifecycle`], [`command`]: the partitions' lifecycle every group replicates (active,
+//!   draining, removed; numbers never reused), DS-SMR commands, replies and prophecies, and
+//!   their codec;
 //! - [`multicast`]: what is multicast and the deterministic state machines of atomic
 //!   multicast (Skeen) and of the reliable inter-group channel; no I/O;
 //! - [`stats`]: the kinds and outcomes of executed commands, what an application reports;
@@ -37,6 +39,7 @@ pub mod cluster;
 pub mod command;
 pub(crate) mod coordinator;
 pub mod group;
+pub mod lifecycle;
 pub mod multicast;
 pub mod node;
 pub mod oracle;

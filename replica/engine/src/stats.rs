@@ -164,7 +164,7 @@ impl CommandOutcome {
             Reply::Prophecy(_) | Reply::Done(_) | Reply::Ok => CommandOutcome::Executed,
             Reply::Retry { .. } => CommandOutcome::Retry,
             Reply::Nok => CommandOutcome::Nok,
-            Reply::Rejected(_) => CommandOutcome::Rejected,
+            Reply::Rejected(_) | Reply::Refused(_) => CommandOutcome::Rejected,
         }
     }
 }

@@ -93,8 +93,13 @@ async fn drain(
         }
     }
     if !wait.is_zero() && status.state != "drained" {
+        let why = if status.note.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", status.note)
+        };
         anyhow::bail!(
-            "--wait: partition {partition} still holds {} variables after {wait:?}",
+            "--wait: partition {partition} still holds {} variables after {wait:?}{why}",
             status.variables
         );
     }

@@ -1,16 +1,14 @@
-//! The drainer: empties draining partitions, from the oracle leader.
+//! The drainer: empties draining partitions, from the oracle leader, into the partitions of
+//! the live topology (those added at run time included), and says why when it cannot.
 
-use crate::command::{encode, Command};
+use crate::command::{decode, encode, Command, Reply};
 use crate::coordinator::Coordinator;
 use crate::group::state_machine::Shared;
-use crate::group::GroupClient;
 use crate::ids::{GroupId, MsgId, ORACLE};
 use crate::multicast::McastMessage;
 use crate::oracle::Oracle;
-use crate::route::Sender;
-use crate::topology::Topology;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Variables moved by one move command of the drainer.
@@ -40,29 +38,46 @@ pub(crate) fn next_move(oracle: &Oracle) -> Option<DrainMove> {
     })
 }
 
-/// Runs forever on an oracle replica: while it leads, issues the moves [`next_move`] asks for.
+/// Why each draining partition does not progress, as the drainer last saw it (volatile;
+/// reported by the admin service).
+#[derive(Default)]
+pub(crate) struct DrainNotes {
+    notes: Mutex<BTreeMap<GroupId, String>>,
+}
+
+impl DrainNotes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<GroupId, String>> {
+        self.notes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records why `p`'s drain does not progress (logged when it changes).
+    fn set(&self, p: GroupId, note: String) {
+        let mut notes = self.lock();
+        if notes.get(&p) != Some(&note) {
+            tracing::warn!(partition = %p, %note, "drain does not progress");
+            notes.insert(p, note);
+        }
+    }
+
+    /// The drain of `p` progresses.
+    fn clear(&self, p: GroupId) {
+        self.lock().remove(&p);
+    }
+
+    /// Why `p`'s drain does not progress, if it does not.
+    pub(crate) fn get(&self, p: GroupId) -> Option<String> {
+        self.lock().get(&p).cloned()
+    }
+}
+
+/// Runs forever on an oracle replica: while it leads, issues the moves [`next_move`] asks
+/// for, to the partitions of the live topology; why a drain cannot progress goes to `notes`.
 pub(crate) async fn run_drainer(
     shared: Arc<Shared>,
     coordinator: Arc<Coordinator>,
-    topology: Topology,
-    node_id: u64,
+    notes: Arc<DrainNotes>,
 ) {
-    let mut clients: BTreeMap<GroupId, GroupClient> = BTreeMap::new();
-    for (g, addrs) in &topology.groups {
-        if *g == ORACLE {
-            continue;
-        }
-        let from = Sender::Replica {
-            group: ORACLE,
-            node: node_id,
-        };
-        match GroupClient::new(&topology.cluster, *g, addrs, from) {
-            Ok(c) => {
-                clients.insert(*g, c);
-            }
-            Err(e) => tracing::error!(group = %g, error = %e, "drainer: bad member address"),
-        }
-    }
+    let node_id = coordinator.node_id();
     // Message ids of the drainer: a sender id no client picks (clients draw random ones),
     // made distinct per oracle replica and per start.
     let sender = (u64::MAX - 1024 - node_id).wrapping_sub(now_nanos() & 0xffff_ffff);
@@ -76,19 +91,36 @@ pub(crate) async fn run_drainer(
         if !coordinator.is_leader() {
             continue;
         }
-        let step = {
+        let (step, stuck) = {
             let state = shared.state();
-            state
-                .app
-                .as_any()
-                .downcast_ref::<Oracle>()
-                .and_then(next_move)
+            match state.app.as_any().downcast_ref::<Oracle>() {
+                Some(oracle) => (next_move(oracle), stuck(oracle)),
+                None => return,
+            }
         };
+        for (p, why) in stuck {
+            notes.set(p, why);
+        }
         let Some(step) = step else {
             continue;
         };
-        let Some(client) = clients.get(&step.to) else {
-            continue;
+        let live = coordinator.live();
+        let client = match live.client(step.to) {
+            Some(c) => c,
+            None => {
+                // Added at run time and not in this replica's view yet: ask the oracle.
+                let _ = live.refresh(Duration::ZERO).await;
+                match live.client(step.to) {
+                    Some(c) => c,
+                    None => {
+                        notes.set(
+                            step.from,
+                            format!("cannot reach {}: not in this replica's topology", step.to),
+                        );
+                        continue;
+                    }
+                }
+            }
         };
         seq += 1;
         let msg = McastMessage::new(
@@ -101,17 +133,39 @@ pub(crate) async fn run_drainer(
             }),
         );
         match client.submit(&msg, Instant::now() + MOVE_DEADLINE).await {
-            Ok(_) => {
-                tracing::info!(from = %step.from, to = %step.to, vars = step.vars.len(),
-                    "drainer moved variables");
-                // Next batch at once, but let the oracle apply this one first.
-                pause = false;
-                tokio::task::yield_now().await;
-            }
-            Err(e) => tracing::warn!(from = %step.from, to = %step.to, error = %e,
-                "drain move failed; retrying"),
+            Ok(done) => match decode::<Reply>(&done.reply, "reply") {
+                Ok(Reply::Ok) => {
+                    tracing::info!(from = %step.from, to = %step.to, vars = step.vars.len(),
+                        "drainer moved variables");
+                    notes.clear(step.from);
+                    // Next batch at once, but let the oracle apply this one first.
+                    pause = false;
+                    tokio::task::yield_now().await;
+                }
+                // The destination stopped taking variables meanwhile: choose again.
+                Ok(other) => notes.set(
+                    step.from,
+                    format!("the move to {} was refused: {other:?}", step.to),
+                ),
+                Err(e) => notes.set(step.from, format!("undecodable reply: {e}")),
+            },
+            Err(e) => notes.set(
+                step.from,
+                format!("the last move to {} failed (retrying): {e}", step.to),
+            ),
         }
     }
+}
+
+/// The draining partitions that cannot progress from the oracle's map alone: no active
+/// partition can take their variables.
+fn stuck(oracle: &Oracle) -> Vec<(GroupId, String)> {
+    oracle
+        .draining()
+        .into_iter()
+        .filter(|p| oracle.emptiest_active(*p).is_none())
+        .map(|p| (p, "no active partition can take its variables".to_string()))
+        .collect()
 }
 
 fn now_nanos() -> u64 {

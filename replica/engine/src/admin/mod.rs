@@ -3,15 +3,18 @@
 //!
 //! * [`service::AdminService`]: `Describe` (this replica's Raft state), `Status` (every
 //!   group's members, leader and commit index, asked with `Describe`; at an oracle replica
-//!   also variables per partition and which partitions take new variables), `AddPartition`
-//!   and `DrainPartition` (oracle commands: ordered through the oracle group like any other
-//!   command, so every oracle replica applies them at the same point).
+//!   also variables per partition and which partitions take new variables), `AddPartition`,
+//!   `DrainPartition` and `RemovePartition` (administrative commands multicast to the oracle
+//!   and every partition: the oracle decides, every group applies the decision at the same
+//!   point of the order, and the call returns once every group has).
 //! * [`drain::run_drainer`]: on the oracle leader, moves the variables of draining partitions
 //!   to the active partition holding the fewest, in batches, with ordinary move commands
-//!   (Algorithm 2's move: oracle, source and destination), until they are empty. Clients
-//!   may still move variables into a draining partition (their destination is chosen among
-//!   the partitions a command involves); the drainer moves them out again, and since nothing
-//!   new is placed there the partition empties.
+//!   (Algorithm 2's move: oracle, source and destination), until they are empty. It reaches
+//!   the partitions through the live topology, so partitions added at run time take
+//!   variables too. No move into a draining partition takes effect (every destination
+//!   refuses it, see [`crate::lifecycle`]) and nothing new is placed there, so the partition
+//!   empties while any active partition can take its variables; when a drain cannot
+//!   progress, why is reported in the partition's admin status (`note`).
 
 pub(crate) mod drain;
 pub(crate) mod service;
@@ -21,11 +24,13 @@ pub(crate) use service::AdminService;
 use crate::ids::ORACLE;
 use crate::node::{NodeParts, ReplicaServices};
 use crate::proto::admin_server::AdminServer;
+use std::sync::Arc;
 
 /// The admin service of a replica, and at an oracle replica the drainer: what the replica
 /// server and local clusters add to every replica they start ([`crate::node::ReplicaSpec`]).
 pub(crate) fn replica_services() -> ReplicaServices {
     Box::new(|parts: NodeParts<'_>, routes| {
+        let notes = Arc::new(drain::DrainNotes::default());
         let admin = AdminService::new(
             parts.group,
             parts.ordinal,
@@ -33,6 +38,8 @@ pub(crate) fn replica_services() -> ReplicaServices {
             parts.raft.clone(),
             parts.shared.clone(),
             parts.topology.clone(),
+            parts.coordinator.live().clone(),
+            notes.clone(),
         )?;
         routes.add_service(AdminServer::new(admin));
         let mut tasks = Vec::new();
@@ -40,8 +47,7 @@ pub(crate) fn replica_services() -> ReplicaServices {
             tasks.push(tokio::spawn(drain::run_drainer(
                 parts.shared.clone(),
                 parts.coordinator.clone(),
-                parts.topology.clone(),
-                parts.node_id,
+                notes,
             )));
         }
         Ok(tasks)

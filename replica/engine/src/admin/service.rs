@@ -2,13 +2,16 @@
 //! Malformed requests get `INVALID_ARGUMENT`, requests for another kind of replica
 //! `FAILED_PRECONDITION`, each with a message saying what is wrong.
 
+use crate::admin::drain::DrainNotes;
 use crate::command::{decode, encode, AdminOp, Command, Reply};
 use crate::group::network::lazy_channel;
 use crate::group::state_machine::Shared;
 use crate::group::types::Raft;
 use crate::group::GroupClient;
+use crate::group::LiveTopology;
 use crate::ids::group_label;
 use crate::ids::{node_id_of_ordinal, GroupId, MsgId, ORACLE};
+use crate::lifecycle::Phase;
 use crate::multicast::McastMessage;
 use crate::oracle::{Oracle, PartitionState};
 use crate::proto::admin_client::AdminClient;
@@ -36,6 +39,8 @@ struct Owed {
     queued: u64,
     pending_messages: u64,
     awaiting_groups: Vec<u32>,
+    lifecycle_version: u64,
+    removed_partitions: Vec<u32>,
 }
 
 /// A member of a group: its address and an admin client of it.
@@ -49,16 +54,19 @@ pub(crate) struct AdminService {
     raft: Raft,
     shared: Arc<Shared>,
     topology: Topology,
-    /// Admin clients of every member of every group, by group, index = ordinal.
-    members: Vec<(GroupId, Vec<Member>)>,
-    /// The oracle group, for admin commands (oracle replicas only).
-    oracle: Option<GroupClient>,
+    /// The groups this replica follows, with a client of each (administrative commands go
+    /// to every group).
+    live: Arc<LiveTopology>,
+    /// Why drains do not progress (written by the drainer of an oracle replica).
+    notes: Arc<DrainNotes>,
     sender: u64,
     seq: AtomicU64,
 }
 
 impl AdminService {
-    /// The service of replica `ordinal` (listening on `addr`) of `group`.
+    /// The service of replica `ordinal` (listening on `addr`) of `group`, following `live`;
+    /// the drainer of an oracle replica writes its `notes`.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         group: GroupId,
         ordinal: usize,
@@ -66,32 +74,9 @@ impl AdminService {
         raft: Raft,
         shared: Arc<Shared>,
         topology: Topology,
+        live: Arc<LiveTopology>,
+        notes: Arc<DrainNotes>,
     ) -> Result<Self, crate::client::ClientError> {
-        let mut members = Vec::new();
-        for (g, addrs) in &topology.groups {
-            let mut clients = Vec::new();
-            for a in addrs {
-                let channel =
-                    lazy_channel(a).map_err(|source| crate::client::ClientError::BadAddress {
-                        addr: a.clone(),
-                        source,
-                    })?;
-                clients.push((a.clone(), AdminClient::new(channel)));
-            }
-            members.push((*g, clients));
-        }
-        let oracle = match (group == ORACLE, topology.groups.get(&ORACLE)) {
-            (true, Some(addrs)) => Some(GroupClient::new(
-                &topology.cluster,
-                ORACLE,
-                addrs,
-                Sender::Replica {
-                    group,
-                    node: node_id_of_ordinal(ordinal),
-                },
-            )?),
-            _ => None,
-        };
         Ok(AdminService {
             group,
             ordinal,
@@ -99,11 +84,27 @@ impl AdminService {
             raft,
             shared,
             topology,
-            members,
-            oracle,
+            live,
+            notes,
             sender: rand::random::<u64>() | 1 << 63,
             seq: AtomicU64::new(0),
         })
+    }
+
+    /// Admin clients of every member of every group this replica knows now (partitions
+    /// added at run time included), by group, index = ordinal.
+    fn members(&self) -> Result<Vec<(GroupId, Vec<Member>)>, Status> {
+        let mut out = Vec::new();
+        for (g, addrs) in self.live.topology().groups {
+            let mut clients = Vec::new();
+            for a in addrs {
+                let channel = lazy_channel(&a)
+                    .map_err(|e| Status::internal(format!("member address {a}: {e}")))?;
+                clients.push((a, AdminClient::new(channel)));
+            }
+            out.push((g, clients));
+        }
+        Ok(out)
     }
 
     async fn describe_self(&self) -> MemberStatus {
@@ -137,6 +138,8 @@ impl AdminService {
             queued: owed.queued,
             pending_messages: owed.pending_messages,
             awaiting_groups: owed.awaiting_groups,
+            lifecycle_version: owed.lifecycle_version,
+            removed_partitions: owed.removed_partitions,
         }
     }
 
@@ -149,11 +152,21 @@ impl AdminService {
         let mut awaiting = state.skeen.pending_destinations();
         awaiting.extend(state.channel.outboxes().map(|(g, _)| g));
         awaiting.remove(&self.group);
+        let lifecycle = state.app.lifecycle();
         Owed {
             variables: stats.variables,
             queued: stats.queued,
             pending_messages: state.skeen.pending_count() as u64,
             awaiting_groups: awaiting.into_iter().map(|g| g.0).collect(),
+            lifecycle_version: lifecycle.map_or(0, |l| l.version()),
+            removed_partitions: lifecycle
+                .map(|l| {
+                    l.phases()
+                        .filter(|(_, ph)| *ph == Phase::Removed)
+                        .map(|(p, _)| p.0)
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 
@@ -163,43 +176,201 @@ impl AdminService {
     }
 
     fn partition_status(&self, oracle: &Oracle, p: GroupId) -> proto::PartitionStatus {
-        let variables = oracle.counts().get(&p).copied().unwrap_or(0);
-        let state = match oracle.partition_state(p) {
-            PartitionState::Active => "active",
-            PartitionState::Draining(_) => "draining",
-            PartitionState::Drained => "drained",
-            PartitionState::Inactive => "inactive",
-        };
+        let state = oracle.partition_state(p);
         proto::PartitionStatus {
             partition: p.0,
-            state: state.into(),
-            variables,
+            state: state.name().into(),
+            variables: oracle.counts().get(&p).copied().unwrap_or(0),
+            note: match state {
+                PartitionState::Draining(_) => self.notes.get(p).unwrap_or_default(),
+                _ => String::new(),
+            },
         }
     }
 
-    /// Orders `op` through the oracle group and reports the partition afterwards.
+    /// The client of group `g`, for an administrative command: from the live topology, or
+    /// built from `members` (a partition being added is not published yet).
+    fn client_of(&self, g: GroupId, members: &[String]) -> Result<Arc<GroupClient>, Status> {
+        if !members.is_empty() && !self.live.contains(g) {
+            let from = Sender::Replica {
+                group: self.group,
+                node: node_id_of_ordinal(self.ordinal),
+            };
+            return GroupClient::new(&self.topology.cluster, g, members, from)
+                .map(Arc::new)
+                .map_err(|e| Status::invalid_argument(format!("members: {e}")));
+        }
+        self.live.client(g).ok_or_else(|| {
+            Status::unavailable(format!(
+                "{} is not in this replica's view of the topology yet; ask again",
+                group_label(g)
+            ))
+        })
+    }
+
+    /// Checks that every partition among `dests` has a leader right now (`p`, being added,
+    /// is reached at `new_members`). An administrative command waits for every destination
+    /// to order it, and while it waits the oracle delivers nothing ordered after it: sent
+    /// while a partition is down, it would hold up every consult of the cluster until that
+    /// partition is back. Refused instead, so the caller asks again later.
+    async fn preflight(
+        &self,
+        dests: &[GroupId],
+        p: GroupId,
+        new_members: &[String],
+    ) -> Result<(), Status> {
+        let view = self.live.topology();
+        let mut leaderless = Vec::new();
+        for g in dests.iter().filter(|g| **g != ORACLE) {
+            let addrs: Vec<String> = match view.groups.get(g) {
+                Some(a) => a.clone(),
+                None if *g == p => new_members.to_vec(),
+                None => Vec::new(),
+            };
+            let asked = addrs.iter().map(|a| async move {
+                let Ok(channel) = lazy_channel(a) else {
+                    return false;
+                };
+                let mut client = AdminClient::new(channel);
+                matches!(
+                    tokio::time::timeout(DESCRIBE_TIMEOUT, client.describe(DescribeRequest {})).await,
+                    Ok(Ok(r)) if r.get_ref().role == "leader"
+                )
+            });
+            if !futures::future::join_all(asked)
+                .await
+                .into_iter()
+                .any(|l| l)
+            {
+                leaderless.push(group_label(*g));
+            }
+        }
+        if leaderless.is_empty() {
+            return Ok(());
+        }
+        Err(Status::unavailable(format!(
+            "not ordered: {} has no leader now (every partition takes part in an \
+             administrative command, and the oracle would wait for it); ask again once it \
+             has one",
+            leaderless.join(", ")
+        )))
+    }
+
+    /// Multicasts `op` to the oracle and every partition that exists (and the one it
+    /// adds), as this replica's applied oracle state tells them, and waits until every
+    /// destination applied it; returns the oracle's reply. Asked again when the oracle finds
+    /// the destinations stale (this replica's state lagged behind a change).
+    async fn order(&self, op: &AdminOp) -> Result<(), Status> {
+        let deadline = Instant::now() + COMMAND_DEADLINE;
+        let new_members = match op {
+            AdminOp::AddPartition { members, .. } => members.clone(),
+            _ => Vec::new(),
+        };
+        loop {
+            let lifecycle = self
+                .with_oracle(|o| o.lifecycle().clone())
+                .ok_or_else(|| Status::internal("oracle replica without an oracle"))?;
+            let mut dests = vec![ORACLE];
+            dests.extend(lifecycle.destinations_of(op));
+            let mut clients = Vec::with_capacity(dests.len());
+            for g in &dests {
+                let members = if *g == op.partition() {
+                    new_members.as_slice()
+                } else {
+                    &[]
+                };
+                clients.push((*g, self.client_of(*g, members)?));
+            }
+            self.preflight(&dests, op.partition(), &new_members).await?;
+            let msg = McastMessage::new(
+                MsgId {
+                    sender: self.sender,
+                    seq: self.seq.fetch_add(1, Ordering::Relaxed),
+                },
+                dests,
+                encode(&Command::Admin(op.clone())),
+            );
+            // The oracle decides first (its leader forwards the command to the other
+            // destinations); the partitions answer once they applied its decision.
+            let Some((oracle, partitions)) = clients.split_first() else {
+                return Err(Status::internal(
+                    "an administrative command without the oracle",
+                ));
+            };
+            let decided = oracle.1.submit(&msg, deadline).await.map_err(|e| match e {
+                crate::client::ClientError::Rejected { message, .. } => {
+                    Status::invalid_argument(message)
+                }
+                other => Status::unavailable(format!("the oracle did not answer: {other}")),
+            })?;
+            match decode::<Reply>(&decided.reply, "reply") {
+                Ok(Reply::Ok) => {}
+                Ok(Reply::Refused(refusal)) if refusal.is_stale() => {
+                    if Instant::now() > deadline {
+                        return Err(Status::unavailable(refusal.to_string()));
+                    }
+                    // This replica's state lagged: let it apply what the oracle decided.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+                Ok(Reply::Refused(refusal)) => {
+                    return Err(Status::failed_precondition(refusal.to_string()))
+                }
+                Ok(Reply::Rejected(why)) => return Err(Status::failed_precondition(why)),
+                Ok(other) => return Err(Status::internal(format!("unexpected reply {other:?}"))),
+                Err(e) => return Err(Status::internal(e.to_string())),
+            }
+            let answers =
+                futures::future::join_all(partitions.iter().map(|(_, c)| c.submit(&msg, deadline)))
+                    .await;
+            let unapplied: Vec<String> = partitions
+                .iter()
+                .zip(answers)
+                .filter_map(|((g, _), a)| a.err().map(|e| format!("{}: {e}", group_label(*g))))
+                .collect();
+            if unapplied.is_empty() {
+                return Ok(());
+            }
+            return Err(Status::unavailable(format!(
+                "ordered, but not yet applied everywhere (ask again): {}",
+                unapplied.join("; ")
+            )));
+        }
+    }
+
+    /// Orders `op` through every group and reports the partition afterwards.
     async fn admin(&self, op: AdminOp) -> Result<proto::PartitionStatus, Status> {
         let p = op.partition();
-        let Some(oracle) = &self.oracle else {
+        if self.group != ORACLE {
             return Err(Status::failed_precondition(format!(
                 "this replica belongs to {}, not to the oracle: send AddPartition and \
                  DrainPartition to an oracle replica (DS-SMR clusters only)",
                 group_label(self.group)
             )));
-        };
-        let published = self
-            .with_oracle(|o| o.published().partitions.iter().any(|q| q.partition == p))
-            .unwrap_or(false);
+        }
+        let phase = self
+            .with_oracle(|o| o.lifecycle().phase(p))
+            .ok_or_else(|| Status::internal("oracle replica without an oracle"))?;
         let adds_members =
             matches!(&op, AdminOp::AddPartition { members, .. } if !members.is_empty());
-        if matches!(op, AdminOp::RemovePartition(_)) && !published && p != ORACLE {
-            // Removed already (the oracle no longer publishes it): asking again is not an
-            // error, so a caller whose first answer was lost can go on.
+        if matches!(op, AdminOp::AddPartition { .. }) && phase == Some(Phase::Removed) {
+            let next = self
+                .with_oracle(|o| o.published().next_partition.0)
+                .unwrap_or_default();
+            return Err(Status::failed_precondition(format!(
+                "partition {} was removed and partition numbers are never reused: add \
+                 partition {next} instead",
+                p.0
+            )));
+        }
+        if matches!(op, AdminOp::RemovePartition(_)) && phase == Some(Phase::Removed) {
+            // Removed already: asking again is not an error, so a caller whose first answer
+            // was lost can go on.
             return self
                 .with_oracle(|o| self.partition_status(o, p))
                 .ok_or_else(|| Status::internal("oracle replica without an oracle"));
         }
-        if p == ORACLE || !(self.topology.contains(p) || published || adds_members) {
+        if p == ORACLE || !(self.topology.contains(p) || phase.is_some() || adds_members) {
             let known: Vec<u32> = self
                 .topology
                 .groups
@@ -213,42 +384,30 @@ impl AdminService {
                 p.0
             )));
         }
-        let msg = McastMessage::new(
-            MsgId {
-                sender: self.sender,
-                seq: self.seq.fetch_add(1, Ordering::Relaxed),
-            },
-            vec![ORACLE],
-            encode(&Command::Admin(op.clone())),
-        );
-        let done = oracle
-            .submit(&msg, Instant::now() + COMMAND_DEADLINE)
-            .await
-            .map_err(|e| match e {
-                crate::client::ClientError::Rejected { message, .. } => {
-                    Status::invalid_argument(message)
-                }
-                other => Status::unavailable(other.to_string()),
-            })?;
-        match decode::<Reply>(&done.reply, "reply") {
-            Ok(Reply::Ok) => {}
-            Ok(Reply::Rejected(why)) => return Err(Status::failed_precondition(why)),
-            Ok(other) => return Err(Status::internal(format!("unexpected reply {other:?}"))),
-            Err(e) => return Err(Status::internal(e.to_string())),
+        if let AdminOp::AddPartition { partition, members } = &op {
+            if !members.is_empty() && phase.is_none() {
+                // Started at run time: publish its members first, so that every group can
+                // order the add with it.
+                let join = AdminOp::JoinPartition {
+                    partition: *partition,
+                    members: members.clone(),
+                };
+                self.order(&join).await?;
+                let _ = self.live.refresh(Duration::ZERO).await;
+            }
         }
+        self.order(&op).await?;
         // Report once this replica applied it too.
         let deadline = Instant::now() + COMMAND_DEADLINE;
         loop {
             let status = self
-                .with_oracle(|o| {
-                    let published = o.published().partitions.iter().any(|q| q.partition == p);
-                    (self.partition_status(o, p), o.partition_state(p), published)
-                })
+                .with_oracle(|o| (self.partition_status(o, p), o.partition_state(p)))
                 .ok_or_else(|| Status::internal("oracle replica without an oracle"))?;
             let applied = match op {
                 AdminOp::AddPartition { .. } => status.1 == PartitionState::Active,
+                AdminOp::JoinPartition { .. } => true,
                 AdminOp::DrainPartition(_) => !matches!(status.1, PartitionState::Active),
-                AdminOp::RemovePartition(_) => !status.2,
+                AdminOp::RemovePartition(_) => status.1 == PartitionState::Removed,
             };
             if applied || Instant::now() > deadline {
                 return Ok(status.0);
@@ -272,25 +431,31 @@ impl proto::admin_server::Admin for AdminService {
         _req: Request<StatusRequest>,
     ) -> Result<Response<ClusterStatus>, Status> {
         let mut groups = Vec::new();
-        for (g, members) in &self.members {
-            let asked = members.iter().enumerate().map(|(ordinal, (addr, client))| {
-                let mut client = client.clone();
-                async move {
-                    let answer =
-                        tokio::time::timeout(DESCRIBE_TIMEOUT, client.describe(DescribeRequest {}))
-                            .await;
-                    match answer {
-                        Ok(Ok(r)) => r.into_inner(),
-                        _ => MemberStatus {
-                            group: g.0,
-                            ordinal: ordinal as u32,
-                            addr: addr.clone(),
-                            role: "unreachable".into(),
-                            ..Default::default()
-                        },
+        for (g, members) in self.members()? {
+            let g = &g;
+            let asked = members
+                .into_iter()
+                .enumerate()
+                .map(|(ordinal, (addr, client))| {
+                    let mut client = client;
+                    async move {
+                        let answer = tokio::time::timeout(
+                            DESCRIBE_TIMEOUT,
+                            client.describe(DescribeRequest {}),
+                        )
+                        .await;
+                        match answer {
+                            Ok(Ok(r)) => r.into_inner(),
+                            _ => MemberStatus {
+                                group: g.0,
+                                ordinal: ordinal as u32,
+                                addr: addr.clone(),
+                                role: "unreachable".into(),
+                                ..Default::default()
+                            },
+                        }
                     }
-                }
-            });
+                });
             let members = futures::future::join_all(asked).await;
             let leader = members
                 .iter()
@@ -312,7 +477,14 @@ impl proto::admin_server::Admin for AdminService {
                     .collect()
             })
             .unwrap_or_default();
-        Ok(Response::new(ClusterStatus { groups, partitions }))
+        let next_partition = self
+            .with_oracle(|o| o.published().next_partition.0)
+            .unwrap_or(0);
+        Ok(Response::new(ClusterStatus {
+            groups,
+            partitions,
+            next_partition,
+        }))
     }
 
     async fn add_partition(

@@ -129,6 +129,13 @@ pub trait Application: Send + Sync + 'static {
         None
     }
 
+    /// The partitions' lifecycle as this group's replicated state holds it (the oracle and
+    /// DS-SMR partitions; see [`crate::lifecycle`]): a new submission naming a removed
+    /// partition is refused with it. Default: `None`, nothing is refused for it.
+    fn lifecycle(&self) -> Option<&crate::lifecycle::Lifecycle> {
+        None
+    }
+
     /// Applies a message received from group `from` over the reliable channel.
     fn receive(&mut self, from: GroupId, payload: &[u8], actions: &mut Actions);
 

@@ -115,7 +115,7 @@ pub enum Created {
 }
 
 /// How many times a command is run again because the topology changed under it.
-const STALE_RETRIES: u32 = 3;
+const STALE_RETRIES: u32 = 8;
 
 /// A client proxy: one logical client issuing one command at a time.
 pub struct Proxy<A: StateMachine> {
@@ -241,6 +241,8 @@ impl<A: StateMachine> Proxy<A> {
     fn unexpected(reply: Reply) -> ProxyError {
         match reply {
             Reply::Rejected(m) => ProxyError::Rejected(m),
+            Reply::Refused(r) if r.is_stale() => ProxyError::Stale(r.to_string()),
+            Reply::Refused(r) => ProxyError::Rejected(r.to_string()),
             other => ProxyError::Rejected(format!("unexpected reply {other:?}")),
         }
     }
@@ -581,6 +583,23 @@ impl<A: StateMachine> Proxy<A> {
     pub async fn create(&self, var: VarId, value: &A::Value) -> Result<Created, ProxyError> {
         bump(&self.stats.commands, 1);
         let value = encode(value);
+        let mut stale = 0;
+        loop {
+            match self.create_once(&var, &value).await {
+                // The partition the oracle chose stopped taking variables (drained) before
+                // the create was ordered: nothing happened; learn the topology, again.
+                Err(ProxyError::Stale(why)) if stale < STALE_RETRIES => {
+                    stale += 1;
+                    tracing::debug!(%why, "topology changed under a create; again");
+                    let _ = self.conns.live().refresh(std::time::Duration::ZERO).await;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn create_once(&self, var: &VarId, value: &[u8]) -> Result<Created, ProxyError> {
+        let (var, value) = (var.clone(), value.to_vec());
         let target = match self.config.mode {
             Mode::Ssmr => self.app.place(&var, &self.conns.partitions()),
             Mode::Dssmr => {

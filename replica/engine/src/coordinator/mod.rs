@@ -221,13 +221,9 @@ impl Coordinator {
         }
     }
 
-    /// Groups a new submission may name.
-    fn known_group(&self) -> impl Fn(GroupId) -> bool + '_ {
-        |g| self.live.contains(g)
-    }
-
-    /// Groups a message in flight (announced by another group) may name: retired
-    /// partitions too, so a message accepted before their removal still completes.
+    /// Groups a message may name: retired partitions too, so a message accepted before their
+    /// removal still completes (new messages naming them are refused by the replicated
+    /// lifecycle, see [`Coordinator::multicast`]).
     fn ordered_group(&self) -> impl Fn(GroupId) -> bool + '_ {
         |g| self.live.known(g)
     }
@@ -235,6 +231,11 @@ impl Coordinator {
     /// The topology this replica follows.
     pub(crate) fn live(&self) -> &Arc<LiveTopology> {
         &self.live
+    }
+
+    /// This replica's Raft node id.
+    pub(crate) fn node_id(&self) -> NodeId {
+        self.node_id
     }
 
     /// The topology the oracle's state (as this replica applied it) publishes, members filled
@@ -248,6 +249,8 @@ impl Coordinator {
         let view = self.live.topology();
         Some(proto::TopologyReply {
             version: published.version,
+            next_partition: published.next_partition.0,
+            not_leader: None,
             partitions: published
                 .partitions
                 .into_iter()
@@ -258,9 +261,30 @@ impl Coordinator {
                         .or_else(|| view.groups.get(&p.partition).cloned())
                         .unwrap_or_default(),
                     accepting: p.accepting,
+                    joining: false,
                 })
+                .chain(
+                    published
+                        .joining
+                        .into_iter()
+                        .map(|(g, members)| proto::GroupMembers {
+                            group: g.0,
+                            members,
+                            accepting: false,
+                            joining: true,
+                        }),
+                )
                 .collect(),
         })
+    }
+
+    /// Confirms that this replica still leads its group and has applied everything
+    /// committed when the call began (one read-index round, shared with every read waiting
+    /// for one): what its applied state says afterwards is not older than the call.
+    pub(crate) async fn read_barrier(
+        &self,
+    ) -> Result<u64, crate::group::read_index::ReadIndexError> {
+        self.reads.barrier().await
     }
 
     /// Makes sure this replica knows every group in `groups` before a request naming them is
@@ -291,7 +315,9 @@ impl Coordinator {
         if let Some(m) = &req.message {
             self.learn_groups(m.dests.iter().copied()).await;
         }
-        let msg = McastMessage::from_proto(req.message, self.known_group())?;
+        // Retired partitions pass here: a message accepted before their removal may be
+        // asked again (its reply was lost); new ones naming them are refused below.
+        let msg = McastMessage::from_proto(req.message, self.ordered_group())?;
         tracing::Span::current().record("msg", tracing::field::display(msg.id));
         if req.group != self.group.0 {
             return Err(MessageError::WrongReceiver {
@@ -324,10 +350,18 @@ impl Coordinator {
                 ReplyStatus::NotKept { .. } => return Err(RequestError::ReadNotKept(msg.id)),
                 ReplyStatus::Unanswered => {}
             }
-            (
-                state.skeen.status(msg.id),
-                self.shared.waiters.register(msg.id),
-            )
+            let status = state.skeen.status(msg.id);
+            // A new message may not name a partition this group knows to be removed (this
+            // partition itself included): the sender's topology is stale. (One it knows
+            // already is answered as usual: it was accepted before the removal.)
+            if status == Status::Unknown {
+                if let Some(lifecycle) = state.app.lifecycle() {
+                    if let Some(g) = msg.dests.iter().find(|g| lifecycle.is_removed(**g)) {
+                        return Err(MessageError::RemovedGroup(g.0).into());
+                    }
+                }
+            }
+            (status, self.shared.waiters.register(msg.id))
         };
         if status == Status::Unknown {
             self.vol().started.insert(msg.id, arrived);

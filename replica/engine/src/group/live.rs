@@ -4,7 +4,8 @@
 //! A process starts from its config's topology. In a DS-SMR cluster the oracle's replicated
 //! state holds the partitions that exist and the members of those added at run time
 //! ([`crate::oracle::PublishedTopology`]); [`LiveTopology::follow`] long-polls an oracle
-//! replica's `Topology` RPC and [`LiveTopology::learn`]s every newer version, so a partition
+//! leader's `Topology` RPC (answered after a read index: never a lagging follower's view)
+//! and [`LiveTopology::learn`]s every newer version, so a partition
 //! added or removed by the operator is used by replicas and clients without a restart. A
 //! caller that meets a group it does not know asks at once ([`LiveTopology::refresh`]).
 //!
@@ -40,6 +41,9 @@ struct View {
     draining: BTreeSet<GroupId>,
     /// Partitions removed from the topology, with their members (see the module doc).
     retired: BTreeMap<GroupId, Vec<String>>,
+    /// Partitions joining (started, not added yet), with their members: messages may name
+    /// them (the command that adds them), new submissions may not.
+    joining: BTreeMap<GroupId, Vec<String>>,
     clients: BTreeMap<GroupId, Arc<GroupClient>>,
 }
 
@@ -102,6 +106,7 @@ impl LiveTopology {
                 version: 0,
                 draining: BTreeSet::new(),
                 retired: BTreeMap::new(),
+                joining: BTreeMap::new(),
                 clients: BTreeMap::new(),
             }),
         };
@@ -156,11 +161,11 @@ impl LiveTopology {
         self.read().topology.contains(g)
     }
 
-    /// True when `g` is a group of the cluster or a retired one: messages in flight may name
+    /// True when `g` is a group of the cluster, a joining or a retired one: messages may name
     /// it.
     pub fn known(&self, g: GroupId) -> bool {
         let v = self.read();
-        v.topology.contains(g) || v.retired.contains_key(&g)
+        v.topology.contains(g) || v.retired.contains_key(&g) || v.joining.contains_key(&g)
     }
 
     /// The client of group `g`.
@@ -200,9 +205,16 @@ impl LiveTopology {
         }
         let mut listed = BTreeSet::new();
         let mut draining = BTreeSet::new();
+        let mut joining = BTreeMap::new();
         for p in &reply.partitions {
             let g = GroupId(p.group);
             if g == ORACLE {
+                continue;
+            }
+            if p.joining {
+                if Some(g) != self.own && !v.topology.contains(g) {
+                    joining.insert(g, p.members.clone());
+                }
                 continue;
             }
             let members = if p.members.is_empty() {
@@ -237,6 +249,24 @@ impl LiveTopology {
                 v.retired.insert(*g, members);
             }
         }
+        for (g, members) in &joining {
+            if v.joining.get(g) != Some(members) {
+                let from = self.from;
+                let client = GroupClient::new(&v.topology.cluster, *g, members, from);
+                match client {
+                    Ok(mut client) => {
+                        if let Some((faults, me)) = &self.faults {
+                            client = client.with_faults(faults.clone(), me.clone());
+                        }
+                        v.clients.insert(*g, Arc::new(client));
+                    }
+                    Err(e) => {
+                        tracing::warn!(group = %g, error = %e, "topology: bad member address")
+                    }
+                }
+            }
+        }
+        v.joining = joining;
         v.draining = draining;
         v.version = reply.version;
         tracing::debug!(
@@ -262,7 +292,13 @@ impl LiveTopology {
         let reply = oracle
             .call(
                 Instant::now() + wait + Duration::from_secs(5),
-                |mut rpc| async move { Ok(Answer::Done(rpc.topology(req).await?.into_inner())) },
+                |mut rpc| async move {
+                    let reply = rpc.topology(req).await?.into_inner();
+                    Ok(match reply.not_leader {
+                        Some(hint) => Answer::NotLeader(Some(hint)),
+                        None => Answer::Done(reply),
+                    })
+                },
             )
             .await?;
         Ok(self.learn(&reply))
@@ -309,12 +345,15 @@ mod tests {
     fn reply(version: u64, parts: &[(u32, &[&str], bool)]) -> proto::TopologyReply {
         proto::TopologyReply {
             version,
+            not_leader: None,
+            next_partition: 0,
             partitions: parts
                 .iter()
                 .map(|(g, m, accepting)| proto::GroupMembers {
                     group: *g,
                     members: m.iter().map(|s| s.to_string()).collect(),
                     accepting: *accepting,
+                    joining: false,
                 })
                 .collect(),
         }

@@ -28,6 +28,10 @@ pub enum MessageError {
     /// A destination is not a group of this cluster.
     #[error("destination group {0} is not part of the cluster")]
     UnknownGroup(u32),
+    /// A destination is a partition removed from the cluster (the receiving group's
+    /// replicated state says so): the sender's topology is stale.
+    #[error("destination partition {0} was removed from the cluster")]
+    RemovedGroup(u32),
     /// The receiving group is not among the destinations.
     #[error("group {0} is not a destination of the message")]
     NotADestination(u32),

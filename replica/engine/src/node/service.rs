@@ -107,9 +107,10 @@ fn status(e: RequestError) -> Status {
     match e {
         // A destination this replica does not know: the topology may have changed since the
         // sender looked (a partition removed); it should refresh its view and try again.
-        RequestError::Invalid(e @ crate::multicast::MessageError::UnknownGroup(_)) => {
-            Status::not_found(e.to_string())
-        }
+        RequestError::Invalid(
+            e @ (crate::multicast::MessageError::UnknownGroup(_)
+            | crate::multicast::MessageError::RemovedGroup(_)),
+        ) => Status::not_found(e.to_string()),
         RequestError::Invalid(e) => Status::invalid_argument(e.to_string()),
         RequestError::InvalidPayload(_) => Status::invalid_argument(e.to_string()),
         RequestError::Timeout(_) => Status::unavailable(e.to_string()),
@@ -240,6 +241,9 @@ impl proto::group_server::Group for GroupService {
         }))
     }
 
+    /// Only the oracle's leader answers, after a read index (never from a follower's
+    /// applied state, which may lag or be cut off); others refer the caller to it. A call
+    /// waits up to `wait_ms` for a version newer than `known_version`.
     async fn topology(
         &self,
         req: Request<proto::TopologyRequest>,
@@ -247,14 +251,25 @@ impl proto::group_server::Group for GroupService {
         let req = req.into_inner();
         let wait = Duration::from_millis(u64::from(req.wait_ms.min(MAX_TOPOLOGY_WAIT_MS)));
         let deadline = Instant::now() + wait;
+        let c = &self.coordinator;
         loop {
-            let Some(reply) = self.coordinator.published_topology() else {
+            let Some(local) = c.published_topology() else {
                 return Err(Status::failed_precondition(
                     "the topology is served by the oracle's replicas",
                 ));
             };
-            if reply.version > req.known_version || Instant::now() >= deadline {
-                return Ok(Response::new(reply));
+            if !c.is_leader() {
+                return Ok(Response::new(proto::TopologyReply {
+                    not_leader: Some(c.leader_hint()),
+                    ..Default::default()
+                }));
+            }
+            if local.version > req.known_version || Instant::now() >= deadline {
+                c.read_barrier().await.map_err(|e| {
+                    Status::unavailable(format!("cannot confirm the oracle's leadership: {e}"))
+                })?;
+                let confirmed = c.published_topology().unwrap_or(local);
+                return Ok(Response::new(confirmed));
             }
             // Admin commands are rare: look again shortly rather than wiring a notification
             // into the state machine's apply path.

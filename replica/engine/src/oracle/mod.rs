@@ -9,6 +9,7 @@
 use crate::app::{Actions, Application, InvalidCommand, RestoreError, StateMachine};
 use crate::command::{decode, encode, AdminOp, Command, Prophecy, Purpose, Reply, Transfer};
 use crate::ids::{GroupId, VarId, ORACLE};
+use crate::lifecycle::{Lifecycle, Phase, Refusal};
 use crate::multicast::McastMessage;
 use crate::stats::{AppStats, CommandCounts, CommandKind, CommandOutcome};
 use serde::{Deserialize, Serialize};
@@ -30,16 +31,15 @@ impl<A: StateMachine> Placement for A {
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct OracleState {
-    /// Where new variables may be placed, sorted.
-    partitions: Vec<GroupId>,
+    /// Which partitions exist, are drained or were removed: new variables go to the active
+    /// ones. The oracle decides every change and sends the result to every partition.
+    lifecycle: Lifecycle,
     locations: HashMap<VarId, GroupId>,
     counts: BTreeMap<GroupId, u64>,
-    /// Partitions being drained: no longer placed into, their variables moved out.
-    draining: BTreeSet<GroupId>,
     /// Member addresses of partitions added at run time (the others are in every config).
     members: BTreeMap<GroupId, Vec<String>>,
-    /// Grows with every change of the partitions or their members.
-    topology_version: u64,
+    /// Partitions joined so far (each one changes the published topology).
+    joins: u64,
 }
 
 /// One partition of the topology the oracle publishes.
@@ -61,6 +61,11 @@ pub struct PublishedTopology {
     pub version: u64,
     /// In group order.
     pub partitions: Vec<PublishedPartition>,
+    /// Partitions joining (members known, not added yet), with their members: groups order
+    /// the command that adds them with them.
+    pub joining: Vec<(GroupId, Vec<String>)>,
+    /// The lowest partition number never used: the next partition added gets it or more.
+    pub next_partition: GroupId,
 }
 
 /// Where a partition stands in the oracle's placement.
@@ -72,8 +77,23 @@ pub enum PartitionState {
     Draining(u64),
     /// Drained: no variable is in it, none is placed in it.
     Drained,
+    /// Removed from the cluster: its number is never used again.
+    Removed,
     /// In the cluster config but not (yet) added to the placement.
     Inactive,
+}
+
+impl PartitionState {
+    /// The name the admin API reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            PartitionState::Active => "active",
+            PartitionState::Draining(_) => "draining",
+            PartitionState::Drained => "drained",
+            PartitionState::Removed => "removed",
+            PartitionState::Inactive => "inactive",
+        }
+    }
 }
 
 /// The oracle's replicated state and logic.
@@ -111,11 +131,10 @@ impl Oracle {
             known,
             state: OracleState {
                 counts: initial.iter().map(|p| (*p, 0)).collect(),
-                partitions: initial,
+                lifecycle: Lifecycle::initial(&initial),
                 locations: HashMap::new(),
-                draining: BTreeSet::new(),
                 members: BTreeMap::new(),
-                topology_version: 0,
+                joins: 0,
             },
             commands: CommandCounts::default(),
         }
@@ -131,26 +150,28 @@ impl Oracle {
         &self.state.counts
     }
 
+    /// The partitions' lifecycle as the oracle decided it so far.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.state.lifecycle
+    }
+
     /// Where partition `p` stands.
     pub(crate) fn partition_state(&self, p: GroupId) -> PartitionState {
         let held = self.state.counts.get(&p).copied().unwrap_or(0);
-        if self.state.draining.contains(&p) {
-            if held == 0 {
-                PartitionState::Drained
-            } else {
-                PartitionState::Draining(held)
-            }
-        } else if self.state.partitions.contains(&p) {
-            PartitionState::Active
-        } else {
-            PartitionState::Inactive
+        match self.state.lifecycle.phase(p) {
+            Some(Phase::Active) => PartitionState::Active,
+            Some(Phase::Draining) if held == 0 => PartitionState::Drained,
+            Some(Phase::Draining) => PartitionState::Draining(held),
+            Some(Phase::Removed) => PartitionState::Removed,
+            None => PartitionState::Inactive,
         }
     }
 
-    /// Every partition of the config, and every one placed into or holding variables.
+    /// Every partition of the config, and every one the cluster ever had (removed ones
+    /// included).
     pub fn partitions(&self) -> Vec<GroupId> {
         let mut all: BTreeSet<GroupId> = self.known.iter().copied().collect();
-        all.extend(self.state.partitions.iter().copied());
+        all.extend(self.state.lifecycle.phases().map(|(p, _)| p));
         all.extend(self.state.counts.keys().copied());
         all.into_iter().collect()
     }
@@ -158,9 +179,10 @@ impl Oracle {
     /// Partitions being drained that still hold variables.
     pub fn draining(&self) -> Vec<GroupId> {
         self.state
-            .draining
-            .iter()
-            .copied()
+            .lifecycle
+            .phases()
+            .filter(|(_, ph)| *ph == Phase::Draining)
+            .map(|(p, _)| p)
             .filter(|p| self.state.counts.get(p).copied().unwrap_or(0) > 0)
             .collect()
     }
@@ -179,75 +201,68 @@ impl Oracle {
     /// The active partition (other than `not`) holding the fewest variables.
     pub(crate) fn emptiest_active(&self, not: GroupId) -> Option<GroupId> {
         self.state
-            .partitions
-            .iter()
-            .copied()
+            .lifecycle
+            .active()
+            .into_iter()
             .filter(|p| *p != not)
             .min_by_key(|p| (self.state.counts.get(p).copied().unwrap_or(0), *p))
     }
 
     /// The topology to publish (see [`PublishedTopology`]).
     pub fn published(&self) -> PublishedTopology {
-        let mut all: BTreeSet<GroupId> = self.state.partitions.iter().copied().collect();
-        all.extend(self.state.draining.iter().copied());
+        let lifecycle = &self.state.lifecycle;
         PublishedTopology {
             // Versions start at 1, so that a caller with none (0) is always behind.
-            version: self.state.topology_version + 1,
-            partitions: all
+            version: lifecycle.version() + self.state.joins + 1,
+            partitions: lifecycle
+                .existing()
                 .into_iter()
                 .map(|p| PublishedPartition {
                     partition: p,
                     members: self.state.members.get(&p).cloned(),
-                    accepting: self.state.partitions.contains(&p),
+                    accepting: lifecycle.is_active(p),
                 })
+                .collect(),
+            next_partition: lifecycle.next_partition(&self.known),
+            joining: self
+                .state
+                .members
+                .iter()
+                .filter(|(p, _)| lifecycle.phase(**p).is_none())
+                .map(|(p, m)| (*p, m.clone()))
                 .collect(),
         }
     }
 
-    fn admin(&mut self, op: AdminOp) -> Reply {
+    /// Decides the administrative command `op`, multicast to `dests` (see
+    /// [`Lifecycle::apply`]), and applies it to the placement when it takes effect.
+    fn admin(&mut self, op: &AdminOp, dests: &[GroupId]) -> Result<(), Refusal> {
+        let counts = &self.state.counts;
+        self.state
+            .lifecycle
+            .apply(op, dests, |p| counts.get(&p).copied().unwrap_or(0))?;
         match op {
             AdminOp::AddPartition { partition, members } => {
-                let p = partition;
-                self.state.draining.remove(&p);
-                if !self.state.partitions.contains(&p) {
-                    self.state.partitions.push(p);
-                    self.state.partitions.sort_unstable();
-                }
-                self.state.counts.entry(p).or_default();
+                self.state.counts.entry(*partition).or_default();
                 if !members.is_empty() {
-                    self.state.members.insert(p, members);
+                    self.state.members.insert(*partition, members.clone());
                 }
-                self.state.topology_version += 1;
-                Reply::Ok
             }
-            AdminOp::RemovePartition(p) => match self.partition_state(p) {
-                PartitionState::Drained | PartitionState::Inactive => {
-                    self.state.draining.remove(&p);
-                    self.state.members.remove(&p);
-                    self.state.counts.remove(&p);
-                    self.state.topology_version += 1;
-                    Reply::Ok
+            AdminOp::JoinPartition { partition, members } => {
+                if self.state.lifecycle.phase(*partition).is_none()
+                    && self.state.members.get(partition) != Some(members)
+                {
+                    self.state.members.insert(*partition, members.clone());
+                    self.state.joins += 1;
                 }
-                PartitionState::Active => Reply::Rejected(format!(
-                    "cannot remove {p}: new variables still go there (drain it first)"
-                )),
-                PartitionState::Draining(n) => {
-                    Reply::Rejected(format!("cannot remove {p}: it still holds {n} variables"))
-                }
-            },
-            AdminOp::DrainPartition(p) => {
-                let others = self.state.partitions.iter().any(|q| *q != p);
-                if !others {
-                    return Reply::Rejected(format!(
-                        "cannot drain {p}: it is the only partition new variables can go to"
-                    ));
-                }
-                self.state.partitions.retain(|q| *q != p);
-                self.state.draining.insert(p);
-                self.state.topology_version += 1;
-                Reply::Ok
+            }
+            AdminOp::DrainPartition(_) => {}
+            AdminOp::RemovePartition(p) => {
+                self.state.members.remove(p);
+                self.state.counts.remove(p);
             }
         }
+        Ok(())
     }
 
     /// Number of variables in existence.
@@ -304,12 +319,13 @@ impl Oracle {
                     .filter(|v| loc.contains_key(v))
                     .cloned()
                     .collect();
-                if !existing.is_empty() || self.state.partitions.is_empty() {
+                let active = self.state.lifecycle.active();
+                if !existing.is_empty() || active.is_empty() {
                     return Prophecy::Nok { vars: existing };
                 }
                 Prophecy::Locations(
                     vars.iter()
-                        .map(|v| (v.clone(), self.placement.place(v, &self.state.partitions)))
+                        .map(|v| (v.clone(), self.placement.place(v, &active)))
                         .collect(),
                 )
             }
@@ -340,6 +356,9 @@ impl Oracle {
                 purpose,
             } => Reply::Prophecy(self.consult(&vars, &optional, purpose)),
             Command::Move { vars, from, to } => {
+                if let Err(refusal) = self.state.lifecycle.check_move(from, to, &msg.dests) {
+                    return Reply::Refused(refusal);
+                }
                 for v in vars {
                     if self.location(&v) == Some(from) {
                         self.set(v, to);
@@ -354,16 +373,30 @@ impl Oracle {
                         msg.dests
                     ));
                 };
-                let ok = self.location(&var).is_none();
-                if ok {
+                let outcome = if !self.state.lifecycle.is_active(pc) {
+                    Err(Refusal::Stale {
+                        version: self.state.lifecycle.version(),
+                        why: format!("{pc} takes no new variables"),
+                    })
+                } else {
+                    Ok(self.location(&var).is_none())
+                };
+                if outcome == Ok(true) {
                     self.set(var, pc);
                 }
-                actions.send(pc, encode(&Transfer::CreateDecision { cmd: msg.id, ok }));
-                if ok {
-                    Reply::Ok
-                } else {
-                    Reply::Nok
-                }
+                let reply = match &outcome {
+                    Ok(true) => Reply::Ok,
+                    Ok(false) => Reply::Nok,
+                    Err(refusal) => Reply::Refused(refusal.clone()),
+                };
+                actions.send(
+                    pc,
+                    encode(&Transfer::CreateDecision {
+                        cmd: msg.id,
+                        outcome,
+                    }),
+                );
+                reply
             }
             Command::Delete { var } => match self.location(&var) {
                 None => Reply::Ok,
@@ -376,7 +409,23 @@ impl Oracle {
                     local: Vec::new(),
                 },
             },
-            Command::Admin(op) => self.admin(op),
+            Command::Admin(op) => {
+                let outcome = self
+                    .admin(&op, &msg.dests)
+                    .map(|()| self.state.lifecycle.clone());
+                let reply = match &outcome {
+                    Ok(_) => Reply::Ok,
+                    Err(refusal) => Reply::Refused(refusal.clone()),
+                };
+                let decision = encode(&Transfer::TopologyDecision {
+                    cmd: msg.id,
+                    outcome,
+                });
+                for p in partitions {
+                    actions.send(p, decision.clone());
+                }
+                reply
+            }
             Command::Access { .. } => {
                 Reply::Rejected("access commands go to partitions, not to the oracle".into())
             }
@@ -427,8 +476,9 @@ impl Application for Oracle {
             Command::Admin(op)
                 if op.partition() == ORACLE
                     || !(self.known.contains(&op.partition())
-                        || self.state.members.contains_key(&op.partition())
-                        || matches!(&op, AdminOp::AddPartition { members, .. } if !members.is_empty())) =>
+                        || self.state.lifecycle.phase(op.partition()).is_some()
+                        || matches!(&op, AdminOp::AddPartition { members, .. }
+                            | AdminOp::JoinPartition { members, .. } if !members.is_empty())) =>
             {
                 Err(InvalidCommand::UnknownPartition {
                     partition: op.partition(),
@@ -437,6 +487,10 @@ impl Application for Oracle {
             }
             _ => Ok(()),
         }
+    }
+
+    fn lifecycle(&self) -> Option<&Lifecycle> {
+        Some(&self.state.lifecycle)
     }
 
     fn receive(&mut self, from: GroupId, _payload: &[u8], _actions: &mut Actions) {
@@ -489,6 +543,14 @@ mod tests {
 
     fn var(s: &str) -> VarId {
         VarId::new(s)
+    }
+
+    /// Delivers the administrative command `op`, multicast to the oracle and every
+    /// partition it must go to.
+    fn admin(o: &mut Oracle, seq: u64, op: AdminOp) -> (Reply, Actions) {
+        let mut dests = vec![0];
+        dests.extend(o.lifecycle().destinations_of(&op).iter().map(|g| g.0));
+        run(o, seq, &dests, Command::Admin(op))
     }
 
     #[test]
@@ -570,13 +632,15 @@ mod tests {
             r,
             Reply::Prophecy(Prophecy::Locations(vec![(var("z"), GroupId(2))]))
         );
-        assert_eq!(
-            o.admin(AdminOp::AddPartition {
+        let (r, _) = admin(
+            &mut o,
+            10,
+            AdminOp::AddPartition {
                 partition: GroupId(3),
-                members: vec![]
-            }),
-            Reply::Ok
+                members: vec![],
+            },
         );
+        assert_eq!(r, Reply::Ok);
         assert_eq!(o.partition_state(GroupId(3)), PartitionState::Active);
         let (r, _) = run(&mut o, 1, &[0], consult);
         assert_eq!(
@@ -629,17 +693,26 @@ mod tests {
             o.validate(&msg).is_ok(),
             "a partition with members may be added"
         );
-        let (r, _) = run(&mut o, 0, &[0], add);
+        let (r, _) = run(&mut o, 0, &[0, 1, 2], add.clone());
+        assert!(
+            matches!(&r, Reply::Refused(refusal) if refusal.is_stale()),
+            "an add that misses the partition it adds is stale: {r:?}"
+        );
+        let (r, mut decisions) = run(&mut o, 0, &[0, 1, 2, 3], add);
         assert_eq!(r, Reply::Ok);
+        let sent: Vec<GroupId> = decisions.drain_sends().map(|(g, _)| g).collect();
+        assert_eq!(
+            sent,
+            [GroupId(1), GroupId(2), GroupId(3)],
+            "every partition gets the decision"
+        );
         let t1 = o.published();
         assert!(t1.version > t0.version);
         assert_eq!(t1.partitions[2].members.as_ref(), Some(&p3));
         assert!(t1.partitions[2].accepting);
         // A remove is refused until the partition is drained and empty.
-        assert!(matches!(
-            o.admin(AdminOp::RemovePartition(GroupId(3))),
-            Reply::Rejected(_)
-        ));
+        let (r, _) = admin(&mut o, 20, AdminOp::RemovePartition(GroupId(3)));
+        assert!(matches!(r, Reply::Refused(_)), "{r:?}");
         run(
             &mut o,
             1,
@@ -649,17 +722,31 @@ mod tests {
                 value: vec![],
             },
         );
-        assert_eq!(o.admin(AdminOp::DrainPartition(GroupId(3))), Reply::Ok);
+        let (r, _) = admin(&mut o, 21, AdminOp::DrainPartition(GroupId(3)));
+        assert_eq!(r, Reply::Ok);
         let t2 = o.published();
         assert!(t2.version > t1.version);
         assert!(
             !t2.partitions[2].accepting,
             "a draining partition takes nothing new"
         );
-        assert!(matches!(
-            o.admin(AdminOp::RemovePartition(GroupId(3))),
-            Reply::Rejected(_)
-        ));
+        let (r, _) = admin(&mut o, 22, AdminOp::RemovePartition(GroupId(3)));
+        assert!(matches!(r, Reply::Refused(_)), "{r:?}");
+        // No move goes into a draining partition.
+        let (r, _) = run(
+            &mut o,
+            3,
+            &[0, 1, 3],
+            Command::Move {
+                vars: vec![var("x")],
+                from: GroupId(1),
+                to: GroupId(3),
+            },
+        );
+        assert!(
+            matches!(&r, Reply::Refused(refusal) if refusal.is_stale()),
+            "{r:?}"
+        );
         run(
             &mut o,
             2,
@@ -670,10 +757,25 @@ mod tests {
                 to: GroupId(1),
             },
         );
-        assert_eq!(o.admin(AdminOp::RemovePartition(GroupId(3))), Reply::Ok);
+        let (r, _) = admin(&mut o, 23, AdminOp::RemovePartition(GroupId(3)));
+        assert_eq!(r, Reply::Ok);
         let t3 = o.published();
         assert!(t3.version > t2.version);
         assert_eq!(t3.partitions.len(), 2, "{t3:?}");
+        assert_eq!(o.partition_state(GroupId(3)), PartitionState::Removed);
+        assert_eq!(t3.next_partition, GroupId(4), "3 is never handed out again");
+        let (r, _) = admin(
+            &mut o,
+            24,
+            AdminOp::AddPartition {
+                partition: GroupId(3),
+                members: p3.clone(),
+            },
+        );
+        assert!(
+            matches!(&r, Reply::Refused(refusal) if refusal.to_string().contains("never reused")),
+            "{r:?}"
+        );
         // The topology is replicated state: a snapshot carries it.
         let mut copy = Oracle::new(Arc::new(ByFirstChar), vec![GroupId(1), GroupId(2)]);
         copy.restore(&o.snapshot()).unwrap();

@@ -21,12 +21,20 @@
 //! * `move(V, Ps, Pd)`: the source sends the values it holds and forgets them; the destination
 //!   waits for them and takes them in;
 //! * `create(v)`: waits for the oracle's decision (DS-SMR) or decides itself (S-SMR);
-//! * `delete(v)`: forgets `v` if it holds it.
+//! * `delete(v)`: forgets `v` if it holds it;
+//! * an administrative command (a partition added, drained or removed): waits for the
+//!   oracle's decision and takes the partitions' [`Lifecycle`] it carries.
+//!
+//! Every destination of a move judges it against its copy of the [`Lifecycle`] (a move into a
+//! partition that takes no variables, out of one that holds none, or not sent to the oracle
+//! and its two partitions is refused by all of them alike: nothing is sent, nobody waits),
+//! and a partition whose lifecycle says it was removed refuses every such command.
 
 use crate::app::state_machine::ReadOnly;
 use crate::app::{Actions, Application, InvalidCommand, RestoreError, StateMachine, Store};
 use crate::command::{decode, encode, Command, Execution, Reply, Transfer};
 use crate::ids::{GroupId, MsgId, VarId, ORACLE};
+use crate::lifecycle::Lifecycle;
 use crate::multicast::McastMessage;
 use crate::stats::{AppStats, CommandCounts, CommandKind, CommandOutcome};
 use serde::de::DeserializeOwned;
@@ -68,6 +76,8 @@ struct PartitionState<V> {
     inbox: HashMap<MsgId, Vec<(GroupId, Transfer)>>,
     /// Whether the head of the queue has sent what it must send.
     head_started: bool,
+    /// The partitions' lifecycle as of the last administrative command delivered here.
+    lifecycle: Lifecycle,
 }
 
 /// Counters of what a partition did (replicated, so every replica counts the same).
@@ -120,8 +130,10 @@ enum Step {
 }
 
 impl<A: StateMachine> Partition<A> {
-    /// Partition `me`, empty, running `app`.
-    pub fn new(me: GroupId, app: Arc<A>) -> Self {
+    /// Partition `me`, empty, running `app`, in a cluster whose initial partitions (its
+    /// config's `initialPartitions`, the same at every replica and every start) are
+    /// `initial`.
+    pub fn new(me: GroupId, app: Arc<A>, initial: &[GroupId]) -> Self {
         Partition {
             me,
             rule: PartitionRule::Correct,
@@ -131,6 +143,7 @@ impl<A: StateMachine> Partition<A> {
                 queue: VecDeque::new(),
                 inbox: HashMap::new(),
                 head_started: false,
+                lifecycle: Lifecycle::initial(initial),
             },
             counters: PartitionCounters::default(),
         }
@@ -221,7 +234,15 @@ impl<A: StateMachine> Partition<A> {
                     actions.send(g, t.clone());
                 }
             }
-            Command::Move { vars, from, to } if *from == self.me && *to != self.me => {
+            Command::Move { vars, from, to }
+                if *from == self.me
+                    && *to != self.me
+                    && self
+                        .state
+                        .lifecycle
+                        .check_move(*from, *to, &head.dests)
+                        .is_ok() =>
+            {
                 let keep = self.rule == PartitionRule::KeepMovedCopy;
                 let values: Vec<(VarId, Vec<u8>)> = vars
                     .iter()
@@ -290,6 +311,9 @@ impl<A: StateMachine> Partition<A> {
                 }
             }
             Command::Move { from, to, .. } => {
+                if let Err(refusal) = self.state.lifecycle.check_move(*from, *to, &head.dests) {
+                    return Step::Finished(Reply::Refused(refusal));
+                }
                 if *to != self.me || *from == self.me {
                     return Step::Finished(Reply::Ok);
                 }
@@ -315,11 +339,14 @@ impl<A: StateMachine> Partition<A> {
             Command::Create { var, value } => {
                 let ok = if head.dests.contains(&ORACLE) {
                     let decision = self.received(head.id).iter().find_map(|(g, t)| match t {
-                        Transfer::CreateDecision { ok, .. } if *g == ORACLE => Some(*ok),
+                        Transfer::CreateDecision { outcome, .. } if *g == ORACLE => {
+                            Some(outcome.clone())
+                        }
                         _ => None,
                     });
                     match decision {
-                        Some(ok) => ok,
+                        Some(Ok(ok)) => ok,
+                        Some(Err(refusal)) => return Step::Finished(Reply::Refused(refusal)),
                         None => return Step::Blocked,
                     }
                 } else {
@@ -343,9 +370,29 @@ impl<A: StateMachine> Partition<A> {
             Command::Consult { .. } => Step::Finished(Reply::Rejected(
                 "consults go to the oracle, not to partitions".into(),
             )),
-            Command::Admin(_) => Step::Finished(Reply::Rejected(
-                "administrative commands go to the oracle, not to partitions".into(),
-            )),
+            Command::Admin(_) => {
+                if !head.dests.contains(&ORACLE) {
+                    return Step::Finished(Reply::Rejected(
+                        "administrative commands go to the oracle and every partition".into(),
+                    ));
+                }
+                let decision = self.received(head.id).iter().find_map(|(g, t)| match t {
+                    Transfer::TopologyDecision { outcome, .. } if *g == ORACLE => {
+                        Some(outcome.clone())
+                    }
+                    _ => None,
+                });
+                match decision {
+                    None => Step::Blocked,
+                    Some(Ok(lifecycle)) => {
+                        tracing::info!(partition = %self.me, version = lifecycle.version(),
+                            "partitions' lifecycle changed");
+                        self.state.lifecycle = lifecycle;
+                        Step::Finished(Reply::Ok)
+                    }
+                    Some(Err(refusal)) => Step::Finished(Reply::Refused(refusal)),
+                }
+            }
         }
     }
 
@@ -563,8 +610,8 @@ impl<A: StateMachine> Application for Partition<A> {
             Command::Consult { .. } => {
                 Err(Misdirected("consults go to the oracle, not to partitions"))
             }
-            Command::Admin(_) => Err(Misdirected(
-                "administrative commands go to the oracle, not to partitions",
+            Command::Admin(_) if !msg.dests.contains(&ORACLE) => Err(Misdirected(
+                "administrative commands go to the oracle and every partition",
             )),
             Command::Move { from, to, .. } if from == to => Err(Misdirected(
                 "a move needs different source and destination partitions",
@@ -593,6 +640,10 @@ impl<A: StateMachine> Application for Partition<A> {
         }
         let reply = self.app.execute(&cmd, &mut ReadOnly(vars));
         Some(encode(&Reply::Done(encode(&reply))))
+    }
+
+    fn lifecycle(&self) -> Option<&Lifecycle> {
+        Some(&self.state.lifecycle)
     }
 
     fn receive(&mut self, from: GroupId, payload: &[u8], actions: &mut Actions) {
@@ -658,7 +709,11 @@ mod tests {
     use crate::app::kv::{kv_var, Kv, KvCommand, KvReply};
 
     fn partition(me: u32) -> Partition<Kv> {
-        Partition::new(GroupId(me), Arc::new(Kv))
+        Partition::new(
+            GroupId(me),
+            Arc::new(Kv),
+            &[GroupId(1), GroupId(2), GroupId(3)],
+        )
     }
 
     fn msg(seq: u64, dests: &[u32], cmd: &Command) -> McastMessage {
@@ -863,7 +918,7 @@ mod tests {
         q.restore(&p.snapshot()).unwrap();
         let decision = encode(&Transfer::CreateDecision {
             cmd: m.id,
-            ok: true,
+            outcome: Ok(true),
         });
         q.receive(ORACLE, &decision, &mut a);
         assert_eq!(replies(&mut a), vec![(0, Reply::Ok)]);
@@ -889,5 +944,73 @@ mod tests {
             cmd,
             execution: Execution::Local,
         }
+    }
+
+    #[test]
+    fn an_administrative_command_waits_for_the_oracle_and_moves_follow_its_lifecycle() {
+        let (mut p1, mut p3) = (partition(1), partition(3));
+        create(&mut p1, 0, "a", 7);
+        let drain = Command::Admin(crate::command::AdminOp::DrainPartition(GroupId(3)));
+        let d = msg(1, &[0, 1, 2, 3], &drain);
+        let mv = Command::Move {
+            vars: vec![kv_var("a")],
+            from: GroupId(1),
+            to: GroupId(3),
+        };
+        let m = msg(2, &[0, 1, 3], &mv);
+        let (mut a1, mut a3) = (Actions::default(), Actions::default());
+        p1.deliver(&d, 1, &mut a1);
+        p1.deliver(&m, 2, &mut a1);
+        assert!(replies(&mut a1).is_empty(), "both wait for the decision");
+        assert_eq!(a1.drain_sends().count(), 0, "the move sent nothing yet");
+        // The oracle decides: p3 drains.
+        let mut lifecycle = Lifecycle::initial(&[GroupId(1), GroupId(2), GroupId(3)]);
+        lifecycle
+            .apply(
+                &crate::command::AdminOp::DrainPartition(GroupId(3)),
+                &[ORACLE, GroupId(1), GroupId(2), GroupId(3)],
+                |_| 0,
+            )
+            .unwrap();
+        let decision = encode(&Transfer::TopologyDecision {
+            cmd: d.id,
+            outcome: Ok(lifecycle.clone()),
+        });
+        p1.receive(ORACLE, &decision, &mut a1);
+        let r = replies(&mut a1);
+        assert_eq!(r[0], (1, Reply::Ok));
+        assert!(
+            matches!(&r[1], (2, Reply::Refused(refusal)) if refusal.is_stale()),
+            "no move goes into a draining partition: {r:?}"
+        );
+        assert_eq!(a1.drain_sends().count(), 0, "the source kept its value");
+        assert_eq!(p1.vars().len(), 1);
+        // The destination judges it the same way without waiting for any value.
+        p3.deliver(&d, 1, &mut a3);
+        p3.receive(ORACLE, &decision, &mut a3);
+        p3.deliver(&m, 2, &mut a3);
+        let r = replies(&mut a3);
+        assert!(matches!(&r[1], (2, Reply::Refused(_))), "{r:?}");
+        assert_eq!(p3.queued(), 0);
+        assert_eq!(p3.lifecycle(), Some(&lifecycle));
+    }
+
+    #[test]
+    fn a_move_not_sent_to_its_source_is_refused_by_its_destination_at_once() {
+        let mut p2 = partition(2);
+        let mv = Command::Move {
+            vars: vec![kv_var("a")],
+            from: GroupId(3),
+            to: GroupId(2),
+        };
+        let mut a = Actions::default();
+        p2.deliver(&msg(1, &[0, 1, 2], &mv), 1, &mut a);
+        let r = replies(&mut a);
+        assert!(matches!(&r[0], (1, Reply::Refused(_))), "{r:?}");
+        assert_eq!(
+            p2.queued(),
+            0,
+            "nothing waits for a value p3 will never send"
+        );
     }
 }

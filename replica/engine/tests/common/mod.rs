@@ -200,3 +200,4 @@ pub fn check(
 }
 
 pub mod engine;
+pub mod kvload;
