@@ -4,7 +4,8 @@
 //! group 1 logged them, and every send group 1 acknowledged must arrive. A second test sends
 //! bursts of concurrent messages, so that many transmission batches are in flight at once
 //! (the channel is pipelined), and crashes the receiver's leader while group 1 still has a
-//! backlog for it.
+//! backlog for it. A third loses the trim group 1's leader proposed for an acknowledgement (a
+//! leader change overwrites it) and checks that the outbox is trimmed all the same.
 
 use dssmr_engine::app::Recorder;
 use dssmr_engine::cluster::{ClusterOptions, LocalCluster};
@@ -261,6 +262,151 @@ async fn pipelined_bursts_arrive_exactly_once_in_order_while_the_receivers_leade
             acknowledged.len(),
             reference.len()
         );
+        cluster.shutdown().await;
+    })
+    .await
+    .expect("test finished within its time limit");
+}
+
+/// The raft metrics of replica `r` of `g`: (last log index, last applied index).
+fn log_of(cluster: &LocalCluster, g: GroupId, r: usize) -> (u64, u64) {
+    cluster.node(g, r).map_or((0, 0), |n| {
+        let m = n.raft().metrics();
+        let m = m.borrow();
+        (
+            m.last_log_index.unwrap_or(0),
+            m.last_applied.map_or(0, |l| l.index),
+        )
+    })
+}
+
+/// Waits until `cond` holds, failing with `what` after `limit`.
+async fn until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what} within {limit:?}");
+        // Replicas run on their own runtimes and notify nothing here: look again shortly.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Unacknowledged messages in group 1's outbox to group 2, as replica `r` applied it.
+fn owed(cluster: &LocalCluster, r: usize) -> usize {
+    cluster.node(G1, r).map_or(usize::MAX, |n| {
+        n.with_state(|s| s.channel.outbox(G2).map_or(0, |ob| ob.len()))
+    })
+}
+
+/// Group 1's leader transmits, group 2 acknowledges, the leader proposes the trim, and the
+/// trim is lost: the leader was cut off from its group, whose new leader overwrote it. Then
+/// the old leader leads again, with nothing more to send. It must propose the trim again:
+/// otherwise the replicated outbox keeps acknowledged messages for good (owed, as `Describe`
+/// counts them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trim_lost_in_a_leader_change_is_proposed_again() {
+    dssmr_engine::telemetry::init_for_tests();
+    const K: u32 = 20;
+    tokio::time::timeout(Duration::from_secs(120), async {
+        let mut cluster = LocalCluster::start(ClusterOptions {
+            groups: 2,
+            replicas: 3,
+            tuning: RaftTuning {
+                heartbeat_ms: 50,
+                election_min_ms: 300,
+                election_max_ms: 600,
+                snapshot_every: 10_000,
+            },
+            ..Default::default()
+        })
+        .await
+        .expect("cluster starts");
+        cluster
+            .wait_for_leaders(Duration::from_secs(30))
+            .await
+            .expect("leaders");
+        let faults = cluster.faults().clone();
+        let g1 = cluster.topology().groups[&G1].clone();
+        let g2 = cluster.topology().groups[&G2].clone();
+        let l = cluster.leader_of(G1).expect("group 1 has a leader");
+        let others: Vec<usize> = (0..3).filter(|r| *r != l).collect();
+        let cut_from_g2 = |r: usize| {
+            for b in &g2 {
+                faults.cut(&g1[r], b);
+            }
+        };
+
+        // 1. Group 1's leader cannot reach group 2: the messages are logged, not transmitted.
+        cut_from_g2(l);
+        let node = cluster.node(G1, l).expect("running");
+        let ids: Vec<u32> = (0..K).collect();
+        for id in &ids {
+            node.channel_send(G2, id.to_le_bytes().to_vec())
+                .await
+                .expect("logged by group 1");
+        }
+        assert_eq!(owed(&cluster, l), K as usize);
+
+        // 2. It is cut off from its group (and its followers from group 2), then reaches
+        //    group 2 again: it transmits, group 2 acknowledges, the trim cannot commit.
+        let (appended, _) = log_of(&cluster, G1, l);
+        faults.heal();
+        faults.isolate(&g1[l], g1.iter().map(String::as_str));
+        others.iter().for_each(|r| cut_from_g2(*r));
+        await_received(&cluster, &ids).await;
+        until(
+            "the old leader proposes the trim",
+            Duration::from_secs(10),
+            || log_of(&cluster, G1, l).0 > appended,
+        )
+        .await;
+
+        // 3. Its followers elect one of them; healed, the old leader follows it and its
+        //    uncommitted trim is overwritten.
+        let mut x = None;
+        until("a follower is elected", Duration::from_secs(30), || {
+            x = others
+                .iter()
+                .copied()
+                .find(|r| cluster.node(G1, *r).is_some_and(|n| n.is_leader()));
+            x.is_some()
+        })
+        .await;
+        let x = x.expect("elected");
+        let y = others.iter().copied().find(|r| *r != x).expect("third");
+        faults.heal();
+        others.iter().for_each(|r| cut_from_g2(*r));
+        let (x_log, _) = log_of(&cluster, G1, x);
+        until(
+            "the old leader applies the new leader's log",
+            Duration::from_secs(30),
+            || log_of(&cluster, G1, l).1 >= x_log,
+        )
+        .await;
+        assert_eq!(owed(&cluster, l), K as usize, "the trim was lost");
+
+        // 4. The old leader leads again: the new one is cut off, the third restarts empty
+        //    (it can vote, not win).
+        faults.isolate(&g1[x], g1.iter().map(String::as_str));
+        cluster.crash(G1, y).await;
+        cluster.restart(G1, y).await.expect("restart");
+        until(
+            "the old leader leads again",
+            Duration::from_secs(30),
+            || cluster.node(G1, l).is_some_and(|n| n.is_leader()),
+        )
+        .await;
+        faults.heal();
+
+        // 5. Nothing more is sent: the acknowledged messages must be trimmed all the same.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while owed(&cluster, l) > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "group 1's outbox still holds {} messages group 2 acknowledged",
+                owed(&cluster, l)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         cluster.shutdown().await;
     })
     .await

@@ -3,7 +3,7 @@
 //! logging trims as acknowledgements come back, and logging the messages other groups
 //! transmit here, in their order.
 
-use super::{Coordinator, RequestError, PEER_DEADLINE};
+use super::{Coordinator, RequestError, CHANNEL_PATIENCE, PEER_DEADLINE, RETRY_AFTER};
 use crate::group::client::Answer;
 use crate::group::types::Op;
 use crate::ids::GroupId;
@@ -101,6 +101,32 @@ impl Coordinator {
         }
     }
 
+    /// The tick's work on the outbox for `dst`: sends again what was unanswered for
+    /// [`CHANNEL_PATIENCE`], proposes again a trim the replicated outbox does not show
+    /// [`RETRY_AFTER`] after it was proposed (lost in a leader change), and transmits.
+    pub(super) async fn channel_tick(self: &Arc<Self>, dst: GroupId) {
+        let (expired, trim) = {
+            let state = self.shared.state();
+            let mut v = self.vol();
+            match (state.channel.outbox(dst), v.windows.get_mut(&dst)) {
+                (Some(outbox), Some(window)) => {
+                    let now = Instant::now();
+                    let expired = window.expire(CHANNEL_PATIENCE, now);
+                    (expired, window.trim_due(outbox, RETRY_AFTER, now))
+                }
+                _ => (false, None),
+            }
+        };
+        if expired {
+            tracing::debug!(group = %self.group, %dst, "channel transmission unanswered; resending");
+        }
+        if let Some(upto) = trim {
+            tracing::debug!(group = %self.group, %dst, upto, "channel trim proposed again");
+            self.proposer.submit(Op::ChannelTrim { dst, upto }).await;
+        }
+        self.transmit(dst);
+    }
+
     /// Transmits the outbox for `dst`: as many batches as the window allows, each following
     /// the ones in flight.
     pub(super) fn transmit(self: &Arc<Self>, dst: GroupId) {
@@ -121,7 +147,7 @@ impl Coordinator {
             let Some(batch) = batch else {
                 return;
             };
-            let round = batch.round;
+            let sent = batch.sent;
             let messages: Vec<proto::ChannelMessage> = batch
                 .messages
                 .into_iter()
@@ -157,12 +183,17 @@ impl Coordinator {
                     }
                 };
                 let trim = {
+                    let state = me.shared.state();
                     let mut v = me.vol();
                     let Some(window) = v.windows.get_mut(&dst) else {
                         return;
                     };
-                    window.answered(round, ack, Instant::now());
-                    window.trim_due()
+                    let now = Instant::now();
+                    window.answered(sent, ack, now);
+                    state
+                        .channel
+                        .outbox(dst)
+                        .and_then(|outbox| window.trim_due(outbox, RETRY_AFTER, now))
                 };
                 if let Some(upto) = trim {
                     // Logged lazily: the next batch does not wait for the trim.

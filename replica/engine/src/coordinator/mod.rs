@@ -499,16 +499,7 @@ impl Coordinator {
             .map(|(g, _)| g)
             .collect();
         for dst in dirty {
-            let now = Instant::now();
-            let expired = self
-                .vol()
-                .windows
-                .get_mut(&dst)
-                .is_some_and(|w| w.expire(CHANNEL_PATIENCE, now));
-            if expired {
-                tracing::debug!(group = %self.group, %dst, "channel transmission unanswered; resending");
-            }
-            self.transmit(dst);
+            self.channel_tick(dst).await;
         }
     }
 }

@@ -12,8 +12,10 @@
 //! destination ([`SendWindow`], volatile), each new batch starting where the previous one
 //! ended, and logs trims without waiting for them. Batches that arrive out of order or get
 //! lost are caught by the acknowledgements (the destination's next expected sequence number):
-//! once nothing is in flight and the destination expects less than was sent, the window goes
-//! back to the first unacknowledged message (go-back-N).
+//! as soon as the answer to a batch shows that the destination did not take all of it (it
+//! expects less than the batch's end: a gap before it, or the destination's leader changed),
+//! the window goes back to the first unacknowledged message (go-back-N): the batches behind a
+//! refused one are refused too, so neither they nor new batches beyond the gap are waited for.
 
 use crate::ids::GroupId;
 use serde::{Deserialize, Serialize};
@@ -66,23 +68,34 @@ pub(crate) struct SendWindow {
     next: u64,
     /// Highest acknowledgement seen: the destination's next expected sequence number.
     acked: u64,
-    /// Highest acknowledgement already proposed as a trim.
+    /// Highest acknowledgement proposed as a trim so far.
     trimmed: u64,
+    /// When that trim was last proposed.
+    trim_proposed: Instant,
     /// Batches of the current round in flight.
     in_flight: usize,
     /// Round number, bumped when the window goes back; late answers of an older round still
-    /// count as acknowledgements but not as the end of a batch in flight.
+    /// count as acknowledgements but neither end a batch in flight nor make the window go
+    /// back again (the new round already starts from the first unacknowledged message).
     round: u64,
     /// When the acknowledgement last advanced or the round began.
     progress: Instant,
 }
 
-/// One batch taken from a [`SendWindow`]: its round and its messages.
+/// One batch taken from a [`SendWindow`]: which batch it is and its messages.
 pub(crate) struct ChannelBatch {
-    /// The round it belongs to (hand it back in [`SendWindow::answered`]).
-    pub round: u64,
+    /// Which batch it is (hand it back in [`SendWindow::answered`]).
+    pub sent: Sent,
     /// `(seq, payload)` of the messages, consecutive.
     pub messages: Vec<(u64, Vec<u8>)>,
+}
+
+/// Identifies a batch taken from a [`SendWindow`]: the round it belongs to and the sequence
+/// number after its last message.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sent {
+    round: u64,
+    end: u64,
 }
 
 impl SendWindow {
@@ -92,6 +105,7 @@ impl SendWindow {
             next: 0,
             acked: 0,
             trimmed: 0,
+            trim_proposed: now,
             in_flight: 0,
             round: 0,
             progress: now,
@@ -122,28 +136,38 @@ impl SendWindow {
         self.next = last + 1;
         self.in_flight += 1;
         Some(ChannelBatch {
-            round: self.round,
+            sent: Sent {
+                round: self.round,
+                end: self.next,
+            },
             messages,
         })
     }
 
-    /// Records the answer to a batch of `round`: `Some(next_expected)` from the destination,
-    /// or `None` when the transmission failed. Goes back to the first unacknowledged message
-    /// once the round's batches are all answered and the destination expects less than was
-    /// sent, or at once on a failure.
-    pub(crate) fn answered(&mut self, round: u64, ack: Option<u64>, now: Instant) {
+    /// Records the answer to batch `sent`: `Some(next_expected)` from the destination, or
+    /// `None` when the transmission failed. Goes back to the first unacknowledged message at
+    /// once when the batch is of the current round and was not all taken: the transmission
+    /// failed, or the destination expects less than the batch's end. The destination answers
+    /// after logging the batch, so that means a gap before it (a predecessor lost or refused,
+    /// or its leader changed), and every batch behind it in this round is refused as well.
+    ///
+    /// A batch before it may still be in flight and be taken after all: the new round then
+    /// resends it (the destination drops the duplicates) unless its answer arrives first. At
+    /// most a window of batches is sent twice, against a round of refusals otherwise kept
+    /// going by new batches until [`SendWindow::expire`].
+    pub(crate) fn answered(&mut self, sent: Sent, ack: Option<u64>, now: Instant) {
         if let Some(upto) = ack {
             if upto > self.acked {
                 self.acked = upto;
                 self.progress = now;
             }
         }
-        if round != self.round {
+        if sent.round != self.round {
             return;
         }
         self.in_flight = self.in_flight.saturating_sub(1);
-        let lost = ack.is_none() || (self.in_flight == 0 && self.acked < self.next);
-        if lost {
+        let taken = ack.is_some_and(|upto| upto >= sent.end);
+        if !taken {
             self.go_back();
         }
     }
@@ -166,10 +190,25 @@ impl SendWindow {
         stuck
     }
 
-    /// The acknowledgement to log as a trim, when it advanced since the last one taken.
-    pub(crate) fn trim_due(&mut self) -> Option<u64> {
-        (self.acked > self.trimmed).then(|| {
+    /// The acknowledgement to log as a trim of `outbox` (the replicated one), when it
+    /// advanced since the last trim proposed, or when the outbox still holds messages it
+    /// acknowledges `retry` after that proposal: the proposal was lost (a leader change
+    /// before it committed) and nothing else would trim them, since they are not sent again.
+    pub(crate) fn trim_due(
+        &mut self,
+        outbox: &Outbox,
+        retry: Duration,
+        now: Instant,
+    ) -> Option<u64> {
+        let advanced = self.acked > self.trimmed;
+        let lost = outbox
+            .unacknowledged()
+            .next()
+            .is_some_and(|(first, _)| first < self.acked)
+            && now.duration_since(self.trim_proposed) >= retry;
+        (advanced || lost).then(|| {
             self.trimmed = self.acked;
+            self.trim_proposed = now;
             self.acked
         })
     }
@@ -287,16 +326,21 @@ mod tests {
             .expect("second batch while the first is in flight");
         assert_eq!((seqs(&a), seqs(&b)), (vec![0, 1, 2], vec![3, 4, 5]));
         assert!(w.take(&ob, 3, 2, now).is_none(), "window of 2 is full");
-        w.answered(a.round, Some(3), now);
-        assert_eq!(w.trim_due(), Some(3), "trim follows the acknowledgement");
-        assert_eq!(w.trim_due(), None, "once");
+        w.answered(a.sent, Some(3), now);
+        let retry = Duration::from_secs(1);
+        assert_eq!(
+            w.trim_due(&ob, retry, now),
+            Some(3),
+            "trim follows the acknowledgement"
+        );
+        assert_eq!(w.trim_due(&ob, retry, now), None, "once");
         let c = w.take(&ob, 3, 2, now).expect("room again");
         assert_eq!(seqs(&c), vec![6, 7, 8]);
-        w.answered(b.round, Some(6), now);
-        w.answered(c.round, Some(9), now);
+        w.answered(b.sent, Some(6), now);
+        w.answered(c.sent, Some(9), now);
         let d = w.take(&ob, 3, 2, now).expect("the rest");
         assert_eq!(seqs(&d), vec![9]);
-        w.answered(d.round, Some(10), now);
+        w.answered(d.sent, Some(10), now);
         assert!(w.take(&ob, 3, 2, now).is_none(), "everything sent");
         assert_eq!(w.in_flight(), 0);
     }
@@ -310,8 +354,8 @@ mod tests {
         let b = w.take(&ob, 3, 2, now).expect("batch");
         // The second batch reached the destination first and was refused (a gap); the
         // first was accepted.
-        w.answered(b.round, Some(0), now);
-        w.answered(a.round, Some(3), now);
+        w.answered(b.sent, Some(0), now);
+        w.answered(a.sent, Some(3), now);
         let again = w.take(&ob, 3, 2, now).expect("resent");
         assert_eq!(
             seqs(&again),
@@ -321,24 +365,68 @@ mod tests {
     }
 
     #[test]
+    fn goes_back_at_once_when_an_answer_shows_its_batch_was_refused() {
+        let now = Instant::now();
+        let ob = outbox_with(12);
+        let mut w = SendWindow::new(now);
+        let a = w.take(&ob, 3, 4, now).expect("batch");
+        let b = w.take(&ob, 3, 4, now).expect("batch");
+        // The destination refused the first batch (it expects 0: a gap, or its leader
+        // changed): the batches behind it are refused too, so the window goes back now,
+        // without waiting for them or for the expiry, and does not send beyond the gap.
+        w.answered(a.sent, Some(0), now);
+        let again = w.take(&ob, 3, 4, now).expect("resent");
+        assert_eq!(seqs(&again), vec![0, 1, 2], "go-back-N at once");
+        // The refused round's second batch answers late, refused as well: that ends no
+        // batch of the new round and does not go back again.
+        w.answered(b.sent, Some(0), now);
+        assert_eq!(w.in_flight(), 1);
+        let next = w.take(&ob, 3, 4, now).expect("the new round goes on");
+        assert_eq!(seqs(&next), vec![3, 4, 5]);
+    }
+
+    #[test]
+    fn an_accepted_batch_behind_a_refused_one_still_acknowledges() {
+        let now = Instant::now();
+        let ob = outbox_with(9);
+        let mut w = SendWindow::new(now);
+        let a = w.take(&ob, 3, 4, now).expect("batch");
+        let b = w.take(&ob, 3, 4, now).expect("batch");
+        // The second batch overtook the first and was refused; the window goes back...
+        w.answered(b.sent, Some(0), now);
+        let again = w.take(&ob, 3, 4, now).expect("resent");
+        assert_eq!(seqs(&again), vec![0, 1, 2]);
+        // ...and the first batch, of the old round, was accepted after all: the new round
+        // goes on from its acknowledgement.
+        w.answered(a.sent, Some(3), now);
+        let next = w.take(&ob, 3, 4, now).expect("the new round goes on");
+        assert_eq!(seqs(&next), vec![3, 4, 5]);
+        // An answer that covers its batch goes back never.
+        w.answered(again.sent, Some(3), now);
+        w.answered(next.sent, Some(6), now);
+        let last = w.take(&ob, 3, 4, now).expect("the rest");
+        assert_eq!(seqs(&last), vec![6, 7, 8]);
+    }
+
+    #[test]
     fn a_failed_batch_starts_a_new_round_and_late_answers_still_acknowledge() {
         let now = Instant::now();
         let ob = outbox_with(6);
         let mut w = SendWindow::new(now);
         let a = w.take(&ob, 3, 2, now).expect("batch");
         let b = w.take(&ob, 3, 2, now).expect("batch");
-        w.answered(a.round, None, now);
+        w.answered(a.sent, None, now);
         let again = w.take(&ob, 3, 2, now).expect("resent");
         assert_eq!(seqs(&again), vec![0, 1, 2]);
         // The old round's second batch arrives after all: it acknowledges, nothing more.
-        w.answered(b.round, Some(6), now);
+        w.answered(b.sent, Some(6), now);
         assert_eq!(
             w.in_flight(),
             1,
             "the old round's answer ends no batch of this one"
         );
         assert!(w.take(&ob, 3, 2, now).is_none(), "everything acknowledged");
-        w.answered(again.round, Some(6), now);
+        w.answered(again.sent, Some(6), now);
         assert_eq!(w.in_flight(), 0);
     }
 
@@ -354,6 +442,60 @@ mod tests {
         assert!(w.expire(patience, t0 + Duration::from_secs(5)));
         let again = w.take(&ob, 8, 2, t0).expect("resent after expiry");
         assert_eq!(seqs(&again), vec![0, 1]);
+    }
+
+    #[test]
+    fn proposes_a_trim_again_while_the_outbox_does_not_show_it() {
+        let t0 = Instant::now();
+        let retry = Duration::from_secs(1);
+        let dst = GroupId(2);
+        let mut ch = ChannelState::default();
+        for i in 0..6u8 {
+            ch.push(dst, vec![i]);
+        }
+        let mut w = SendWindow::new(t0);
+        let a = w.take(&ch.outboxes[&dst], 8, 2, t0).expect("batch");
+        w.answered(a.sent, Some(6), t0);
+        assert_eq!(w.trim_due(&ch.outboxes[&dst], retry, t0), Some(6));
+        let soon = t0 + Duration::from_millis(100);
+        assert_eq!(
+            w.trim_due(&ch.outboxes[&dst], retry, soon),
+            None,
+            "not again while the proposal may still commit"
+        );
+        // The proposal was lost (not committed before a leader change): the replicated
+        // outbox still holds the acknowledged messages, and nothing more will be sent.
+        let later = t0 + Duration::from_millis(1500);
+        assert_eq!(
+            w.trim_due(&ch.outboxes[&dst], retry, later),
+            Some(6),
+            "proposed again"
+        );
+        ch.trim(dst, 6);
+        ch.push(dst, vec![6]);
+        assert_eq!(
+            w.trim_due(&ch.outboxes[&dst], retry, later + retry * 2),
+            None,
+            "the outbox shows the trim"
+        );
+    }
+
+    #[test]
+    fn a_trim_some_other_leader_logged_further_is_not_proposed_again() {
+        let t0 = Instant::now();
+        let retry = Duration::from_secs(1);
+        let dst = GroupId(2);
+        let mut ch = ChannelState::default();
+        for i in 0..6u8 {
+            ch.push(dst, vec![i]);
+        }
+        let mut w = SendWindow::new(t0);
+        let a = w.take(&ch.outboxes[&dst], 3, 2, t0).expect("batch");
+        w.answered(a.sent, Some(3), t0);
+        assert_eq!(w.trim_due(&ch.outboxes[&dst], retry, t0), Some(3));
+        // Meanwhile another leader was acknowledged further and trimmed.
+        ch.trim(dst, 5);
+        assert_eq!(w.trim_due(&ch.outboxes[&dst], retry, t0 + retry * 2), None);
     }
 
     #[test]

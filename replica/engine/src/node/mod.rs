@@ -29,6 +29,7 @@ use crate::proto::{group_server::GroupServer, raft_server::RaftServer};
 use crate::route::{Member, Route, RouteError};
 use crate::topology::Topology;
 use openraft::{BasicNode, Config, SnapshotPolicy};
+pub use service::StreamCalls;
 use service::{GroupService, RaftService};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -177,6 +178,7 @@ impl From<StorageError> for NodeError {
 pub struct GroupNode {
     me: Member,
     refusals: Arc<Refusals>,
+    streams: Arc<StreamCalls>,
     group: GroupId,
     node_id: NodeId,
     addr: String,
@@ -241,6 +243,7 @@ impl GroupNode {
         tasks.push(coordinator.live().follow());
 
         let refusals = Arc::new(Refusals::default());
+        let streams = Arc::new(StreamCalls::default());
         let n = members.len();
         let mut routes = RoutesBuilder::default();
         routes
@@ -252,7 +255,7 @@ impl GroupNode {
                 }),
             ))
             .add_service(InterceptedService::new(
-                GroupServer::new(GroupService::new(coordinator.clone())),
+                GroupServer::new(GroupService::new(coordinator.clone(), streams.clone())),
                 admission(me.clone(), refusals.clone(), "group", Member::admit),
             ));
         if let Some(services) = spec.services {
@@ -291,6 +294,7 @@ impl GroupNode {
         Ok(GroupNode {
             me,
             refusals,
+            streams,
             group: spec.group,
             node_id,
             addr,
@@ -327,6 +331,11 @@ impl GroupNode {
     /// The groups this replica knows now (its config's, then what the oracle published).
     pub fn live_topology(&self) -> crate::topology::Topology {
         self.coordinator.live().topology()
+    }
+
+    /// The calls this replica's `MulticastStream`s hold.
+    pub fn stream_calls(&self) -> &StreamCalls {
+        &self.streams
     }
 
     /// The requests this replica refused because of their route.

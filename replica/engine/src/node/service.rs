@@ -9,8 +9,10 @@ use crate::group::types::{Raft, TypeConfig};
 use crate::proto;
 use crate::route::{Route, Sender};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tonic::{Request, Response, Status};
 
 /// Serves openraft RPCs from the other replicas of the group.
@@ -94,12 +96,16 @@ const TOPOLOGY_POLL: Duration = Duration::from_millis(50);
 /// Serves multicast submissions, timestamp announces and channel transmissions.
 pub(crate) struct GroupService {
     coordinator: Arc<Coordinator>,
+    streams: Arc<StreamCalls>,
 }
 
 impl GroupService {
-    /// Serves through `coordinator`.
-    pub(crate) fn new(coordinator: Arc<Coordinator>) -> Self {
-        GroupService { coordinator }
+    /// Serves through `coordinator`, counting the calls of its streams in `streams`.
+    pub(crate) fn new(coordinator: Arc<Coordinator>, streams: Arc<StreamCalls>) -> Self {
+        GroupService {
+            coordinator,
+            streams,
+        }
     }
 }
 
@@ -134,9 +140,76 @@ fn sent_by_group<T>(req: &Request<T>, from_group: u32, call: &str) -> Result<(),
     }
 }
 
-/// Calls of one `MulticastStream` a replica runs at once; the stream is read no further
-/// until one finishes (HTTP/2 flow control then holds the client back).
+/// Calls of one `MulticastStream` a replica holds at once, from reading a call until its
+/// result is taken by the response stream (written out as far as HTTP/2 flow control lets
+/// it); the stream is read no further until one is (flow control then holds the client
+/// back). A client that never reads its results makes the replica hold at most this many.
 const STREAM_CALLS_IN_FLIGHT: usize = 4096;
+
+/// What the `MulticastStream`s of a replica hold, across streams.
+#[derive(Debug, Default)]
+pub struct StreamCalls {
+    accepted: AtomicU64,
+    held: AtomicU64,
+    waiting: AtomicU64,
+}
+
+impl StreamCalls {
+    /// Calls read from streams so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Calls read and not yet answered out: running, or their results waiting for the
+    /// response stream.
+    pub fn held(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Streams whose calls are not read further until a result is taken.
+    pub fn waiting(&self) -> u64 {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Most calls one stream is held at.
+    pub fn limit(&self) -> u64 {
+        STREAM_CALLS_IN_FLIGHT as u64
+    }
+
+    /// A place for the next call of a stream whose places are `room`, waiting while all are
+    /// taken; `None` once the stream is over.
+    async fn claim(self: &Arc<Self>, room: &Arc<Semaphore>) -> Option<Claim> {
+        let permit = match room.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(TryAcquireError::Closed) => return None,
+            Err(TryAcquireError::NoPermits) => {
+                self.waiting.fetch_add(1, Ordering::Relaxed);
+                let p = room.clone().acquire_owned().await;
+                self.waiting.fetch_sub(1, Ordering::Relaxed);
+                p.ok()?
+            }
+        };
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        self.held.fetch_add(1, Ordering::Relaxed);
+        Some(Claim {
+            _permit: permit,
+            calls: self.clone(),
+        })
+    }
+}
+
+/// One call's place in its stream: taken when the call is read, given back (dropped) when
+/// its result is taken by the response stream.
+struct Claim {
+    _permit: OwnedSemaphorePermit,
+    calls: Arc<StreamCalls>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.calls.held.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 /// Results sent in one frame at most.
 const STREAM_RESULTS_PER_FRAME: usize = 512;
 
@@ -180,15 +253,18 @@ impl proto::group_server::Group for GroupService {
         req: Request<tonic::Streaming<proto::MulticastCalls>>,
     ) -> Result<Response<ResultStream>, Status> {
         let mut calls = req.into_inner();
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<proto::MulticastResult>();
+        // Each result travels with its call's claim: the channel holds at most
+        // STREAM_CALLS_IN_FLIGHT results, however slowly the client reads them.
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(proto::MulticastResult, Claim)>();
         let coordinator = self.coordinator.clone();
-        let in_flight = Arc::new(tokio::sync::Semaphore::new(STREAM_CALLS_IN_FLIGHT));
+        let streams = self.streams.clone();
+        let room = Arc::new(Semaphore::new(STREAM_CALLS_IN_FLIGHT));
         // Reads calls until the client closes the stream (or it breaks); each call runs on
         // its own, as a unary call would.
         tokio::spawn(async move {
             while let Ok(Some(batch)) = calls.message().await {
                 for call in batch.calls {
-                    let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    let Some(claim) = streams.claim(&room).await else {
                         return;
                     };
                     let (coordinator, tx) = (coordinator.clone(), tx.clone());
@@ -199,19 +275,22 @@ impl proto::group_server::Group for GroupService {
                                 "a streamed call without a request",
                             )),
                         };
-                        let _ = tx.send(stream_result(call.tag, r));
-                        drop(permit);
+                        // Gone when the client went away: the claim is given back with it.
+                        let _ = tx.send((stream_result(call.tag, r), claim));
                     });
                 }
             }
         });
-        // Whatever is ready goes out in one frame; the stream ends once every call answered
-        // and the client closed its side.
+        // Whatever is ready goes out in one frame, and the calls' places with it; the stream
+        // ends once every call answered and the client closed its side.
         let out = futures::stream::unfold(rx, |mut rx| async move {
-            let mut results = Vec::new();
-            match rx.recv_many(&mut results, STREAM_RESULTS_PER_FRAME).await {
+            let mut ready = Vec::new();
+            match rx.recv_many(&mut ready, STREAM_RESULTS_PER_FRAME).await {
                 0 => None,
-                _ => Some((Ok(proto::MulticastResults { results }), rx)),
+                _ => {
+                    let results = ready.into_iter().map(|(result, _claim)| result).collect();
+                    Some((Ok(proto::MulticastResults { results }), rx))
+                }
             }
         });
         Ok(Response::new(Box::pin(out)))
