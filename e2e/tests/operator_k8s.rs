@@ -13,6 +13,15 @@
 //!   ConfigMap, all owned by the DSSMRCluster; the real StatefulSet controller creates the
 //!   pods and the real scheduler binds every one to an hp-se1102 node, none to dell-sc1435;
 //!   pods marked Ready make the cluster Ready;
+//! - idle, the operator reconciles at most [`IDLE_BOUND_PER_MINUTE`] times a minute (its
+//!   periodic resync, never on its own status writes), read from its
+//!   `dssmr_operator_reconciles_total` over [`IDLE_WINDOW`], both untouched and while the
+//!   test writes a new throughput into its status at every poll (as the operator's own
+//!   status write under load changes it at every pass);
+//! - `replicasPerPartition` 3 → 5 on the running cluster (accepted by this API server, which
+//!   ignores the CRD's CEL rules) is refused by the operator: Degraded/InvalidSpec naming
+//!   `spec.replicasPerPartition`, a Warning Event, StatefulSets unchanged; set back to 3 it
+//!   is reconciled again;
 //! - raising `spec.partitions` adds a StatefulSet (placed the same way);
 //! - deleting the DSSMRCluster lets the real garbage collector remove everything it owned.
 //!
@@ -31,6 +40,14 @@ const NS: &str = "default";
 const INSTANCE: &str = "app.kubernetes.io/instance";
 const WAIT: Duration = Duration::from_secs(90);
 const POLL: Duration = Duration::from_millis(250);
+/// How long an idle cluster is watched for reconciles (once untouched, once with its status
+/// changing all the time, as under load).
+const IDLE_WINDOW: Duration = Duration::from_secs(20);
+/// Reconciles per minute an idle operator may make: its resync of each cluster (the `paper`
+/// cluster every 15 s when settled, every 5 s while something is left to do: at most 12;
+/// `even` is invalid and waits for a change) and a few for owned objects, with room to spare.
+/// A reconcile triggered by its own status write loops at hundreds per minute.
+const IDLE_BOUND_PER_MINUTE: f64 = 20.0;
 
 /// The `dssmr-operator` binary: `$DSSMR_OPERATOR_BIN`, else the one cargo built next to
 /// the running test executable.
@@ -49,6 +66,8 @@ fn repo_root() -> PathBuf {
 struct Operator {
     child: Child,
     log: PathBuf,
+    /// `http://127.0.0.1:<port>`: its `/metrics`.
+    metrics: String,
 }
 
 impl Operator {
@@ -75,7 +94,21 @@ impl Operator {
             .process_group(0)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-        Operator { child, log }
+        Operator {
+            child,
+            log,
+            metrics: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Reconciles so far, of any result (`dssmr_operator_reconciles_total`).
+    fn reconciles(&self) -> Result<f64, String> {
+        let m = dssmr_e2e::probe::metrics(&self.metrics)?;
+        Ok(dssmr_e2e::probe::sum(
+            &m,
+            "dssmr_operator_reconciles_total",
+            &[],
+        ))
     }
 
     /// The operator's panic message, if any, then the last lines of its log.
@@ -132,8 +165,16 @@ struct Install {
 /// Installs the CRD from `crds/` and returns the admin kubeconfig for the operator.
 fn install_from_crds(cp: &ControlPlane) -> Install {
     let crd = repo_root().join("crds/dssmr.io_dssmrclusters.yaml");
-    cp.kubectl(&["apply", "-f", &crd.display().to_string()])
-        .expect("apply crds/");
+    // `--validate=false`: 1.20's OpenAPI schema does not know the CRD's CEL rules
+    // (`x-kubernetes-validations`, 1.25), so kubectl's client-side validation would refuse
+    // it; the API server drops them (it does not evaluate them either).
+    cp.kubectl(&[
+        "apply",
+        "--validate=false",
+        "-f",
+        &crd.display().to_string(),
+    ])
+    .expect("apply crds/");
     Install {
         how: "crds/ + admin kubeconfig".into(),
         kubeconfig: cp.kubeconfig().to_path_buf(),
@@ -159,9 +200,19 @@ fn install_from_chart(cp: &ControlPlane) -> Install {
     );
     // kubectl turns the multi-document manifest into JSON objects (one per document, or one
     // List), without contacting the server.
+    // `--validate=false`: the rendering (no server to ask) keeps the CRD's CEL rules, which
+    // 1.20's OpenAPI schema does not know (see `install_from_crds`); only parsed here.
     let json = cp
         .kubectl_stdin(
-            &["create", "--dry-run=client", "-o", "json", "-f", "-"],
+            &[
+                "create",
+                "--dry-run=client",
+                "--validate=false",
+                "-o",
+                "json",
+                "-f",
+                "-",
+            ],
             &manifest,
         )
         .expect("parse the rendered chart");
@@ -206,8 +257,11 @@ fn install_from_chart(cp: &ControlPlane) -> Install {
         .collect();
     let applied_count = keep.len();
     let applied = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": keep});
-    cp.apply_json(&applied)
-        .unwrap_or_else(|e| panic!("the API server refused the rendered chart: {e}"));
+    cp.kubectl_stdin(
+        &["apply", "--validate=false", "-f", "-"],
+        &applied.to_string(),
+    )
+    .unwrap_or_else(|e| panic!("the API server refused the rendered chart: {e}"));
     let token = cp
         .kubectl(&["create", "token", &sa_name, "-n", &sa_ns, "--duration=2h"])
         .expect("a token of the chart's ServiceAccount (TokenRequest)");
@@ -271,6 +325,49 @@ fn set_partitions(cp: &ControlPlane, name: &str, partitions: u32) {
         &patch,
     ])
     .unwrap();
+}
+
+/// Merge-patches the spec of cluster `name` with `spec_json`.
+fn patch_spec(cp: &ControlPlane, name: &str, spec_json: &str) {
+    let patch = format!(r#"{{"spec":{spec_json}}}"#);
+    cp.kubectl(&[
+        "patch",
+        "dssmrcluster",
+        "-n",
+        NS,
+        name,
+        "--type=merge",
+        "-p",
+        &patch,
+    ])
+    .unwrap();
+}
+
+/// Name, generation and spec of each StatefulSet of cluster `name`, sorted by name.
+fn stateful_set_specs(cp: &ControlPlane, name: &str) -> Vec<(String, Value, Value)> {
+    let mut sets: Vec<(String, Value, Value)> = owned(cp, "statefulsets", name)
+        .unwrap()
+        .into_iter()
+        .map(|s| {
+            (
+                s["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                s["metadata"]["generation"].clone(),
+                s["spec"].clone(),
+            )
+        })
+        .collect();
+    sets.sort_by(|a, b| a.0.cmp(&b.0));
+    sets
+}
+
+/// The message of condition `type_` of `obj` (empty when it has none).
+fn condition_message(obj: &Value, type_: &str) -> String {
+    obj["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or("")
+        .to_string()
 }
 
 /// `(status, reason)` of condition `type_` of `obj`.
@@ -528,6 +625,114 @@ fn operator_runs_dssmr_clusters_on_a_real_control_plane() {
     .unwrap();
     phase.done("pods marked Ready: cluster Ready 3/3");
 
+    // Idle: nothing changes, so the operator reconciles only on its periodic resync (every
+    // 15 s for a settled cluster, 5 s while something is left to do), never on its own
+    // status writes (which would make every reconcile trigger the next).
+    let rate = idle_reconciles_per_minute(&mut operator, IDLE_WINDOW, || Ok(()));
+    phase.done(&format!(
+        "idle: {rate:.1} reconciles per minute (bound {IDLE_BOUND_PER_MINUTE})"
+    ));
+    // Under load the status changes at every pass (the throughput); a status-only change, as
+    // the operator's own status write then is, must start no reconcile, or each pass starts
+    // the next. The test writes a new throughput into the status every poll.
+    let mut tput = 0;
+    let rate = idle_reconciles_per_minute(&mut operator, IDLE_WINDOW, || {
+        tput += 1;
+        cp.kubectl(&[
+            "patch",
+            "dssmrcluster",
+            "-n",
+            NS,
+            "paper",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"status":{{"throughput":{tput}}}}}"#),
+        ])
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    });
+    phase.done(&format!(
+        "status changed {tput} times: {rate:.1} reconciles per minute (bound \
+         {IDLE_BOUND_PER_MINUTE})"
+    ));
+
+    // A change the operator cannot carry out (it changes no Raft group's membership), which
+    // this API server (1.20) does not refuse (it ignores the CRD's CEL transition rules): the
+    // operator refuses it, Degraded/InvalidSpec naming the field and a Warning Event, and
+    // touches no StatefulSet; set back, the cluster is reconciled again.
+    let sets_before = stateful_set_specs(&cp, "paper");
+    patch_spec(&cp, "paper", r#"{"replicasPerPartition":5}"#);
+    let refused = wait_for("replicasPerPartition 3 → 5 refused", WAIT, POLL, || {
+        operator_alive(&mut operator)?;
+        let c = cp
+            .get_json(&["dssmrcluster", "-n", NS, "paper"])
+            .map_err(|e| e.to_string())?;
+        let observed = c["status"]["observedGeneration"] == c["metadata"]["generation"];
+        match condition(&c, "Degraded") {
+            Some((s, r)) if observed && s == "True" && r == "InvalidSpec" => Ok(c),
+            other => Err(format!("Degraded = {other:?}, status {}", c["status"])),
+        }
+    })
+    .unwrap();
+    let message = condition_message(&refused, "Degraded");
+    assert!(
+        message.contains("spec.replicasPerPartition") && message.contains("membership"),
+        "the refusal should name the field and why: {message}"
+    );
+    let event = wait_for("a Warning Event InvalidSpec of `paper`", WAIT, POLL, || {
+        let events = cp
+            .get_json(&[
+                "events",
+                "-n",
+                NS,
+                "--field-selector",
+                "involvedObject.name=paper,reason=InvalidSpec",
+            ])
+            .map_err(|e| e.to_string())?;
+        events["items"]
+            .as_array()
+            .and_then(|es| {
+                es.iter().find(|e| {
+                    e["message"]
+                        .as_str()
+                        .unwrap_or("")
+                        .contains("replicasPerPartition")
+                })
+            })
+            .cloned()
+            .ok_or_else(|| format!("events: {}", events["items"]))
+    })
+    .unwrap();
+    assert_eq!(event["type"], "Warning", "{event}");
+    assert_eq!(
+        stateful_set_specs(&cp, "paper"),
+        sets_before,
+        "a refused spec changed StatefulSets"
+    );
+    patch_spec(&cp, "paper", r#"{"replicasPerPartition":3}"#);
+    wait_for(
+        "replicasPerPartition back to 3: not refused",
+        WAIT,
+        POLL,
+        || {
+            operator_alive(&mut operator)?;
+            let c = cp
+                .get_json(&["dssmrcluster", "-n", NS, "paper"])
+                .map_err(|e| e.to_string())?;
+            let observed = c["status"]["observedGeneration"] == c["metadata"]["generation"];
+            match condition(&c, "Degraded") {
+                Some((_, r)) if observed && r != "InvalidSpec" => Ok(()),
+                other => Err(format!("Degraded = {other:?}")),
+            }
+        },
+    )
+    .unwrap();
+    phase.done(
+        "replicasPerPartition 3 → 5 refused (Degraded/InvalidSpec, Warning Event, StatefulSets \
+         unchanged); back to 3 reconciled",
+    );
+
     // Scale out: a third partition.
     set_partitions(&cp, "paper", 3);
     wait_for("StatefulSet paper-p3", WAIT, POLL, || {
@@ -631,6 +836,37 @@ fn operator_runs_dssmr_clusters_on_a_real_control_plane() {
         started.elapsed().as_secs_f64(),
         install.how
     );
+}
+
+/// Watches the operator's reconcile counter for `window` while no spec changes, doing `each`
+/// at every poll; fails as soon as the count exceeds [`IDLE_BOUND_PER_MINUTE`] scaled to the
+/// window. Reconciles per minute.
+fn idle_reconciles_per_minute(
+    op: &mut Operator,
+    window: Duration,
+    mut each: impl FnMut() -> Result<(), String>,
+) -> f64 {
+    let bound = IDLE_BOUND_PER_MINUTE * window.as_secs_f64() / 60.0;
+    let start = op.reconciles().expect("the operator's /metrics");
+    let started = Instant::now();
+    let done = wait_for("an idle window", window * 2, POLL, || {
+        operator_alive(op)?;
+        each()?;
+        let n = op.reconciles()? - start;
+        let elapsed = started.elapsed();
+        assert!(
+            n <= bound,
+            "{n} reconciles in {:.1} s of an idle cluster: more than {bound} in {window:?} \
+             ({IDLE_BOUND_PER_MINUTE} per minute); the operator reconciles on its own status \
+             writes",
+            elapsed.as_secs_f64()
+        );
+        (elapsed >= window)
+            .then_some(n)
+            .ok_or(format!("{n} so far"))
+    })
+    .unwrap();
+    done * 60.0 / started.elapsed().as_secs_f64()
 }
 
 fn operator_alive(op: &mut Operator) -> Result<(), String> {

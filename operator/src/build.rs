@@ -42,6 +42,11 @@ pub const GROUP_LABEL: &str = "dssmr.io/group";
 /// Pod template annotation carrying a hash of the cluster config without its partitions: pods
 /// restart (a rolling update) when that changes, never when partitions are added or removed.
 pub const CONFIG_HASH_ANNOTATION: &str = "dssmr.io/config-hash";
+/// ConfigMap annotation recording the storage the cluster's StatefulSets are built with
+/// (`null`: an emptyDir; else the spec's `storage` as JSON), so the validate step can refuse
+/// a change of it on a running cluster: the cluster config does not carry it, and a
+/// StatefulSet's volume claims cannot change.
+pub const STORAGE_ANNOTATION: &str = "dssmr.io/storage";
 /// The user the image runs as.
 const USER: i64 = 65532;
 
@@ -236,8 +241,12 @@ fn meta(c: &ValidatedCluster, name: String, extra: BTreeMap<String, String>) -> 
 }
 
 fn config_map(c: &ValidatedCluster, yaml: &str) -> ConfigMap {
+    let storage = serde_json::to_string(&c.spec.storage).expect("storage as JSON");
     ConfigMap {
-        metadata: meta(c, config_map_name(c), BTreeMap::new()),
+        metadata: ObjectMeta {
+            annotations: Some(BTreeMap::from([(STORAGE_ANNOTATION.into(), storage)])),
+            ..meta(c, config_map_name(c), BTreeMap::new())
+        },
         data: Some(BTreeMap::from([("cluster.yaml".into(), yaml.to_string())])),
         ..Default::default()
     }
@@ -641,6 +650,12 @@ mod tests {
             config.partitions[1].members[0],
             "chirper-p2-0.chirper-p2.eval.svc:7000"
         );
+        // The storage, which the config does not carry, recorded beside it.
+        let notes = r.config_map.metadata.annotations.as_ref().unwrap();
+        assert_eq!(notes[STORAGE_ANNOTATION], r#"{"size":"1Gi"}"#);
+        let (_, r) = built(&PAPER.replace("  storage: {size: 1Gi}\n", ""));
+        let notes = r.config_map.metadata.annotations.as_ref().unwrap();
+        assert_eq!(notes[STORAGE_ANNOTATION], "null");
     }
 
     #[test]

@@ -4,6 +4,15 @@
 //! so a bad spec is rejected at `kubectl apply`; what needs several fields at once (an odd
 //! replica count, a mode without oracle) is checked by [`crate::validate`] and reported in a
 //! status condition. `dssmr-operator crd` writes the generated YAML into `crds/`.
+//!
+//! Changes the operator cannot carry out on a running cluster are refused at admission by
+//! CEL transition rules (`x-kubernetes-validations`, evaluated by API servers 1.25 and
+//! later; older ones ignore them): `replicasPerPartition`, `oracleReplicas` (DS-SMR) and
+//! `storage` (nothing changes a Raft group's membership or a StatefulSet's volume claims),
+//! `mode`, `app`, and the `partitions` of an S-SMR cluster. [`crate::validate`] refuses the
+//! same changes against the deployed config, for every API server. `partitions` is bounded
+//! by the schema's `maximum` (64: cluster names are bounded so that the object and pod names
+//! of partition 64 fit, see [`crate::validate::MAX_NAME`]).
 
 use k8s_openapi::api::core::v1::{
     Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
@@ -33,23 +42,52 @@ use std::collections::BTreeMap;
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "self.mode == 'ssmr' || self.oracleReplicas == oldSelf.oracleReplicas",
+        "message": "spec.oracleReplicas cannot change on a running DS-SMR cluster: the operator does not change the oracle group's Raft membership (added replicas would never become voters, fewer could lose quorum for good); create a new cluster"
+    },
+    {
+        "rule": "has(self.storage) == has(oldSelf.storage) && (!has(self.storage) || self.storage == oldSelf.storage)",
+        "message": "spec.storage cannot change on a running cluster: the volume claims of a StatefulSet are fixed when it is created, and the replicas' logs live on them; create a new cluster"
+    },
+    {
+        "rule": "self.mode == 'dssmr' || self.partitions == oldSelf.partitions",
+        "message": "spec.partitions cannot change on a running S-SMR cluster: its variables are placed statically over the partitions it was created with (DS-SMR clusters can scale)"
+    }
+]))]
 pub struct DSSMRClusterSpec {
     /// Number of partitions (each a Raft group of `replicasPerPartition` replicas).
     #[schemars(range(min = 1, max = 64))]
     pub partitions: u32,
-    /// Replicas per partition: 2f+1 tolerates f failures (an odd number).
+    /// Replicas per partition: 2f+1 tolerates f failures (an odd number). Fixed once the
+    /// cluster runs.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 15))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == oldSelf",
+        "message": "spec.replicasPerPartition cannot change on a running cluster: the operator does not change a partition's Raft membership (added replicas would never become voters, fewer could lose quorum for good); create a new cluster"
+    }]))]
     pub replicas_per_partition: u32,
-    /// Replicas of the oracle group (DS-SMR only; an odd number).
+    /// Replicas of the oracle group (DS-SMR only; an odd number). Fixed once the cluster
+    /// runs.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 15))]
     pub oracle_replicas: u32,
-    /// dssmr (variables move to where commands run) or ssmr (static partitioning).
+    /// dssmr (variables move to where commands run) or ssmr (static partitioning). Fixed
+    /// once the cluster runs.
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == oldSelf",
+        "message": "spec.mode cannot change on a running cluster: the oracle's map and the static placement are different state; create a new cluster"
+    }]))]
     pub mode: ClusterMode,
-    /// The replicated application.
+    /// The replicated application. Fixed once the cluster runs.
     #[serde(default)]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == oldSelf",
+        "message": "spec.app cannot change on a running cluster: its replicas hold that app's state, which another app cannot read"
+    }]))]
     pub app: AppName,
     /// Container image of the replicas (default: the operator's `--replica-image`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -57,7 +95,8 @@ pub struct DSSMRClusterSpec {
     /// Resources of each replica container (default: the hardware profile's, else none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
-    /// Persistent storage of each replica (log and snapshots); none: an emptyDir.
+    /// Persistent storage of each replica (log and snapshots); none: an emptyDir. Fixed once
+    /// the cluster runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageSpec>,
     /// Where the pods of each role run.
@@ -265,6 +304,74 @@ mod tests {
         ] {
             assert!(y.contains(needle), "CRD lacks {needle:?}");
         }
+    }
+
+    /// `(rule, message)` of the CEL rules of `schema` (`x-kubernetes-validations`).
+    fn rules(schema: &serde_json::Value) -> Vec<(String, String)> {
+        schema["x-kubernetes-validations"]
+            .as_array()
+            .map(|rs| {
+                rs.iter()
+                    .map(|r| {
+                        (
+                            r["rule"].as_str().unwrap_or("").to_string(),
+                            r["message"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn changes_a_running_cluster_cannot_make_are_refused_by_cel_transition_rules() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(DSSMRCluster::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        // Field rules: the field may not change at all.
+        for field in ["replicasPerPartition", "mode", "app"] {
+            let r = rules(&spec["properties"][field]);
+            assert_eq!(r.len(), 1, "{field}: {r:?}");
+            assert_eq!(r[0].0, "self == oldSelf", "{field}");
+            assert!(
+                r[0].1
+                    .starts_with(&format!("spec.{field} cannot change on a running cluster")),
+                "{field}: {}",
+                r[0].1
+            );
+        }
+        let membership = &rules(&spec["properties"]["replicasPerPartition"])[0].1;
+        assert!(membership.contains("never become voters"), "{membership}");
+        // Spec rules: what depends on another field, or may be absent.
+        let r = rules(spec);
+        let rule_for = |field: &str| {
+            r.iter()
+                .find(|(_, m)| m.starts_with(&format!("spec.{field} cannot change")))
+                .unwrap_or_else(|| panic!("no rule for spec.{field}: {r:?}"))
+                .0
+                .clone()
+        };
+        assert_eq!(
+            rule_for("oracleReplicas"),
+            "self.mode == 'ssmr' || self.oracleReplicas == oldSelf.oracleReplicas"
+        );
+        assert_eq!(
+            rule_for("storage"),
+            "has(self.storage) == has(oldSelf.storage) && (!has(self.storage) || \
+             self.storage == oldSelf.storage)"
+        );
+        assert_eq!(
+            rule_for("partitions"),
+            "self.mode == 'dssmr' || self.partitions == oldSelf.partitions"
+        );
+        // Every rule is a transition rule (it names oldSelf): a new cluster may be anything
+        // the schema allows.
+        assert!(r.iter().all(|(rule, _)| rule.contains("oldSelf")), "{r:?}");
+        // The bound of partitions.
+        assert_eq!(
+            spec["properties"]["partitions"]["maximum"].as_f64(),
+            Some(64.0)
+        );
     }
 
     #[test]

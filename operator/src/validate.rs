@@ -5,10 +5,14 @@
 //! The schema already bounds each field; this step checks what needs several fields or
 //! knowledge the schema cannot carry: odd replica counts (2f+1), a name short enough for
 //! every object and pod built from it, and changes a running cluster cannot make (its mode,
-//! its app, the partitions of an S-SMR cluster), judged against the [`Deployed`] config the
-//! dereference step read. Pure: no client.
+//! its app, the partitions of an S-SMR cluster, its replicas per partition, its oracle
+//! replicas and its storage: the operator changes no Raft group's membership and no
+//! StatefulSet's volume claims), judged against the [`Deployed`] config the dereference
+//! step read. The CRD's CEL transition rules refuse the same changes at admission where
+//! the API server evaluates them (1.25 and later); this step refuses them on every server.
+//! Pure: no client.
 
-use crate::crd::{AppName, ClusterMode, DSSMRCluster, DSSMRClusterSpec};
+use crate::crd::{AppName, ClusterMode, DSSMRCluster, DSSMRClusterSpec, StorageSpec};
 use dssmr_api::config::{AppKind, ClusterConfig};
 use std::fmt;
 
@@ -101,11 +105,36 @@ pub struct ValidatedCluster {
 }
 
 /// What a cluster runs now: the cluster config in its ConfigMap (none for a new cluster, or
-/// in `render`).
+/// in `render`), and the storage the operator recorded beside it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Deployed {
-    /// The config the replicas were given.
+    /// The config the replicas were given (its groups' members: the replicas per group).
     pub config: Option<ClusterConfig>,
+    /// The storage the cluster's StatefulSets were built with (the ConfigMap's
+    /// [`crate::build::STORAGE_ANNOTATION`]); `None` when not recorded (no ConfigMap, or one
+    /// written by an operator that did not record it: the storage is then not judged, and
+    /// the next apply records it).
+    pub storage: Option<DeployedStorage>,
+}
+
+/// The storage of a running cluster's replicas, as recorded when its objects were applied:
+/// a volume claim per replica, or none (an emptyDir).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeployedStorage(pub Option<StorageSpec>);
+
+impl fmt::Display for DeployedStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            None => f.write_str("emptyDir volumes (no storage)"),
+            Some(s) => {
+                write!(f, "volume claims of {}", s.size)?;
+                match &s.storage_class_name {
+                    Some(class) => write!(f, " of class {class}"),
+                    None => f.write_str(" of the default class"),
+                }
+            }
+        }
+    }
 }
 
 impl Deployed {
@@ -202,6 +231,48 @@ pub fn validate_against(
                 ),
             );
         }
+        // Membership: the operator changes no Raft group's voters, so a group keeps the
+        // replicas it was created with (every partition has the same count).
+        const FIXED: &str = "the operator does not change a Raft group's membership (added \
+                             replicas would never become voters, fewer could lose quorum for \
+                             good)";
+        if let Some(n) = running.partitions.first().map(|g| g.members.len() as u32) {
+            if n != spec.replicas_per_partition {
+                bad(
+                    "spec.replicasPerPartition",
+                    format!(
+                        "the cluster runs {n} replicas per partition and cannot change that \
+                         while it runs: {FIXED}; set it back to {n}, or create a new cluster"
+                    ),
+                );
+            }
+        }
+        if spec.mode == ClusterMode::Dssmr {
+            if let Some(n) = running.oracle.as_ref().map(|g| g.members.len() as u32) {
+                if n != spec.oracle_replicas {
+                    bad(
+                        "spec.oracleReplicas",
+                        format!(
+                            "the oracle runs {n} replicas and cannot change that while the \
+                             cluster runs: {FIXED}; set it back to {n}, or create a new \
+                             cluster"
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(storage) = &deployed.storage {
+            if storage.0 != spec.storage {
+                bad(
+                    "spec.storage",
+                    format!(
+                        "the cluster's replicas run on {storage}, and a StatefulSet's volume \
+                         claims are fixed when it is created (the replicas' logs live on \
+                         them); set it back, or create a new cluster"
+                    ),
+                );
+            }
+        }
         let running_partitions = running.partitions.len() as u32;
         if mode == ClusterMode::Ssmr
             && spec.mode == ClusterMode::Ssmr
@@ -293,6 +364,7 @@ mod tests {
             let v = validate(&c, DEFAULT_IMAGE).unwrap();
             Deployed {
                 config: Some(crate::build::cluster_config(&v, &crate::build::groups(&v))),
+                storage: Some(DeployedStorage(v.spec.storage.clone())),
             }
         };
         let spec = |s: &str| {
@@ -323,6 +395,100 @@ mod tests {
         assert_eq!((v.partitions, v.initial_partitions), (4, 2));
         let v = validate(&spec("{partitions: 4}"), DEFAULT_IMAGE).unwrap();
         assert_eq!((v.partitions, v.initial_partitions), (4, 4));
+    }
+
+    #[test]
+    fn a_running_cluster_keeps_its_replicas_and_storage() {
+        let spec = |s: &str| {
+            cluster(&format!(
+                "apiVersion: dssmr.io/v1alpha1\nkind: DSSMRCluster\nmetadata: {{name: r}}\nspec: {s}"
+            ))
+        };
+        let running = |s: &str| {
+            let v = validate(&spec(s), DEFAULT_IMAGE).unwrap();
+            Deployed {
+                config: Some(crate::build::cluster_config(&v, &crate::build::groups(&v))),
+                storage: Some(DeployedStorage(v.spec.storage.clone())),
+            }
+        };
+        let problems = |s: &str, deployed: &Deployed| -> Vec<Invalid> {
+            validate_against(&spec(s), DEFAULT_IMAGE, deployed)
+                .err()
+                .unwrap_or_default()
+        };
+        let fields = |s: &str, deployed: &Deployed| -> Vec<String> {
+            problems(s, deployed).into_iter().map(|p| p.field).collect()
+        };
+        let deployed = running("{partitions: 2, storage: {size: 1Gi}}");
+        // As it runs, or scaled (DS-SMR): fine.
+        assert!(fields("{partitions: 2, storage: {size: 1Gi}}", &deployed).is_empty());
+        assert!(fields("{partitions: 3, storage: {size: 1Gi}}", &deployed).is_empty());
+        // 3 → 5 and 3 → 1 replicas per partition, 3 → 5 oracle replicas: refused, saying why.
+        let up = problems(
+            "{partitions: 2, replicasPerPartition: 5, storage: {size: 1Gi}}",
+            &deployed,
+        );
+        assert_eq!(up.len(), 1, "{up:?}");
+        assert_eq!(up[0].field, "spec.replicasPerPartition");
+        assert!(
+            up[0].reason.contains("runs 3 replicas per partition"),
+            "{}",
+            up[0]
+        );
+        assert!(up[0].reason.contains("never become voters"), "{}", up[0]);
+        assert_eq!(
+            fields(
+                "{partitions: 2, replicasPerPartition: 1, storage: {size: 1Gi}}",
+                &deployed
+            ),
+            ["spec.replicasPerPartition"]
+        );
+        let oracle = problems(
+            "{partitions: 2, oracleReplicas: 5, storage: {size: 1Gi}}",
+            &deployed,
+        );
+        assert_eq!(oracle.len(), 1, "{oracle:?}");
+        assert_eq!(oracle[0].field, "spec.oracleReplicas");
+        assert!(
+            oracle[0].reason.contains("oracle runs 3 replicas"),
+            "{}",
+            oracle[0]
+        );
+        // Storage: another size, another class, none at all; and none → some.
+        for changed in [
+            "{partitions: 2, storage: {size: 2Gi}}",
+            "{partitions: 2, storage: {size: 1Gi, storageClassName: fast}}",
+            "{partitions: 2}",
+        ] {
+            let p = problems(changed, &deployed);
+            assert_eq!(p.len(), 1, "{changed}: {p:?}");
+            assert_eq!(p[0].field, "spec.storage");
+            assert!(
+                p[0].reason
+                    .contains("volume claims of 1Gi of the default class"),
+                "{}",
+                p[0]
+            );
+        }
+        let without = running("{partitions: 2}");
+        let p = problems("{partitions: 2, storage: {size: 1Gi}}", &without);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].reason.contains("emptyDir"), "{}", p[0]);
+        // Storage not recorded (a ConfigMap from an older operator): not judged.
+        let unrecorded = Deployed {
+            storage: None,
+            ..without.clone()
+        };
+        assert!(fields("{partitions: 2, storage: {size: 1Gi}}", &unrecorded).is_empty());
+        // An S-SMR cluster has no oracle: its oracleReplicas means nothing and may change.
+        let ssmr = running("{partitions: 2, mode: ssmr}");
+        assert!(fields("{partitions: 2, mode: ssmr, oracleReplicas: 5}", &ssmr).is_empty());
+        // A new cluster may have any count.
+        assert!(validate(
+            &spec("{partitions: 2, replicasPerPartition: 5}"),
+            DEFAULT_IMAGE
+        )
+        .is_ok());
     }
 
     #[test]

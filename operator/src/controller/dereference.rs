@@ -3,12 +3,17 @@
 //! and the cluster's StatefulSets (after validation: they are selected by the validated name,
 //! and an invalid spec lists nothing).
 //!
+//! The ConfigMap also carries the storage the StatefulSets were built with (annotation
+//! [`STORAGE_ANNOTATION`], which the build step writes): the cluster config has no storage,
+//! and the validate step must know it to refuse a change.
+//!
 //! Takes the kube client and only reads (GET, LIST). Must not write anything, nor judge what
 //! it reads: a ConfigMap that holds no valid cluster config counts as none (logged; the apply
-//! step overwrites it).
+//! step overwrites it), and so does an unreadable storage annotation.
 
+use crate::build::STORAGE_ANNOTATION;
 use crate::crd::DSSMRCluster;
-use crate::validate::{Deployed, ValidatedCluster};
+use crate::validate::{Deployed, DeployedStorage, ValidatedCluster};
 use dssmr_api::config::ClusterConfig;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -54,6 +59,17 @@ pub async fn deployed(
             object: format!("{ns}/{name}"),
             source,
         })?;
+    let storage = map
+        .as_ref()
+        .and_then(|m| m.metadata.annotations.as_ref())
+        .and_then(|a| a.get(STORAGE_ANNOTATION))
+        .and_then(|json| match serde_json::from_str(json) {
+            Ok(storage) => Some(DeployedStorage(storage)),
+            Err(e) => {
+                tracing::warn!(error = %e, "ConfigMap {ns}/{name}: unreadable {STORAGE_ANNOTATION}");
+                None
+            }
+        });
     let text = map
         .and_then(|m| m.data)
         .and_then(|mut d| d.remove("cluster.yaml"));
@@ -66,7 +82,9 @@ pub async fn deployed(
         }
         None => None,
     };
-    Ok(Deployed { config })
+    // Storage is judged only together with the config it was applied with.
+    let storage = storage.filter(|_| config.is_some());
+    Ok(Deployed { config, storage })
 }
 
 /// The StatefulSets of cluster `v` that exist.

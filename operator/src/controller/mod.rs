@@ -3,6 +3,13 @@
 //! submodule per step, driven by kube-runtime's `Controller` (which also watches the objects
 //! the clusters own, so a deleted StatefulSet is put back).
 //!
+//! What starts a reconcile: a change of a cluster's spec (its `metadata.generation`), labels
+//! or annotations ([`triggers`]: never its status, so the operator's own status write does
+//! not start the next pass), any change of an object it owns (StatefulSets, Services,
+//! ConfigMaps it labelled), and the periodic resync each reconcile asks for (every 15 s for
+//! a settled cluster, 5 s while something is left to do, for the rates and the oracle's
+//! view). A status equal to the one stored is not written again.
+//!
 //! What each step may touch:
 //!
 //! | step | module | touches |
@@ -53,12 +60,13 @@ pub use validate::ValidateError;
 use crate::crd::DSSMRCluster;
 use crate::metrics::{Metrics, ReconcileResult};
 use crate::replicas::{Counters, ReplicaAccess};
+use futures::Stream;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::{predicates, reflector, watcher, Predicate, PredicateConfig, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -174,7 +182,12 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
     );
     // Only the objects the operator made (its label), not every StatefulSet of the cluster.
     let owned = || watcher::Config::default().labels("app.kubernetes.io/managed-by=dssmr-operator");
-    Controller::new(api::<DSSMRCluster>(client, ns), watcher::Config::default())
+    let (reader, writer) = reflector::store();
+    let clusters = watcher(api::<DSSMRCluster>(client, ns), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects();
+    Controller::for_stream(triggers(clusters), reader)
         .owns(api::<StatefulSet>(client, ns), owned())
         .owns(api::<Service>(client, ns), owned())
         .owns(api::<ConfigMap>(client, ns), owned())
@@ -186,6 +199,23 @@ pub async fn run(ctx: Arc<Context>, namespace: Option<String>) {
             }
         })
         .await;
+}
+
+/// The clusters of `applied` (a watch of `DSSMRCluster`s, every version the API server
+/// sends) whose spec, labels or annotations changed since the last one passed on, and each
+/// cluster the first time it is seen. A version that differs only in its status (the
+/// operator's own status write, or `resourceVersion` and `managedFields` alone) is dropped:
+/// reconciling on it would scrape every replica and write the status again, one pass after
+/// another. The reflector feeding the controller's store sits before this filter, so a
+/// reconcile still reads the latest version.
+pub fn triggers<S>(applied: S) -> impl Stream<Item = Result<DSSMRCluster, watcher::Error>>
+where
+    S: Stream<Item = Result<DSSMRCluster, watcher::Error>>,
+{
+    let changed = predicates::generation::<DSSMRCluster>
+        .combine(predicates::labels)
+        .combine(predicates::annotations);
+    applied.predicate_filter(changed, PredicateConfig::default())
 }
 
 /// Retries a failed reconcile after a pause.
@@ -316,6 +346,57 @@ mod tests {
         );
         let action = play(c, steps).await;
         assert_eq!(action, Action::requeue(Duration::from_secs(15)));
+    }
+
+    /// A version of the fixtures' cluster: `generation`, `resource_version`, a label, an
+    /// annotation, and a status with `throughput`.
+    fn version(generation: i64, rv: &str, label: &str, note: &str, tput: f64) -> DSSMRCluster {
+        let mut c = (*cluster("{partitions: 2}")).clone();
+        c.metadata.generation = Some(generation);
+        c.metadata.resource_version = Some(rv.into());
+        c.metadata.labels = Some([("team".to_string(), label.to_string())].into());
+        c.metadata.annotations = Some([("note".to_string(), note.to_string())].into());
+        c.status = Some(crate::crd::DSSMRClusterStatus {
+            throughput: Some(tput),
+            ..Default::default()
+        });
+        c
+    }
+
+    #[tokio::test]
+    async fn only_spec_and_metadata_changes_trigger_a_reconcile_never_a_status_write() {
+        use futures::StreamExt;
+        let mut recreated = version(1, "9", "a", "x", 0.0);
+        recreated.metadata.uid = Some("uid-2".into());
+        let watched = vec![
+            version(1, "1", "a", "x", 0.0),  // first seen
+            version(1, "2", "a", "x", 12.5), // the operator's status write
+            version(1, "3", "a", "x", 13.0), // and the next one
+            version(2, "4", "a", "x", 13.0), // spec changed
+            version(2, "5", "b", "x", 13.0), // a label changed
+            version(2, "6", "b", "y", 13.0), // an annotation changed
+            version(2, "7", "b", "y", 0.0),  // status again
+            recreated,                       // deleted and created again: another uid
+        ];
+        let passed: Vec<String> = tokio::time::timeout(
+            Duration::from_secs(1),
+            triggers(futures::stream::iter(watched.into_iter().map(Ok))).collect::<Vec<_>>(),
+        )
+        .await
+        .expect("the filter ends with its input")
+        .into_iter()
+        .map(|c| c.expect("no error").resource_version().unwrap_or_default())
+        .collect();
+        assert_eq!(passed, ["1", "4", "5", "6", "9"]);
+    }
+
+    #[tokio::test]
+    async fn an_unchanged_status_is_not_written_again() {
+        let mut c = (*cluster("{partitions: 2, paused: true}")).clone();
+        c.status = Some(update_status::paused(&c));
+        // No request at all: the status the reconcile would write is the one stored.
+        let action = play(Arc::new(c), vec![]).await;
+        assert_eq!(action, Action::await_change());
     }
 
     #[tokio::test]

@@ -449,6 +449,7 @@ mod tests {
                 )
                 .unwrap(),
             ),
+            storage: None,
         };
         let oracle = replicas::Oracle::new(grown.config.as_ref().unwrap(), &access).unwrap();
         let state = |p: u32| {
@@ -537,6 +538,7 @@ mod tests {
                 )
                 .unwrap(),
             ),
+            storage: None,
         };
         steps.extend([
             Step::new("GET", format!("{NS}/configmaps/demo-config")).answer(config_map(&two, 2, 2)),

@@ -37,13 +37,18 @@ pub enum UpdateStatusError {
     },
 }
 
-/// Writes `status` into the status subresource of `c`.
+/// Writes `status` into the status subresource of `c`, unless `c` already has that status
+/// (nothing to write: an idle cluster's reconcile makes no write at all).
 pub async fn patch(
     client: &Client,
     c: &DSSMRCluster,
     ns: &str,
     status: DSSMRClusterStatus,
 ) -> Result<(), UpdateStatusError> {
+    if c.status.as_ref() == Some(&status) {
+        tracing::debug!("status unchanged; not written");
+        return Ok(());
+    }
     let name = c.name_any();
     let api: Api<DSSMRCluster> = Api::namespaced(client.clone(), ns);
     let patch = serde_json::json!({ "status": status });

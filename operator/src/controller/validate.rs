@@ -72,6 +72,79 @@ mod tests {
         assert_eq!(action, Action::await_change());
     }
 
+    /// `c` refused against `running` (its ConfigMap): an InvalidSpec Event and a Degraded
+    /// condition, both naming `field`; nothing applied.
+    async fn refused(c: &str, running: &str, field: &'static str) {
+        let c = cluster(c);
+        let running = cluster(running);
+        let answer = cluster_json(&c);
+        let action = play(
+            c,
+            vec![
+                Step::new("GET", format!("{NS}/configmaps/demo-config"))
+                    .answer(config_map(&running, 2, 2)),
+                Step::new("POST", "/apis/events.k8s.io/v1/namespaces/default/events").check(
+                    move |b| {
+                        assert_eq!(b["reason"], "InvalidSpec");
+                        assert_eq!(b["type"], "Warning");
+                        assert!(b["note"].as_str().unwrap().contains(field), "{b}");
+                    },
+                ),
+                Step::new("PATCH", format!("{STATUS}?"))
+                    .check(move |b| {
+                        assert_eq!(
+                            condition(b, "Degraded"),
+                            ("True".into(), "InvalidSpec".into())
+                        );
+                        let message = b["status"]["conditions"]
+                            .as_array()
+                            .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded"))
+                            .map(|c| c["message"].to_string())
+                            .unwrap_or_default();
+                        assert!(message.contains(field), "{message}");
+                    })
+                    .answer(answer),
+            ],
+        )
+        .await;
+        assert_eq!(action, Action::await_change());
+    }
+
+    #[tokio::test]
+    async fn a_running_cluster_cannot_change_its_replicas_or_storage() {
+        refused(
+            "{partitions: 2, replicasPerPartition: 5}",
+            "{partitions: 2}",
+            "spec.replicasPerPartition",
+        )
+        .await;
+        refused(
+            "{partitions: 2, replicasPerPartition: 1}",
+            "{partitions: 2}",
+            "spec.replicasPerPartition",
+        )
+        .await;
+        refused(
+            "{partitions: 2, oracleReplicas: 5}",
+            "{partitions: 2}",
+            "spec.oracleReplicas",
+        )
+        .await;
+        // The storage recorded on the ConfigMap (the cluster config has none).
+        refused(
+            "{partitions: 2, storage: {size: 2Gi}}",
+            "{partitions: 2, storage: {size: 1Gi}}",
+            "spec.storage",
+        )
+        .await;
+        refused(
+            "{partitions: 2, storage: {size: 1Gi}}",
+            "{partitions: 2}",
+            "spec.storage",
+        )
+        .await;
+    }
+
     #[tokio::test]
     async fn an_ssmr_cluster_cannot_change_its_partitions() {
         let c = cluster("{partitions: 3, mode: ssmr}");
