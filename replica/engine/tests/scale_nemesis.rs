@@ -169,6 +169,19 @@ impl Nemesis {
                 || !load.uses(*p),
             )
             .await;
+            // What they sent it before is answered (refused: it was removed) before it goes.
+            let cluster = &self.cluster;
+            until(
+                "the removed partition answered its calls",
+                STEP_LIMIT,
+                || {
+                    cluster
+                        .running()
+                        .filter(|n| n.group() == *p)
+                        .all(|n| n.stream_calls().held() == 0)
+                },
+            )
+            .await;
             self.cluster.destroy_partition(*p).await.expect("destroy");
             self.active.retain(|q| q != p);
             self.removed.push(*p);

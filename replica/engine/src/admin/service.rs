@@ -190,7 +190,7 @@ impl AdminService {
 
     /// The client of group `g`, for an administrative command: from the live topology, or
     /// built from `members` (a partition being added is not published yet).
-    fn client_of(&self, g: GroupId, members: &[String]) -> Result<Arc<GroupClient>, Status> {
+    async fn client_of(&self, g: GroupId, members: &[String]) -> Result<Arc<GroupClient>, Status> {
         if !members.is_empty() && !self.live.contains(g) {
             let from = Sender::Replica {
                 group: self.group,
@@ -199,6 +199,11 @@ impl AdminService {
             return GroupClient::new(&self.topology.cluster, g, members, from)
                 .map(Arc::new)
                 .map_err(|e| Status::invalid_argument(format!("members: {e}")));
+        }
+        if self.live.client(g).is_none() {
+            // This replica's oracle state knows it, its view of the topology not yet: the
+            // oracle's leader publishes it.
+            let _ = self.live.refresh(Duration::ZERO).await;
         }
         self.live.client(g).ok_or_else(|| {
             Status::unavailable(format!(
@@ -219,11 +224,10 @@ impl AdminService {
         p: GroupId,
         new_members: &[String],
     ) -> Result<(), Status> {
-        let view = self.live.topology();
         let mut leaderless = Vec::new();
         for g in dests.iter().filter(|g| **g != ORACLE) {
-            let addrs: Vec<String> = match view.groups.get(g) {
-                Some(a) => a.clone(),
+            let addrs: Vec<String> = match self.live.members(*g) {
+                Some(a) => a,
                 None if *g == p => new_members.to_vec(),
                 None => Vec::new(),
             };
@@ -279,7 +283,7 @@ impl AdminService {
                 } else {
                     &[]
                 };
-                clients.push((*g, self.client_of(*g, members)?));
+                clients.push((*g, self.client_of(*g, members).await?));
             }
             self.preflight(&dests, op.partition(), &new_members).await?;
             let msg = McastMessage::new(

@@ -277,6 +277,7 @@ impl<A: StateMachine> Proxy<A> {
         bump(&self.stats.commands, 1);
         let mut stale = 0;
         let r = loop {
+            let seen = self.conns.live().version();
             let r = match self.config.mode {
                 Mode::Ssmr => self.access_ssmr(cmd).await,
                 Mode::Dssmr => self.access_dssmr(cmd).await,
@@ -288,6 +289,17 @@ impl<A: StateMachine> Proxy<A> {
                     stale += 1;
                     tracing::debug!(%why, "topology changed under a command; again");
                     let _ = self.conns.live().refresh(std::time::Duration::ZERO).await;
+                    self.cache.forget(&self.app.variables(cmd));
+                }
+                // A read that could not be answered took no effect. When the topology changed
+                // under it (a partition it went to was removed meanwhile), run it again.
+                Err(ProxyError::Indeterminate(why))
+                    if stale < STALE_RETRIES
+                        && self.app.is_read_only(cmd)
+                        && self.topology_moved_on(seen).await =>
+                {
+                    stale += 1;
+                    tracing::debug!(%why, "a read failed while the topology changed; again");
                     self.cache.forget(&self.app.variables(cmd));
                 }
                 Err(ProxyError::AskAgain(why)) if stale < STALE_RETRIES => {
@@ -305,6 +317,13 @@ impl<A: StateMachine> Proxy<A> {
             Err(e) => tracing::debug!(error = %e, "failed"),
         }
         r
+    }
+
+    /// True when the oracle's topology is newer than version `seen` (asked at once).
+    async fn topology_moved_on(&self, seen: u64) -> bool {
+        let live = self.conns.live();
+        let _ = live.refresh(std::time::Duration::ZERO).await;
+        live.version() > seen
     }
 
     /// S-SMR: multicast to the partitions the static placement gives.

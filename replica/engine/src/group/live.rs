@@ -168,6 +168,17 @@ impl LiveTopology {
         v.topology.contains(g) || v.retired.contains_key(&g) || v.joining.contains_key(&g)
     }
 
+    /// The member addresses of group `g`: a group of the cluster, a joining or a retired one.
+    pub fn members(&self, g: GroupId) -> Option<Vec<String>> {
+        let v = self.read();
+        v.topology
+            .groups
+            .get(&g)
+            .or_else(|| v.joining.get(&g))
+            .or_else(|| v.retired.get(&g))
+            .cloned()
+    }
+
     /// The client of group `g`.
     pub fn client(&self, g: GroupId) -> Option<Arc<GroupClient>> {
         self.read().clients.get(&g).cloned()
