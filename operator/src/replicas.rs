@@ -122,6 +122,8 @@ pub struct OracleReport {
     pub leaders: BTreeMap<String, String>,
     /// Groups whose members answered but none leads.
     pub leaderless: Vec<String>,
+    /// Why the drain of a partition does not progress, where the oracle says so.
+    pub notes: BTreeMap<u32, String>,
 }
 
 /// Admin calls on a cluster's oracle.
@@ -185,11 +187,18 @@ impl Oracle {
             })
             .map(|g| g.name.clone())
             .collect();
+        let notes = s
+            .partitions
+            .iter()
+            .filter(|p| !p.note.is_empty())
+            .map(|p| (p.partition, p.note.clone()))
+            .collect();
         OracleReport {
             view,
             variables,
             leaders,
             leaderless,
+            notes,
         }
     }
 

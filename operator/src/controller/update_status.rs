@@ -154,6 +154,8 @@ pub fn status(
     rates: Option<(f64, f64)>,
 ) -> DSSMRClusterStatus {
     let leaders = oracle.report().map(|r| &r.leaders);
+    let no_notes = BTreeMap::new();
+    let notes = oracle.report().map_or(&no_notes, |r| &r.notes);
     let groups: Vec<GroupStatus> = rollout
         .groups
         .iter()
@@ -187,7 +189,7 @@ pub fn status(
             c,
             [
                 ready,
-                progressing(plan, rollout, &performed.waiting, &ready_msg),
+                progressing(plan, rollout, &performed.waiting, notes, &ready_msg),
                 degraded(oracle, &performed.failures),
             ],
         ),
@@ -205,6 +207,7 @@ fn progressing(
     plan: &ScalePlan,
     rollout: &Rollout,
     waiting: &BTreeMap<u32, Vec<String>>,
+    notes: &BTreeMap<u32, String>,
     ready_msg: &str,
 ) -> Condition {
     let list = |ps: &[u32]| {
@@ -217,9 +220,15 @@ fn progressing(
         let left = plan
             .leaving
             .iter()
-            .map(|(p, n)| match n {
-                Some(n) => format!("p{p}: {n} variables left"),
-                None => format!("p{p}: waiting for the oracle"),
+            .map(|(p, n)| {
+                let left = match n {
+                    Some(n) => format!("p{p}: {n} variables left"),
+                    None => format!("p{p}: waiting for the oracle"),
+                };
+                match notes.get(p) {
+                    Some(why) => format!("{left} (not progressing: {why})"),
+                    None => left,
+                }
             })
             .collect::<Vec<_>>()
             .join("; ");
@@ -356,28 +365,43 @@ mod tests {
             ..Default::default()
         };
         let none = BTreeMap::new();
-        let p = progressing(&plan, &done, &none, "3/3 groups ready");
+        let no_notes = BTreeMap::new();
+        let p = progressing(&plan, &done, &none, &no_notes, "3/3 groups ready");
         assert_eq!(p.reason, Reason::Draining);
         assert_eq!(
             p.message,
             "scaling in, draining before deletion: p4: 7 variables left; p5: waiting for the oracle"
         );
+        // A drain the oracle says cannot progress says why.
+        let stuck = BTreeMap::from([(4, "no active partition can take its variables".into())]);
+        let p = progressing(&plan, &done, &none, &stuck, "3/3 groups ready");
+        assert_eq!(
+            p.message,
+            "scaling in, draining before deletion: p4: 7 variables left (not progressing: no \
+             active partition can take its variables); p5: waiting for the oracle"
+        );
         let adding = ScalePlan {
             leaving: vec![],
             ..plan
         };
-        let p = progressing(&adding, &done, &none, "3/3 groups ready");
+        let p = progressing(&adding, &done, &none, &no_notes, "3/3 groups ready");
         assert_eq!(
             (p.reason, p.message.as_str()),
             (Reason::AddingPartitions, "registering p3 with the oracle")
         );
-        let stable = progressing(&ScalePlan::default(), &done, &none, "3/3 groups ready");
+        let stable = progressing(
+            &ScalePlan::default(),
+            &done,
+            &none,
+            &no_notes,
+            "3/3 groups ready",
+        );
         let deleting = ScalePlan {
             delete: vec![3],
             ..ScalePlan::default()
         };
         let waiting = BTreeMap::from([(3, vec!["p1-2 waits for p3".to_string()])]);
-        let p = progressing(&deleting, &done, &waiting, "3/3 groups ready");
+        let p = progressing(&deleting, &done, &waiting, &no_notes, "3/3 groups ready");
         assert_eq!(
             (p.reason, p.message.as_str()),
             (

@@ -16,7 +16,8 @@
 
 mod common;
 
-use common::kvload::{until, KvLoad, INITIAL};
+use common::kvload::{KvLoad, INITIAL};
+use common::scaling::{held, retire, until_state};
 use dssmr_api::admin::AdminConnection;
 use dssmr_check::history::linearizability::check_kv;
 use dssmr_engine::app::kv::Kv;
@@ -137,52 +138,14 @@ impl Nemesis {
             drained.unwrap_or_else(|e| panic!("drain {p}: {e}"));
         }
         for p in parts {
-            let deadline = Instant::now() + STEP_LIMIT;
-            loop {
-                let s = self.admin.status().await.expect("status");
-                let found = s.partitions.iter().find(|q| q.partition == p.0).cloned();
-                if found.as_ref().is_some_and(|q| q.state == "drained") {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "{p} not drained: {found:?}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+            until_state(&self.admin, p.0, "drained", STEP_LIMIT).await;
             self.admin
                 .remove_partition(p.0)
                 .await
                 .unwrap_or_else(|e| panic!("remove {p}: {e}"));
         }
         for p in parts {
-            let cluster = &self.cluster;
-            until("no group waits for a removed partition", STEP_LIMIT, || {
-                cluster.running().all(|n| {
-                    let own = n.group() == *p;
-                    n.with_state(|s| {
-                        s.skeen.pending_with(*p) == 0 && (!own || s.app.stats().queued == 0)
-                    })
-                })
-            })
-            .await;
-            until(
-                "the clients stop using a removed partition",
-                STEP_LIMIT,
-                || !load.uses(*p),
-            )
-            .await;
-            // What they sent it before is answered (refused: it was removed) before it goes.
-            let cluster = &self.cluster;
-            until(
-                "the removed partition answered its calls",
-                STEP_LIMIT,
-                || {
-                    cluster
-                        .running()
-                        .filter(|n| n.group() == *p)
-                        .all(|n| n.stream_calls().held() == 0)
-                },
-            )
-            .await;
-            self.cluster.destroy_partition(*p).await.expect("destroy");
+            retire(&mut self.cluster, load, *p, STEP_LIMIT).await;
             self.active.retain(|q| q != p);
             self.removed.push(*p);
         }
@@ -265,12 +228,11 @@ async fn scale_steps_under_load_keep_every_operation_and_the_sum() {
     );
     let status = nemesis.admin.status().await.expect("status");
     for p in &nemesis.removed {
-        let held = status
-            .partitions
-            .iter()
-            .find(|q| q.partition == p.0)
-            .map_or(0, |q| q.variables);
-        assert_eq!(held, 0, "{p} was removed with variables: {status:?}");
+        assert_eq!(
+            held(&status, p.0),
+            0,
+            "{p} was removed with variables: {status:?}"
+        );
     }
     check_kv(&load.history().events(), &load.initial()).expect("the history is linearizable");
     nemesis.cluster.shutdown().await;

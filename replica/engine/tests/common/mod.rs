@@ -201,3 +201,4 @@ pub fn check(
 
 pub mod engine;
 pub mod kvload;
+pub mod scaling;
