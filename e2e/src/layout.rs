@@ -78,6 +78,7 @@ impl Layout {
     /// The cluster config, each replica reachable at `address(replica)`.
     pub fn config(&self, address: impl Fn(&ReplicaRef) -> String) -> ClusterConfig {
         let group = |g: GroupId| GroupConfig {
+            partition: None,
             members: self.group(g).iter().map(&address).collect(),
         };
         let mut config = ClusterConfig {

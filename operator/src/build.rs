@@ -78,6 +78,11 @@ impl Group {
     fn is_oracle(&self) -> bool {
         self.label == "oracle"
     }
+
+    /// The partition number of a partition's group (`p<N>` → N); `None` for the oracle.
+    pub fn partition(&self) -> Option<u32> {
+        self.label.strip_prefix('p')?.parse().ok()
+    }
 }
 
 /// The groups of `c`: the oracle (DS-SMR), then the partitions.
@@ -88,7 +93,7 @@ pub fn groups(c: &ValidatedCluster) -> Vec<Group> {
     });
     oracle
         .into_iter()
-        .chain((1..=c.partitions).map(|p| Group {
+        .chain(c.partitions.iter().map(|p| Group {
             label: format!("p{p}"),
             replicas: c.spec.replicas_per_partition,
         }))
@@ -171,6 +176,7 @@ pub fn member_addresses(c: &ValidatedCluster, g: &Group) -> Vec<String> {
 /// The cluster config of `c`: every member by its pod's DNS name.
 pub fn cluster_config(c: &ValidatedCluster, groups: &[Group]) -> ClusterConfig {
     let members = |g: &Group| GroupConfig {
+        partition: None,
         members: member_addresses(c, g),
     };
     let app = match c.spec.app {
@@ -190,11 +196,11 @@ pub fn cluster_config(c: &ValidatedCluster, groups: &[Group]) -> ClusterConfig {
         destination: dssmr_api::mode::DestinationPolicy::default(),
         initial_partitions: (mode == dssmr_api::mode::Mode::Dssmr).then_some(c.initial_partitions),
         oracle: groups.iter().find(|g| g.is_oracle()).map(members),
-        partitions: groups
-            .iter()
-            .filter(|g| !g.is_oracle())
-            .map(members)
-            .collect(),
+        partitions: dssmr_api::config::numbered(
+            groups
+                .iter()
+                .filter_map(|g| Some((g.partition()?, members(g)))),
+        ),
     }
 }
 

@@ -140,16 +140,31 @@ pub fn stateful_sets(names: &[&str], ready: i32) -> Value {
     })
 }
 
-/// The StatefulSets `c` would have with `partitions` partitions and `deployed` in its
-/// ConfigMap, every one rolled out with `ready` ready replicas.
+/// The partitions of a fixture, by number: a count `n` stands for `1..=n`.
+pub struct Numbers(Vec<u32>);
+
+impl From<u32> for Numbers {
+    fn from(n: u32) -> Self {
+        Numbers((1..=n).collect())
+    }
+}
+
+impl<const N: usize> From<[u32; N]> for Numbers {
+    fn from(numbers: [u32; N]) -> Self {
+        Numbers(numbers.to_vec())
+    }
+}
+
+/// The StatefulSets `c` would have with `partitions` and `deployed` in its ConfigMap, every
+/// one rolled out with `ready` ready replicas.
 pub fn rolled_out(
     c: &DSSMRCluster,
     deployed: &crate::validate::Deployed,
-    partitions: u32,
+    partitions: impl Into<Numbers>,
     ready: i32,
 ) -> Value {
     let mut v = crate::validate::validate_against(c, "dssmr:test", deployed).expect("valid");
-    v.partitions = partitions;
+    v.partitions = partitions.into().0;
     let built = crate::build::build(&v);
     json!({
         "apiVersion": "apps/v1",
@@ -167,10 +182,10 @@ pub fn rolled_out(
     })
 }
 
-/// The ConfigMap `c` would have with `partitions` partitions, as the API server returns it.
-pub fn config_map(c: &DSSMRCluster, partitions: u32, initial: u32) -> Value {
+/// The ConfigMap `c` would have with `partitions`, as the API server returns it.
+pub fn config_map(c: &DSSMRCluster, partitions: impl Into<Numbers>, initial: u32) -> Value {
     let mut v = crate::validate::validate(c, "dssmr:test").expect("valid");
-    v.partitions = partitions;
+    v.partitions = partitions.into().0;
     v.initial_partitions = initial;
     let mut map = serde_json::to_value(crate::build::build(&v).config_map).expect("JSON");
     map["apiVersion"] = json!("v1");

@@ -144,10 +144,8 @@ impl Oracle {
         // As the replicas reach each other: the config's names, or where a map says the
         // cluster's members really are (a local cluster in tests).
         let members = dialed
-            .partitions
-            .iter()
-            .enumerate()
-            .map(|(i, g)| (i as u32 + 1, g.members.clone()))
+            .numbered_partitions()
+            .map(|(p, g)| (p.0, g.members.clone()))
             .collect();
         Ok(Oracle {
             connection,
@@ -163,11 +161,14 @@ impl Oracle {
     }
 
     fn report(&self, s: &ClusterStatus) -> OracleReport {
-        let view = s
-            .partitions
-            .iter()
-            .filter_map(|p| Some((p.partition, Placement::from_admin(&p.state, p.variables)?)))
-            .collect();
+        let view = OracleView {
+            placement: s
+                .partitions
+                .iter()
+                .filter_map(|p| Some((p.partition, Placement::from_admin(&p.state, p.variables)?)))
+                .collect(),
+            next_partition: s.next_partition,
+        };
         let variables = s
             .partitions
             .iter()

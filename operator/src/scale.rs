@@ -2,13 +2,17 @@
 //! asks for. Pure: the controller gathers what is (the deployed config, the StatefulSets that
 //! exist, the oracle's view of each partition) and performs the [`ScalePlan`].
 //!
+//! Partition numbers are never reused (the oracle refuses to add a removed partition's
+//! number): a new partition is numbered from the oracle's `next_partition`, so a cluster
+//! scaled 3 -> 2 -> 3 runs p1, p2 and p4, and its config lists the numbers it skips.
+//!
 //! Scaling out: the config learns the new partitions at once and their StatefulSets are
 //! created; the running replicas are not restarted (their pod template's config hash leaves
 //! the partitions out). Once every group is ready, the new partitions are registered with the
 //! oracle (`AddPartition` with their members), which from then on places new variables there
 //! and publishes them to every replica and client. Variables reach them by ordinary moves.
 //!
-//! Scaling in: partitions are removed from the top (`p<k>` first). They stay in the config and
+//! Scaling in: the highest-numbered partitions leave first. They stay in the config and
 //! keep running while the oracle drains them (`DrainPartition`: no new variables go there,
 //! every variable is moved out); only once the oracle reports a partition empty does it leave
 //! the config, leave the oracle's topology (`RemovePartition`), and have its StatefulSet,
@@ -58,14 +62,29 @@ impl Placement {
     }
 }
 
-/// The oracle's view of every partition it knows, by partition number.
-pub type OracleView = BTreeMap<u32, Placement>;
+/// What the oracle says of the partitions: where each one it knows stands, by partition
+/// number, and the lowest number the cluster never used.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OracleView {
+    /// Where each partition stands.
+    pub placement: BTreeMap<u32, Placement>,
+    /// The lowest partition number never used (numbers of removed partitions are never
+    /// handed out again); 0 when the oracle did not say.
+    pub next_partition: u32,
+}
+
+impl OracleView {
+    /// Where partition `p` stands; `None`: the oracle does not know it.
+    pub fn get(&self, p: u32) -> Option<Placement> {
+        self.placement.get(&p).copied()
+    }
+}
 
 /// What to do to bring the partitions to the spec.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ScalePlan {
-    /// Partitions `1..=partitions` are in the config and run as StatefulSets.
-    pub partitions: u32,
+    /// The partitions, by number, in the config and run as StatefulSets.
+    pub partitions: Vec<u32>,
     /// Register these with the oracle (once every group runs the config).
     pub add: Vec<u32>,
     /// Start draining these.
@@ -75,43 +94,92 @@ pub struct ScalePlan {
     pub leaving: Vec<(u32, Option<u64>)>,
     /// Delete the StatefulSet, Service and PDB of these: out of the config and empty.
     pub delete: Vec<u32>,
+    /// Partitions the spec asks for beyond those planned: new ones need numbers from the
+    /// oracle, which could not be asked.
+    pub unnumbered: u32,
 }
 
-/// Plans the way from `deployed` partitions (0: a new cluster) and the partition
-/// StatefulSets in `running` to `want` partitions, knowing the oracle's `view` (`None`: the
-/// oracle could not be asked, or the cluster has no oracle).
-pub fn plan(want: u32, deployed: u32, running: &[u32], view: Option<&OracleView>) -> ScalePlan {
+/// Plans the way from the `deployed` partitions (the numbers in the config; none: a new
+/// cluster) and the partition StatefulSets in `running` to `want` partitions, knowing the
+/// oracle's `view` (`None`: the oracle could not be asked, or the cluster has no oracle).
+///
+/// The partitions kept are the `want` lowest-numbered of the config that are not removed
+/// (a partition being drained is taken back before a new one is made); scaling in leaves
+/// the highest-numbered ones. New partitions get numbers the cluster never used: from the
+/// oracle's `next_partition` and above every partition configured or running, so a
+/// removed partition's number is never used again (a new cluster is numbered `1..=want`).
+pub fn plan(want: u32, deployed: &[u32], running: &[u32], view: Option<&OracleView>) -> ScalePlan {
     // Absent from the oracle's view: it never held a variable.
-    let empty = |p: u32| view.is_some_and(|v| v.get(&p).is_none_or(|s| s.is_empty()));
-    let highest_running = running.iter().copied().max().unwrap_or(0);
-    // The config keeps every leaving partition up to the highest one that is not empty yet.
-    let partitions = (want + 1..=deployed)
-        .rev()
-        .find(|p| !empty(*p))
-        .unwrap_or(want)
-        .max(want);
-    let highest = partitions.max(highest_running);
-    let leaving: Vec<(u32, Option<u64>)> = (want + 1..=highest)
-        .filter(|p| (*p <= partitions || running.contains(p)) && !empty(*p))
+    let empty = |p: u32| view.is_some_and(|v| v.get(p).is_none_or(|s| s.is_empty()));
+    let removed = |p: u32| view.is_some_and(|v| v.get(p) == Some(Placement::Removed));
+    let mut kept: Vec<u32> = deployed
+        .iter()
+        .copied()
+        .filter(|p| !removed(*p))
+        .take(want as usize)
+        .collect();
+    let short = want.saturating_sub(kept.len() as u32);
+    let mut unnumbered = 0;
+    if deployed.is_empty() {
+        kept = (1..=want).collect();
+    } else if short > 0 {
+        match view {
+            Some(v) => {
+                let above = deployed.iter().chain(running).copied().max().unwrap_or(0) + 1;
+                let first = v.next_partition.max(above);
+                kept.extend(first..first + short);
+            }
+            None => unnumbered = short,
+        }
+    }
+    let mut others: Vec<u32> = deployed
+        .iter()
+        .chain(running)
+        .copied()
+        .filter(|p| !kept.contains(p))
+        .collect();
+    others.sort_unstable();
+    others.dedup();
+    let mut partitions: Vec<u32> = kept
+        .iter()
+        .copied()
+        .chain(
+            others
+                .iter()
+                .copied()
+                .filter(|p| deployed.contains(p) && !empty(*p)),
+        )
+        .collect();
+    partitions.sort_unstable();
+    let leaving: Vec<(u32, Option<u64>)> = others
+        .iter()
+        .copied()
+        .filter(|p| !empty(*p))
         .map(|p| {
-            let held = view.and_then(|v| match v.get(&p) {
-                Some(Placement::Draining(n)) | Some(Placement::Inactive(n)) => Some(*n),
+            let held = view.and_then(|v| match v.get(p) {
+                Some(Placement::Draining(n)) | Some(Placement::Inactive(n)) => Some(n),
                 _ => None,
             });
             (p, held)
         })
         .collect();
-    let drain = (want + 1..=partitions)
-        .filter(|p| view.is_some_and(|v| v.get(p) == Some(&Placement::Active)))
+    let drain = others
+        .iter()
+        .copied()
+        .filter(|p| view.is_some_and(|v| v.get(*p) == Some(Placement::Active)))
         .collect();
     let add = match view {
-        Some(v) if deployed > 0 => (1..=want)
-            .filter(|p| v.get(p) != Some(&Placement::Active))
+        Some(v) if !deployed.is_empty() => kept
+            .iter()
+            .copied()
+            .filter(|p| v.get(*p) != Some(Placement::Active))
             .collect(),
         _ => Vec::new(),
     };
-    let delete = (partitions + 1..=highest)
-        .filter(|p| running.contains(p) && empty(*p))
+    let delete = others
+        .iter()
+        .copied()
+        .filter(|p| running.contains(p) && !partitions.contains(p) && empty(*p))
         .collect();
     ScalePlan {
         partitions,
@@ -119,6 +187,7 @@ pub fn plan(want: u32, deployed: u32, running: &[u32], view: Option<&OracleView>
         drain,
         leaving,
         delete,
+        unnumbered,
     }
 }
 
@@ -234,16 +303,21 @@ mod tests {
     use Placement::*;
 
     fn view(states: &[(u32, Placement)]) -> OracleView {
-        states.iter().copied().collect()
+        let placement: BTreeMap<u32, Placement> = states.iter().copied().collect();
+        let next_partition = placement.keys().max().map_or(1, |p| p + 1);
+        OracleView {
+            placement,
+            next_partition,
+        }
     }
 
     #[test]
     fn a_new_cluster_runs_what_the_spec_says() {
-        let p = plan(4, 0, &[], None);
+        let p = plan(4, &[], &[], None);
         assert_eq!(
             p,
             ScalePlan {
-                partitions: 4,
+                partitions: vec![1, 2, 3, 4],
                 ..Default::default()
             }
         );
@@ -252,50 +326,96 @@ mod tests {
     #[test]
     fn scaling_out_adds_partitions_the_oracle_does_not_place_into_yet() {
         let v = view(&[(1, Active), (2, Active), (3, Inactive(0)), (4, Inactive(0))]);
-        let p = plan(4, 4, &[1, 2, 3, 4], Some(&v));
-        assert_eq!(p.partitions, 4);
+        let p = plan(4, &[1, 2, 3, 4], &[1, 2, 3, 4], Some(&v));
+        assert_eq!(p.partitions, [1, 2, 3, 4]);
         assert_eq!(p.add, [3, 4]);
         assert!(p.drain.is_empty() && p.delete.is_empty() && p.leaving.is_empty());
         // The config grows before the oracle is asked (it cannot know p3 before it runs it).
-        let p = plan(4, 2, &[1, 2], Some(&view(&[(1, Active), (2, Active)])));
-        assert_eq!((p.partitions, p.add), (4, vec![3, 4]));
-        // Without the oracle, nothing is added.
-        assert!(plan(4, 2, &[1, 2], None).add.is_empty());
+        let p = plan(
+            4,
+            &[1, 2],
+            &[1, 2],
+            Some(&view(&[(1, Active), (2, Active)])),
+        );
+        assert_eq!((p.partitions, p.add), (vec![1, 2, 3, 4], vec![3, 4]));
+        // Without the oracle, nothing is added, and no number is made up.
+        let p = plan(4, &[1, 2], &[1, 2], None);
+        assert_eq!((p.partitions, p.add, p.unnumbered), (vec![1, 2], vec![], 2));
+    }
+
+    #[test]
+    fn a_removed_partitions_number_is_never_used_again() {
+        // 3 -> 2 -> 3: p3 was drained and removed; the third partition is p4.
+        let v = view(&[(1, Active), (2, Active), (3, Removed)]);
+        let p = plan(3, &[1, 2], &[1, 2], Some(&v));
+        assert_eq!((p.partitions, p.add), (vec![1, 2, 4], vec![4]));
+        // The oracle forgot nothing, but says so only through its next number.
+        let v = OracleView {
+            placement: view(&[(1, Active), (2, Active)]).placement,
+            next_partition: 6,
+        };
+        let p = plan(3, &[1, 2], &[1, 2], Some(&v));
+        assert_eq!(p.partitions, [1, 2, 6]);
+        // A StatefulSet still running (its deletion pending) is never taken for a new one.
+        let v = view(&[(1, Active), (2, Active), (3, Drained)]);
+        let p = plan(3, &[1, 2], &[1, 2, 3], Some(&v));
+        assert_eq!((p.partitions, p.delete), (vec![1, 2, 4], vec![3]));
+        // Partitions numbered with a gap scale on from the highest.
+        let v = view(&[(1, Active), (2, Removed), (4, Active)]);
+        let p = plan(1, &[1, 4], &[1, 4], Some(&v));
+        assert_eq!((p.partitions.clone(), p.drain), (vec![1, 4], vec![4]));
+        let p = plan(3, &[1, 4], &[1, 4], Some(&v));
+        assert_eq!((p.partitions, p.add), (vec![1, 4, 5], vec![5]));
+    }
+
+    #[test]
+    fn growing_then_shrinking_drains_the_highest_numbers() {
+        // 2 -> 4 -> 3: p4 leaves even when p3 is empty (an empty partition is drained the
+        // same way; the drain moves p4's variables into active ones, p3 among them).
+        let v = view(&[(1, Active), (2, Active), (3, Active), (4, Active)]);
+        let p = plan(3, &[1, 2, 3, 4], &[1, 2, 3, 4], Some(&v));
+        assert_eq!(p.partitions, [1, 2, 3, 4]);
+        assert_eq!((p.drain, p.leaving), (vec![4], vec![(4, None)]));
     }
 
     #[test]
     fn scaling_in_drains_first_and_deletes_only_what_is_empty() {
         let v = view(&[(1, Active), (2, Active), (3, Active), (4, Active)]);
-        let p = plan(2, 4, &[1, 2, 3, 4], Some(&v));
+        let p = plan(2, &[1, 2, 3, 4], &[1, 2, 3, 4], Some(&v));
         assert_eq!(
-            p.partitions, 4,
+            p.partitions,
+            [1, 2, 3, 4],
             "kept in the config while they hold variables"
         );
         assert_eq!(p.drain, [3, 4]);
         assert!(p.delete.is_empty());
-        // p4 drained, p3 still draining: both stay (partitions are numbered from 1 up).
+        // p4 drained, p3 still draining: p4 leaves the config and is deleted.
         let v = view(&[(1, Active), (2, Active), (3, Draining(7)), (4, Drained)]);
-        let p = plan(2, 4, &[1, 2, 3, 4], Some(&v));
-        assert_eq!(p.partitions, 3);
+        let p = plan(2, &[1, 2, 3, 4], &[1, 2, 3, 4], Some(&v));
+        assert_eq!(p.partitions, [1, 2, 3]);
         assert_eq!(p.leaving, [(3, Some(7))]);
         assert_eq!(p.delete, [4]);
         assert!(p.drain.is_empty());
+        // p3 drained first, p4 still draining: p3 goes, p4 stays (numbers may skip).
+        let v = view(&[(1, Active), (2, Active), (3, Drained), (4, Draining(2))]);
+        let p = plan(2, &[1, 2, 3, 4], &[1, 2, 3, 4], Some(&v));
+        assert_eq!((p.partitions, p.delete), (vec![1, 2, 4], vec![3]));
         // Both empty: out of the config, deleted.
         let v = view(&[(1, Active), (2, Active), (3, Drained), (4, Drained)]);
-        let p = plan(2, 4, &[1, 2, 3, 4], Some(&v));
-        assert_eq!((p.partitions, p.delete.clone()), (2, vec![3, 4]));
+        let p = plan(2, &[1, 2, 3, 4], &[1, 2, 3, 4], Some(&v));
+        assert_eq!((p.partitions, p.delete.clone()), (vec![1, 2], vec![3, 4]));
         // The config already shrank but a StatefulSet is left: deleted once known empty.
-        let p = plan(2, 2, &[1, 2, 4], Some(&v));
-        assert_eq!((p.partitions, p.delete.clone()), (2, vec![4]));
+        let p = plan(2, &[1, 2], &[1, 2, 4], Some(&v));
+        assert_eq!((p.partitions, p.delete.clone()), (vec![1, 2], vec![4]));
     }
 
     #[test]
     fn without_the_oracle_nothing_is_drained_or_deleted() {
-        let p = plan(2, 4, &[1, 2, 3, 4], None);
-        assert_eq!(p.partitions, 4);
+        let p = plan(2, &[1, 2, 3, 4], &[1, 2, 3, 4], None);
+        assert_eq!(p.partitions, [1, 2, 3, 4]);
         assert_eq!(p.leaving, [(3, None), (4, None)]);
         assert!(p.drain.is_empty() && p.delete.is_empty() && p.add.is_empty());
-        let p = plan(2, 2, &[1, 2, 3], None);
+        let p = plan(2, &[1, 2], &[1, 2, 3], None);
         assert!(p.delete.is_empty());
         assert_eq!(p.leaving, [(3, None)], "reported, not forgotten");
     }
@@ -303,7 +423,7 @@ mod tests {
     #[test]
     fn a_drained_partition_back_in_the_spec_is_added_again() {
         let v = view(&[(1, Active), (2, Active), (3, Draining(5))]);
-        let p = plan(3, 3, &[1, 2, 3], Some(&v));
+        let p = plan(3, &[1, 2, 3], &[1, 2, 3], Some(&v));
         assert_eq!(p.add, [3]);
         assert!(p.leaving.is_empty() && p.drain.is_empty());
     }

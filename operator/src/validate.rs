@@ -96,9 +96,11 @@ pub struct ValidatedCluster {
     pub spec: DSSMRClusterSpec,
     /// The image replicas run.
     pub image: String,
-    /// Partitions in the cluster config and run as StatefulSets: the spec's, or more while
-    /// partitions being scaled away still hold variables (the controller's scale plan).
-    pub partitions: u32,
+    /// The partitions, by number, in the cluster config and run as StatefulSets: the
+    /// deployed ones (`1..=spec.partitions` for a new cluster) until the controller's scale
+    /// plan says which (more than the spec's while partitions scaled away still hold
+    /// variables; numbers skip those removed).
+    pub partitions: Vec<u32>,
     /// Partitions new variables go to from the cluster's start (the config's
     /// `initialPartitions`): fixed when the cluster is first created.
     pub initial_partitions: u32,
@@ -138,11 +140,11 @@ impl fmt::Display for DeployedStorage {
 }
 
 impl Deployed {
-    /// Partitions in the deployed config (0 for a new cluster).
-    pub fn partitions(&self) -> u32 {
-        self.config
-            .as_ref()
-            .map_or(0, |c| c.partitions.len() as u32)
+    /// The partitions, by number, in the deployed config (none for a new cluster).
+    pub fn partitions(&self) -> Vec<u32> {
+        self.config.as_ref().map_or_else(Vec::new, |c| {
+            c.partition_numbers().into_iter().map(|g| g.0).collect()
+        })
     }
 }
 
@@ -296,7 +298,10 @@ pub fn validate_against(
     };
     match name {
         Some(name) if problems.is_empty() => Ok(ValidatedCluster {
-            partitions: spec.partitions,
+            partitions: match deployed.partitions() {
+                none if none.is_empty() => (1..=spec.partitions).collect(),
+                running => running,
+            },
             initial_partitions,
             name,
             namespace: cluster
@@ -392,9 +397,13 @@ mod tests {
         // DS-SMR scales; the partitions it started with stay its initial placement.
         let dssmr = running("{partitions: 2}");
         let v = validate_against(&spec("{partitions: 4}"), DEFAULT_IMAGE, &dssmr).unwrap();
-        assert_eq!((v.partitions, v.initial_partitions), (4, 2));
+        assert_eq!(
+            (v.partitions, v.initial_partitions),
+            (vec![1, 2], 2),
+            "what runs, until the scale plan says more"
+        );
         let v = validate(&spec("{partitions: 4}"), DEFAULT_IMAGE).unwrap();
-        assert_eq!((v.partitions, v.initial_partitions), (4, 4));
+        assert_eq!((v.partitions, v.initial_partitions), (vec![1, 2, 3, 4], 4));
     }
 
     #[test]

@@ -267,7 +267,7 @@ async fn reconcile_once(
     let oracle = oracle::ask(&ctx.replicas, &valid, &deployed, &running).await;
     let plan = plan::plan(&valid, &deployed, &running, &oracle);
     tracing::debug!(?plan, "planned");
-    valid.partitions = plan.partitions;
+    valid.partitions = plan.partitions.clone();
     // build: the objects of the planned cluster, and how far the StatefulSets are from them.
     let prepared = build::build(&valid, &running);
     // apply: every object, server-side.
@@ -281,6 +281,7 @@ async fn reconcile_once(
     update_status::patch(&ctx.client, &c, &ns, status).await?;
     let settled = applied.rollout.complete
         && plan.add.is_empty()
+        && plan.unnumbered == 0
         && plan.leaving.is_empty()
         && plan.delete.is_empty();
     tracing::debug!(settled, "reconciled");

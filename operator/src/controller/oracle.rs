@@ -300,17 +300,16 @@ pub async fn perform(
 /// Every group of `v` and every partition `plan` deletes, with their member addresses as
 /// the config names them (group 0: the oracle).
 fn groups_to_ask(v: &ValidatedCluster, plan: &ScalePlan) -> Vec<(u32, Vec<String>)> {
-    let highest = plan.delete.iter().copied().chain([v.partitions]).max();
+    let mut partitions: Vec<u32> = v.partitions.iter().chain(&plan.delete).copied().collect();
+    partitions.sort_unstable();
+    partitions.dedup();
     let all = ValidatedCluster {
-        partitions: highest.unwrap_or(0),
+        partitions,
         ..v.clone()
     };
     build::groups(&all)
         .iter()
-        .map(|g| {
-            let number = g.label.strip_prefix('p').and_then(|n| n.parse().ok());
-            (number.unwrap_or(0), build::member_addresses(&all, g))
-        })
+        .map(|g| (g.partition().unwrap_or(0), build::member_addresses(&all, g)))
         .collect()
 }
 
@@ -404,8 +403,10 @@ mod tests {
         // started again below, and a partition whose every replica lost its state could not
         // take part in its own removal.
         let data = tempfile::tempdir().expect("tempdir");
+        // p4 runs from the start, idle, known to no config: the pods of the partition the
+        // operator makes when the cluster scales out again (step 5).
         let mut local = LocalCluster::start(ClusterOptions {
-            groups: 3,
+            groups: 4,
             oracle: true,
             data_root: Some(data.path().to_path_buf()),
             apps: Some(Arc::new(
@@ -454,7 +455,7 @@ mod tests {
         let oracle = replicas::Oracle::new(grown.config.as_ref().unwrap(), &access).unwrap();
         let state = |p: u32| {
             let oracle = &oracle;
-            async move { oracle.status().await.expect("status").view.get(&p).copied() }
+            async move { oracle.status().await.expect("status").view.get(p) }
         };
         assert_eq!(state(3).await, Some(scale::Placement::Inactive(0)));
 
@@ -555,6 +556,55 @@ mod tests {
             event("DeletedPartition"),
             status_step(&two, "DeletingPartitions"),
         ]);
+        // 5. Scale out again, 2 -> 3: p3's number is never used again; the new partition is
+        //    p4 (the oracle's next number), listed with its number in the config, and added
+        //    once its StatefulSet runs.
+        steps.extend([
+            Step::new("GET", format!("{NS}/configmaps/demo-config")).answer(config_map(&two, 2, 2)),
+            Step::new("GET", format!("{APPS}/statefulsets?"))
+                .answer(rolled_out(&two, &shrunk, 2, 3)),
+        ]);
+        steps.extend(apply_steps(&["oracle", "p1", "p2", "p4"], |config| {
+            assert_eq!(
+                config.partition_numbers(),
+                [GroupId(1), GroupId(2), GroupId(4)]
+            );
+            assert_eq!(config.partitions[2].partition, Some(4));
+        }));
+        steps.push(status_step(&three, "WaitingForReplicas"));
+        let regrown = Deployed {
+            config: Some(
+                ClusterConfig::from_yaml(
+                    config_map(&three, [1, 2, 4], 2)["data"]["cluster.yaml"]
+                        .as_str()
+                        .unwrap(),
+                )
+                .unwrap(),
+            ),
+            storage: None,
+        };
+        steps.extend([
+            Step::new("GET", format!("{NS}/configmaps/demo-config")).answer(config_map(
+                &three,
+                [1, 2, 4],
+                2,
+            )),
+            Step::new("GET", format!("{APPS}/statefulsets?")).answer(rolled_out(
+                &three,
+                &regrown,
+                [1, 2, 4],
+                3,
+            )),
+        ]);
+        steps.extend(apply_steps(&["oracle", "p1", "p2", "p4"], |config| {
+            assert_eq!(config.partitions.len(), 3);
+        }));
+        // The recorder counts a second AddedPartition Event into the first one.
+        steps.push(Step::new(
+            "PATCH",
+            "/apis/events.k8s.io/v1/namespaces/default/events/",
+        ));
+        steps.push(status_step(&three, "AddingPartitions"));
         let (ctx, server) = mock_with(steps, access);
         let within = |f| tokio::time::timeout(Duration::from_secs(20), f);
 
@@ -629,10 +679,26 @@ mod tests {
             .await
             .expect("in time")
             .expect("reconcile 4");
+        for pass in ["reconcile 5a", "reconcile 5b"] {
+            within(reconcile(three.clone(), ctx.clone()))
+                .await
+                .expect("in time")
+                .expect(pass);
+        }
         timeout_after_1s(server).await.expect("every step played");
+        assert_eq!(state(4).await, Some(scale::Placement::Active));
+        // New variables go to p4 too (p1, p2 and p4 take them at random).
+        for i in KEYS..3 * KEYS {
+            proxy
+                .create(kv_var(&format!("k{i}")), &i)
+                .await
+                .expect("create after p4 was added");
+        }
+        let held = oracle.status().await.unwrap();
+        assert!(held.variables.get(&4).is_some_and(|n| *n > 0), "{held:?}");
 
         // Every value is still there, none in p3.
-        for i in 0..KEYS {
+        for i in 0..3 * KEYS {
             let got = proxy
                 .access(&KvCommand::Get {
                     key: format!("k{i}"),
@@ -644,7 +710,7 @@ mod tests {
         // Removed from the cluster before its objects went, for good: its number is never
         // handed out again.
         let after = oracle.status().await.unwrap();
-        assert_eq!(after.view.get(&3), Some(&scale::Placement::Removed));
+        assert_eq!(after.view.get(3), Some(scale::Placement::Removed));
         local.shutdown().await;
     }
 }

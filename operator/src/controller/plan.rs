@@ -26,7 +26,7 @@ pub fn plan(
         .collect();
     scale::plan(
         v.spec.partitions,
-        deployed.partitions(),
+        &deployed.partitions(),
         &running_partitions,
         oracle.view(),
     )
@@ -57,7 +57,7 @@ mod tests {
             &running.items,
             &OracleContact::Unasked,
         );
-        assert_eq!(p.partitions, 1);
+        assert_eq!(p.partitions, [1]);
         assert_eq!(
             p.leaving,
             vec![(2, None)],

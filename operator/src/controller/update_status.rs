@@ -264,6 +264,16 @@ fn progressing(
             )
         };
         (true, reason, format!("{ready_msg}{rolling}"))
+    } else if plan.unnumbered > 0 {
+        (
+            true,
+            Reason::AddingPartitions,
+            format!(
+                "{} more partition(s) wanted: waiting for the oracle to say which numbers the \
+                 cluster never used",
+                plan.unnumbered
+            ),
+        )
     } else if !plan.add.is_empty() {
         (
             true,
@@ -359,7 +369,7 @@ mod tests {
             ..Default::default()
         };
         let plan = ScalePlan {
-            partitions: 3,
+            partitions: vec![1, 2, 3],
             add: vec![3],
             leaving: vec![(4, Some(7)), (5, None)],
             ..Default::default()
@@ -379,6 +389,20 @@ mod tests {
             p.message,
             "scaling in, draining before deletion: p4: 7 variables left (not progressing: no \
              active partition can take its variables); p5: waiting for the oracle"
+        );
+        let unnumbered = ScalePlan {
+            leaving: vec![],
+            unnumbered: 2,
+            ..plan.clone()
+        };
+        let p = progressing(&unnumbered, &done, &none, &no_notes, "3/3 groups ready");
+        assert_eq!(
+            (p.reason, p.message.as_str()),
+            (
+                Reason::AddingPartitions,
+                "2 more partition(s) wanted: waiting for the oracle to say which numbers the \
+                 cluster never used"
+            )
         );
         let adding = ScalePlan {
             leaving: vec![],

@@ -197,9 +197,15 @@ fn default_community_size() -> u64 {
 }
 
 /// One replicated group: its members, in ordinal order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GroupConfig {
+    /// A partition's number (its group id): absent, one more than the partition listed
+    /// before it (the first: 1). Numbers grow down the list; a cluster that removed a
+    /// partition never uses its number again, so its config may skip numbers. Not allowed
+    /// on the oracle (group 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<u32>,
     /// `host:port` of each replica; index = ordinal. 2f+1 of them.
     pub members: Vec<String>,
 }
@@ -227,7 +233,8 @@ pub struct ClusterConfig {
     /// The oracle (group 0): required with `mode: dssmr`, absent with `mode: ssmr`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oracle: Option<GroupConfig>,
-    /// The partitions; partition `i` (0-based) is group `i + 1`.
+    /// The partitions, in the order of their numbers ([`GroupConfig::partition`]; without
+    /// numbers, the `i`-th (0-based) is partition `i + 1`).
     pub partitions: Vec<GroupConfig>,
     /// Partitions `1..=N` take new variables from the cluster's start (default: all).
     /// It may exceed the partitions listed (a cluster scaled in keeps its first value).
@@ -251,6 +258,7 @@ impl ClusterConfig {
     /// app's settings at their defaults.
     pub fn from_topology(name: &str, mode: Mode, app: AppKind, topology: &Topology) -> Self {
         let group = |addrs: &Vec<String>| GroupConfig {
+            partition: None,
             members: addrs.clone(),
         };
         ClusterConfig {
@@ -261,12 +269,13 @@ impl ClusterConfig {
             retry_threshold: default_retry_threshold(),
             destination: default_destination(),
             oracle: topology.groups.get(&ORACLE).map(group),
-            partitions: topology
-                .groups
-                .iter()
-                .filter(|(g, _)| **g != ORACLE)
-                .map(|(_, a)| group(a))
-                .collect(),
+            partitions: numbered(
+                topology
+                    .groups
+                    .iter()
+                    .filter(|(g, _)| **g != ORACLE)
+                    .map(|(g, a)| (g.0, group(a))),
+            ),
             initial_partitions: None,
         }
     }
@@ -347,6 +356,31 @@ impl ClusterConfig {
         if self.partitions.is_empty() {
             return Err(Invalid::new("partitions", "need at least one partition"));
         }
+        if self.oracle.as_ref().is_some_and(|o| o.partition.is_some()) {
+            return Err(Invalid::new(
+                "oracle.partition",
+                "the oracle is group 0, not a partition; remove this field",
+            ));
+        }
+        let mut last = 0u32;
+        for (i, p) in self.partitions.iter().enumerate() {
+            let n = p.partition.unwrap_or(last.saturating_add(1));
+            if n <= last {
+                return Err(Invalid::new(
+                    &format!("partitions[{i}].partition"),
+                    format!(
+                        "{n} does not follow {}: partitions are listed in the order of \
+                         their numbers, each number once, from 1",
+                        if last == 0 {
+                            "0".to_string()
+                        } else {
+                            format!("partition {last}")
+                        }
+                    ),
+                ));
+            }
+            last = n;
+        }
         if self.initial_partitions == Some(0) {
             return Err(Invalid::new(
                 "initialPartitions",
@@ -421,12 +455,31 @@ impl ClusterConfig {
         if let Some(o) = &self.oracle {
             topology.groups.insert(ORACLE, o.members.clone());
         }
-        for (i, p) in self.partitions.iter().enumerate() {
-            topology
-                .groups
-                .insert(GroupId(i as u32 + 1), p.members.clone());
+        for (g, p) in self.numbered_partitions() {
+            topology.groups.insert(g, p.members.clone());
         }
         topology
+    }
+
+    /// Each partition with its number ([`GroupConfig::partition`]), in order.
+    pub fn numbered_partitions(&self) -> impl Iterator<Item = (GroupId, &GroupConfig)> {
+        self.partitions.iter().scan(0u32, |last, p| {
+            *last = p.partition.unwrap_or(last.saturating_add(1));
+            Some((GroupId(*last), p))
+        })
+    }
+
+    /// The partition numbers, in order.
+    pub fn partition_numbers(&self) -> Vec<GroupId> {
+        self.numbered_partitions().map(|(g, _)| g).collect()
+    }
+
+    /// The config entry of partition `p`, with its index in [`Self::partitions`].
+    pub fn partition(&self, p: GroupId) -> Option<(usize, &GroupConfig)> {
+        self.numbered_partitions()
+            .enumerate()
+            .find(|(_, (g, _))| *g == p)
+            .map(|(i, (_, c))| (i, c))
     }
 
     /// The partitions new variables may be placed in when the cluster starts: groups
@@ -442,6 +495,20 @@ impl ClusterConfig {
     pub fn chirper_settings(&self) -> ChirperSettings {
         self.chirper.clone().unwrap_or_default()
     }
+}
+
+/// Partitions `(number, group)` in the order of their numbers as a config lists them: the
+/// number written only where it does not follow from the one before.
+pub fn numbered(partitions: impl IntoIterator<Item = (u32, GroupConfig)>) -> Vec<GroupConfig> {
+    let mut last = 0u32;
+    partitions
+        .into_iter()
+        .map(|(n, mut g)| {
+            g.partition = (n != last.saturating_add(1)).then_some(n);
+            last = n;
+            g
+        })
+        .collect()
 }
 
 /// A validation failure before the origin is known.
@@ -706,6 +773,47 @@ partitions:
         assert_eq!(invalid(&no_oracle).0, "oracle");
         let no_partitions = "name: a\nmode: ssmr\napp: kv\npartitions: []\n";
         assert_eq!(invalid(no_partitions).0, "partitions");
+    }
+
+    #[test]
+    fn partitions_may_skip_numbers_a_removed_partition_had() {
+        // p2 and p3 removed, p4 added at run time, p5 after it.
+        let yaml = GOOD.replacen(
+            "  - members: [dssmr-p2-0.dssmr-p2.default.svc:7000]\n",
+            "  - partition: 4\n    members: [127.0.0.1:7040]\n  - members: [127.0.0.1:7050]\n",
+            1,
+        );
+        let c = ClusterConfig::from_yaml(&yaml).expect("valid");
+        assert_eq!(c.partition_numbers(), [GroupId(1), GroupId(4), GroupId(5)]);
+        assert_eq!(
+            c.topology().groups.keys().copied().collect::<Vec<_>>(),
+            [ORACLE, GroupId(1), GroupId(4), GroupId(5)]
+        );
+        assert_eq!(c.partition(GroupId(4)).map(|(i, _)| i), Some(1));
+        assert!(c.partition(GroupId(2)).is_none());
+        // Written back with the number only where it does not follow.
+        let back = ClusterConfig::from_topology("demo", Mode::Dssmr, AppKind::Kv, &c.topology());
+        assert_eq!(
+            back.partitions
+                .iter()
+                .map(|p| p.partition)
+                .collect::<Vec<_>>(),
+            [None, Some(4), None]
+        );
+        assert_eq!(back.topology().groups, c.topology().groups);
+        // Out of order, repeated, zero, or on the oracle: refused, naming the field.
+        for (partition, at) in [(1, 1), (0, 1)] {
+            let bad = GOOD.replacen(
+                "  - members: [dssmr-p2-0",
+                &format!("  - partition: {partition}\n    members: [dssmr-p2-0"),
+                1,
+            );
+            let (field, message) = invalid(&bad);
+            assert_eq!(field, format!("partitions[{at}].partition"), "{message}");
+            assert!(message.contains("does not follow partition 1"), "{message}");
+        }
+        let bad = GOOD.replacen("oracle:\n", "oracle:\n  partition: 3\n", 1);
+        assert_eq!(invalid(&bad).0, "oracle.partition");
     }
 
     #[test]

@@ -44,19 +44,24 @@ impl ReplicaSettings {
         )
         .map_err(anyhow::Error::msg)?;
         let topology = config.topology();
-        let field = if group == ORACLE {
-            "oracle".to_string()
-        } else {
-            format!("partitions[{}]", group.0 - 1)
+        let field = match config.partition(group) {
+            _ if group == ORACLE => "oracle".to_string(),
+            Some((i, _)) => format!("partitions[{i}]"),
+            None => "partitions".to_string(),
         };
         let members = topology.groups.get(&group).ok_or_else(|| {
             anyhow::anyhow!(
-                "--group: the cluster config {} has no {} ({field}: not present; mode {:?}, {} \
-                 partition(s))",
+                "--group: the cluster config {} has no {} ({field}: not present; mode {:?}, \
+                 partitions {})",
                 self.config.display(),
                 group_label(group),
                 config.mode,
-                config.partitions.len(),
+                config
+                    .partition_numbers()
+                    .into_iter()
+                    .map(group_label)
+                    .collect::<Vec<_>>()
+                    .join(", "),
             )
         })?;
         let member_addr = members.get(ordinal).cloned().ok_or_else(|| {
