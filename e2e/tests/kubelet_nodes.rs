@@ -135,7 +135,7 @@ fn statefulset_on_kubelet_nodes_serves_resolves_and_survives_pod_deletion() {
     }
 
     // The cluster as the operator renders it (PodDisruptionBudget: policy/v1beta1 on 1.20).
-    nodes.create_volumes(3, "64Mi").expect("volumes");
+    nodes.provision_volumes().expect("volume provisioner");
     let manifests = dssmr_operator::render(&cluster_yaml(), IMAGE)
         .expect("render")
         .replace("apiVersion: policy/v1\n", "apiVersion: policy/v1beta1\n");
@@ -143,6 +143,11 @@ fn statefulset_on_kubelet_nodes_serves_resolves_and_survives_pod_deletion() {
         .expect("kubectl apply");
 
     let pods = wait_all_ready(&cp, &nodes, "3 replica pods Ready by their own probes");
+    assert_eq!(
+        nodes.volumes_provisioned(),
+        (3, 0),
+        "a volume made for each replica's claim"
+    );
     let t_ready = t0.elapsed();
     let on: BTreeSet<String> = pods
         .iter()

@@ -16,10 +16,13 @@
 //! 4. a real Prometheus on the machine finds the replicas through the operator's
 //!    `http_sd_configs` endpoint (`/sd/replicas`) and the dashboard's throughput and move-rate
 //!    queries return non-zero values; the clusters' status shows throughput too;
-//! 5. under that load: scale kv out (2 → 3 partitions): the new partition's pods come up, the
-//!    pods of the other groups keep their UIDs (nothing restarted), and the kv load started
-//!    before makes the new partition execute commands; scale in (3 → 2): drained and removed,
-//!    UIDs again unchanged; `kubectl delete pod` of a replica: it comes back on its volume; a
+//! 5. under that load, kv scales 2 → 4 → 3 → 2 → 3 partitions (so 2 → 4 → 3 and 3 → 2 → 3):
+//!    each new partition's pods come up on volumes the harness's dynamic provisioner makes
+//!    for their claims, the pods of the other groups keep their UIDs (nothing restarted), and
+//!    the kv load started before makes every new partition execute commands; each partition
+//!    scaled away is drained (p4 partly into p3, itself added at run time), removed, and its
+//!    pods, StatefulSet and claims deleted; the last partition added is p5 (numbers are
+//!    never reused); `kubectl delete pod` of a replica: it comes back on its volume; a
 //!    rolling update of the image of both clusters: every pod replaced, one at a time;
 //! 6. the loads are stopped with SIGTERM (they end their runs early and write everything): the
 //!    kv history is linearizable and the Chirper bench found every acknowledged post in the
@@ -145,14 +148,139 @@ fn uids(pods: &[Value]) -> BTreeMap<String, String> {
 }
 
 /// The pods of cluster `c` outside group `except`.
-fn group_pods(cp: &ControlPlane, c: &str, except: &str) -> BTreeMap<String, String> {
-    let all = pods(
-        cp,
-        NS,
-        &format!("app.kubernetes.io/instance={c},dssmr.io/group!={except}"),
-    )
-    .expect("pods");
-    uids(&all)
+/// Scaling the kv cluster under its running load, step by step, as a user patches it.
+struct KvScaling<'a> {
+    cp: &'a ControlPlane,
+    nodes: &'a KubeletNodes<'a>,
+    prom: &'a Prometheus,
+}
+
+impl KvScaling<'_> {
+    /// `name → uid` of kv's pods outside `groups`.
+    fn pods_except(&self, groups: &[&str]) -> BTreeMap<String, String> {
+        let selector = match groups {
+            [] => "app.kubernetes.io/instance=kv".to_string(),
+            _ => format!(
+                "app.kubernetes.io/instance=kv,dssmr.io/group notin ({})",
+                groups.join(",")
+            ),
+        };
+        uids(&pods(self.cp, NS, &selector).expect("pods"))
+    }
+
+    /// The pods of kv's `group`.
+    fn group(&self, group: &str) -> Vec<Value> {
+        pods(
+            self.cp,
+            NS,
+            &format!("app.kubernetes.io/instance=kv,dssmr.io/group={group}"),
+        )
+        .expect("pods")
+    }
+
+    /// `partitions: to`; the `new` groups' pods come up Ready, kv is Ready, the pods in
+    /// `before` are the same pods (nothing restarted) and the running load executes
+    /// commands in every new partition.
+    fn scale_out(&self, to: u32, new: &[&str], before: &BTreeMap<String, String>) {
+        patch_cluster(self.cp, "kv", json!({"partitions": to}));
+        for g in new {
+            wait_pods(
+                self.cp,
+                self.nodes,
+                NS,
+                &format!("app.kubernetes.io/instance=kv,dssmr.io/group={g}"),
+                3,
+                &format!("the 3 pods of kv-{g} Ready"),
+                |_| true,
+            );
+        }
+        let groups = format!("{}/{}", to + 1, to + 1);
+        wait_cluster(
+            self.cp,
+            "kv",
+            &groups,
+            &format!("kv Ready with {to} partitions"),
+        );
+        let ours: Vec<&str> = new.to_vec();
+        assert_eq!(
+            &self.pods_except(&ours),
+            before,
+            "scaling out to {to} restarted pods of the existing groups"
+        );
+        for g in new {
+            let q = format!(
+                "sum(dssmr_commands_total{{cluster=\"kv\",group=\"{g}\",outcome=\"executed\"}})"
+            );
+            wait_for(
+                &format!("the running kv load reaches {g}"),
+                WAIT,
+                POLL,
+                || {
+                    let v = self.prom.query(&q)?;
+                    (v.iter().any(|x| *x > 0.0))
+                        .then_some(())
+                        .ok_or(format!("{q} = {v:?}"))
+                },
+            )
+            .expect("new partition used");
+        }
+        assert!(
+            running(self.cp, "kv-load"),
+            "the kv load stopped during the scale-out to {to}"
+        );
+    }
+
+    /// `partitions: to`; `leaving` is drained and its pods, StatefulSet and claims go, kv is
+    /// Ready, and the pods in `before` are the same pods.
+    fn scale_in(&self, to: u32, leaving: &str, before: &BTreeMap<String, String>) {
+        patch_cluster(self.cp, "kv", json!({"partitions": to}));
+        let selector = format!("app.kubernetes.io/instance=kv,dssmr.io/group={leaving}");
+        wait_for(&format!("kv-{leaving} removed"), WAIT, POLL, || {
+            let left = self.group(leaving);
+            let sts = self
+                .cp
+                .get_json(&["sts", "-n", NS, "-l", &selector])
+                .map(items)
+                .map_err(|e| e.to_string())?;
+            let claims = self
+                .cp
+                .get_json(&["pvc", "-n", NS])
+                .map(items)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .filter(|c| name(c).contains(&format!("-kv-{leaving}-")))
+                .count();
+            let status = self
+                .cp
+                .get_json(&["dssmr", "-n", NS, "kv"])
+                .map(|o| o["status"]["conditions"].to_string())
+                .unwrap_or_else(|e| e.to_string());
+            (left.is_empty() && sts.is_empty() && claims == 0)
+                .then_some(())
+                .ok_or(format!(
+                    "{} pods, {} sets, {claims} claims; conditions {status}",
+                    left.len(),
+                    sts.len()
+                ))
+        })
+        .unwrap_or_else(|e| panic!("{leaving} removed: {e}\n{}", operator_logs(self.cp, 60)));
+        let groups = format!("{}/{}", to + 1, to + 1);
+        wait_cluster(
+            self.cp,
+            "kv",
+            &groups,
+            &format!("kv Ready with {to} partitions"),
+        );
+        assert_eq!(
+            &self.pods_except(&[leaving]),
+            before,
+            "scaling in to {to} restarted pods of the remaining groups"
+        );
+        assert!(
+            running(self.cp, "kv-load"),
+            "the kv load stopped during the scale-in to {to}"
+        );
+    }
 }
 
 fn status_of(cp: &ControlPlane, c: &str) -> Value {
@@ -392,7 +520,7 @@ fn the_users_path_on_kubelet_nodes() {
     steps.done("chart installed; 2 operator pods Ready, exactly one leads");
 
     // 2. The example clusters, on persistent volumes.
-    nodes.create_volumes(3 * 3 + 3 * 4, "1Gi").expect("volumes");
+    nodes.provision_volumes().expect("volume provisioner");
     for example in ["chirper", "kv"] {
         let path = repo_root().join(format!("manifests/examples/{example}.yaml"));
         cp.kubectl(&["apply", "-n", NS, "-f", &path.to_string_lossy()])
@@ -488,77 +616,44 @@ fn the_users_path_on_kubelet_nodes() {
     }
     steps.done("Prometheus (http_sd from the operator): throughput and move rate non-zero; status shows throughput");
 
-    // 5a. Scale kv out: 2 -> 3 partitions.
-    let before = group_pods(&cp, "kv", "p3");
-    patch_cluster(&cp, "kv", json!({"partitions": 3}));
-    wait_pods(
-        &cp,
-        &nodes,
-        NS,
-        "app.kubernetes.io/instance=kv,dssmr.io/group=p3",
-        3,
-        "the 3 pods of kv-p3 Ready",
-        |_| true,
+    // 5. Scale kv under the load: 2 -> 4 -> 3 -> 2 -> 3. Partition numbers are never
+    //    reused, so the last step makes p5 (p3 and p4 were removed); every new partition's
+    //    volumes are provisioned as its claims come, and a removed one's are deleted.
+    let kv = KvScaling {
+        cp: &cp,
+        nodes: &nodes,
+        prom: &prom,
+    };
+    let before = kv.pods_except(&["p3", "p4"]);
+    kv.scale_out(4, &["p3", "p4"], &before);
+    steps.done(
+        "kv 2 -> 4 partitions: p3 and p4 added, other pods untouched, the running load uses both",
     );
-    wait_cluster(&cp, "kv", "4/4", "kv Ready with 3 partitions");
-    assert_eq!(
-        group_pods(&cp, "kv", "p3"),
-        before,
-        "scaling out restarted pods of the existing groups"
+    let before = kv.pods_except(&["p4"]);
+    kv.scale_in(3, "p4", &before);
+    steps.done(
+        "kv 4 -> 3: p4 drained (into p3 too, added at run time), removed, other pods untouched",
     );
-    let p3 = "sum(dssmr_commands_total{cluster=\"kv\",group=\"p3\",outcome=\"executed\"})";
-    wait_for(
-        "the running kv load reaches the new partition",
-        WAIT,
-        POLL,
-        || {
-            let v = prom.query(p3)?;
-            (v.iter().any(|x| *x > 0.0))
-                .then_some(())
-                .ok_or(format!("{p3} = {v:?}"))
-        },
-    )
-    .expect("new partition used");
+    let before = kv.pods_except(&["p3"]);
+    kv.scale_in(2, "p3", &before);
+    steps.done("kv 3 -> 2: p3 drained, removed, other pods untouched");
+    let before = kv.pods_except(&["p5"]);
+    kv.scale_out(3, &["p5"], &before);
+    for gone in ["p3", "p4"] {
+        assert!(
+            kv.group(gone).is_empty(),
+            "a removed partition's number was used again: {gone}"
+        );
+    }
+    let (made, deleted) = nodes.volumes_provisioned();
     assert!(
-        running(&cp, "kv-load"),
-        "the kv load stopped during the scale-out"
+        made >= 3 * 3 + 3 * 3 + 3 * 3 && deleted >= 2 * 3,
+        "volumes made {made}, deleted {deleted}"
     );
-    steps.done("kv scaled out to 3 partitions: other pods untouched, the running load uses p3");
-
-    // 5b. Scale in: 3 -> 2 (drained first).
-    patch_cluster(&cp, "kv", json!({"partitions": 2}));
-    wait_for("kv-p3 removed", WAIT, POLL, || {
-        let left = pods(&cp, NS, "app.kubernetes.io/instance=kv,dssmr.io/group=p3")?;
-        let sts = cp
-            .get_json(&[
-                "sts",
-                "-n",
-                NS,
-                "-l",
-                "dssmr.io/group=p3,app.kubernetes.io/instance=kv",
-            ])
-            .map(items)
-            .map_err(|e| e.to_string())?;
-        let status = cp
-            .get_json(&["dssmr", "-n", NS, "kv"])
-            .map(|o| o["status"]["conditions"].to_string())
-            .unwrap_or_else(|e| e.to_string());
-        (left.is_empty() && sts.is_empty())
-            .then_some(())
-            .ok_or(format!(
-                "{} pods, {} sets; conditions {status}",
-                left.len(),
-                sts.len()
-            ))
-    })
-    .unwrap_or_else(|e| panic!("p3 removed: {e}\n{}", operator_logs(&cp, 60)));
-    wait_cluster(&cp, "kv", "3/3", "kv Ready with 2 partitions");
-    assert_eq!(
-        group_pods(&cp, "kv", "p3"),
-        before,
-        "scaling in restarted pods of the remaining groups"
-    );
-    steps.done("kv scaled in to 2 partitions: drained, removed, other pods untouched");
+    steps.done(&format!(
+        "kv 2 -> 3: the new partition is p5, on new volumes ({made} volumes made, {deleted} deleted so far)"
+    ));
+    let before = kv.pods_except(&[]);
 
     // 5c. Delete a replica pod: it comes back on its volume.
     let victim = "kv-p1-1";
@@ -580,20 +675,20 @@ fn the_users_path_on_kubelet_nodes() {
     for c in ["chirper", "kv"] {
         patch_cluster(&cp, c, json!({"image": ROLLED}));
     }
-    for c in ["chirper", "kv"] {
+    for (c, pods, groups) in [("chirper", 9, "3/3"), ("kv", 12, "4/4")] {
         wait_pods(
             &cp,
             &nodes,
             NS,
             &format!("app.kubernetes.io/instance={c},app.kubernetes.io/name=dssmr"),
-            9,
+            pods,
             &format!("every pod of {c} rolled to {ROLLED} and Ready"),
             |p| p["spec"]["containers"][0]["image"] == ROLLED,
         );
         wait_cluster(
             &cp,
             c,
-            "3/3",
+            groups,
             &format!("{c} Ready after the rolling update"),
         );
     }
@@ -654,7 +749,7 @@ fn the_users_path_on_kubelet_nodes() {
     // A spec change (pause, then resume) the new leader must observe.
     patch_cluster(&cp, "kv", json!({"paused": true}));
     patch_cluster(&cp, "kv", json!({"paused": false}));
-    wait_cluster(&cp, "kv", "3/3", "the new leader reconciles kv");
+    wait_cluster(&cp, "kv", "4/4", "the new leader reconciles kv");
     steps.done(&format!(
         "leader {leader} deleted: another operator took the lease and reconciles ({ops:?})"
     ));

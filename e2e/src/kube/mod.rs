@@ -439,29 +439,30 @@ impl ControlPlane {
         args: &[&str],
         input: Option<&str>,
     ) -> anyhow::Result<String> {
-        let mut cmd = Command::new(&self.bins.kubectl);
-        cmd.arg(format!("--kubeconfig={}", s(kubeconfig)))
-            .arg(format!("--request-timeout={}s", KUBECTL_TIMEOUT.as_secs()))
-            .args(args);
-        let (ok, out, err) = run_bounded(cmd, input, KUBECTL_TIMEOUT)?;
-        if ok {
-            Ok(out)
-        } else {
-            anyhow::bail!("kubectl {}: {}", args.join(" "), err.trim())
+        Kubectl {
+            kubectl: self.bins.kubectl.clone(),
+            kubeconfig: kubeconfig.to_path_buf(),
+        }
+        .run(args, input)
+    }
+
+    /// kubectl with the admin kubeconfig, for another thread (the control plane itself stays
+    /// on the test's).
+    pub fn admin_kubectl(&self) -> Kubectl {
+        Kubectl {
+            kubectl: self.bins.kubectl.clone(),
+            kubeconfig: self.kubeconfig.clone(),
         }
     }
 
     /// `kubectl get ARGS -o json`, parsed.
     pub fn get_json(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-        let mut a = vec!["get"];
-        a.extend_from_slice(args);
-        a.extend_from_slice(&["-o", "json"]);
-        Ok(serde_json::from_str(&self.kubectl(&a)?)?)
+        self.admin_kubectl().get_json(args)
     }
 
     /// Creates (or replaces) `value` with `kubectl apply -f -` (client-side).
     pub fn apply_json(&self, value: &serde_json::Value) -> anyhow::Result<String> {
-        self.kubectl_stdin(&["apply", "-f", "-"], &value.to_string())
+        self.admin_kubectl().apply_json(value)
     }
 
     /// The last lines of every component's log (for failure reports).
@@ -592,6 +593,44 @@ pub fn now_rfc3339() -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// The kubectl binary with a kubeconfig: what a thread of the harness other than the test's
+/// calls the API with.
+#[derive(Clone, Debug)]
+pub struct Kubectl {
+    kubectl: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    /// Runs `kubectl ARGS` with `input` on stdin, bounded by [`KUBECTL_TIMEOUT`]; stdout, or
+    /// an error with stderr.
+    pub fn run(&self, args: &[&str], input: Option<&str>) -> anyhow::Result<String> {
+        let mut cmd = Command::new(&self.kubectl);
+        cmd.arg(format!("--kubeconfig={}", s(&self.kubeconfig)))
+            .arg(format!("--request-timeout={}s", KUBECTL_TIMEOUT.as_secs()))
+            .args(args);
+        let (ok, out, err) = run_bounded(cmd, input, KUBECTL_TIMEOUT)?;
+        if ok {
+            Ok(out)
+        } else {
+            anyhow::bail!("kubectl {}: {}", args.join(" "), err.trim())
+        }
+    }
+
+    /// `kubectl get ARGS -o json`, parsed.
+    pub fn get_json(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let mut a = vec!["get"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["-o", "json"]);
+        Ok(serde_json::from_str(&self.run(&a, None)?)?)
+    }
+
+    /// Creates (or replaces) `value` with `kubectl apply -f -` (client-side).
+    pub fn apply_json(&self, value: &serde_json::Value) -> anyhow::Result<String> {
+        self.run(&["apply", "-f", "-"], Some(&value.to_string()))
+    }
 }
 
 /// Runs `cmd` with `input` on stdin; kills it after `timeout`. (success, stdout, stderr).

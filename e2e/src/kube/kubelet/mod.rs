@@ -15,11 +15,13 @@
 //!   ports and node IP (the bridge's `.1`), labelled with the node's [`Hardware`] class;
 //! - [`dns`]: one dnsmasq on all bridge addresses, fed from the Endpoints;
 //! - [`api_route`]: the API server at the `kubernetes` Service address (`10.0.0.1:443`) from
-//!   every bridge (a relay per bridge, and DNAT rules), for pods that talk to the API.
+//!   every bridge (a relay per bridge, and DNAT rules), for pods that talk to the API;
+//! - [`provisioner`]: hostPath volumes made for claims as they come, deleted when released
+//!   (started by [`KubeletNodes::provision_volumes`]).
 //!
 //! Kernel tunables the kubelet sets on start (`vm.overcommit_memory`, `kernel.panic`, ...)
 //! and `net.ipv4.ip_forward` (set to 1 when it is not) are saved before and written back on
-//! drop. Drop (also on panic) stops, in order: DNS, the API relay, the kubelets (SIGKILL of
+//! drop. Drop (also on panic) stops, in order: the provisioner, DNS, the API relay, the kubelets (SIGKILL of
 //! their process group), each engine (containers removed, dockerd stopped, leftovers in its
 //! mount namespace and cgroups killed), the rules, the bridges, the claims; each by pid or by
 //! its run-unique name, never by a broad name. [`leftovers`] lists what of a run is still on
@@ -35,6 +37,7 @@ pub mod api_route;
 pub mod dns;
 pub mod engine;
 pub mod network;
+pub mod provisioner;
 
 use super::{ControlPlane, Hardware, HARDWARE_LABEL};
 use std::os::unix::process::CommandExt;
@@ -186,7 +189,7 @@ pub struct KubeletNodes<'a> {
     nodes: Vec<Node>,
     network: Option<network::Network>,
     sysctls: Vec<(PathBuf, String)>,
-    volumes: usize,
+    provisioner: Option<provisioner::Provisioner>,
 }
 
 impl<'a> KubeletNodes<'a> {
@@ -222,7 +225,7 @@ impl<'a> KubeletNodes<'a> {
             nodes: Vec::new(),
             network: None,
             sysctls,
-            volumes: 0,
+            provisioner: None,
         };
         let forward = Path::new("/proc/sys/net/ipv4/ip_forward");
         if std::fs::read_to_string(forward)?.trim() != "1" {
@@ -327,34 +330,25 @@ impl<'a> KubeletNodes<'a> {
         self.nodes.iter().map(|n| n.spec.name.clone()).collect()
     }
 
-    /// Creates `count` hostPath PersistentVolumes of `size` (e.g. `64Mi`) with no storage
-    /// class, ReadWriteOnce, Retain, each a directory under the run's dir owned by uid/gid
-    /// 65532 (the images' user): StatefulSet claims without a class bind to them.
-    pub fn create_volumes(&mut self, count: usize, size: &str) -> anyhow::Result<Vec<String>> {
-        let mut names = Vec::new();
-        for _ in 0..count {
-            let i = self.volumes;
-            self.volumes += 1;
-            let path = self.dir.join("volumes").join(format!("pv-{i}"));
-            std::fs::create_dir_all(&path)?;
-            std::os::unix::fs::chown(&path, Some(65532), Some(65532))?;
-            let name = format!("e2e-pv-{}-{i}", self.run);
-            let pv = serde_json::json!({
-                "apiVersion": "v1",
-                "kind": "PersistentVolume",
-                "metadata": {"name": name, "labels": {"dssmr.io/e2e-run": self.run}},
-                "spec": {
-                    "capacity": {"storage": size},
-                    "accessModes": ["ReadWriteOnce"],
-                    "persistentVolumeReclaimPolicy": "Retain",
-                    "storageClassName": "",
-                    "hostPath": {"path": path, "type": "Directory"},
-                },
-            });
-            self.cp.apply_json(&pv)?;
-            names.push(name);
+    /// Starts the dynamic provisioner of hostPath volumes ([`provisioner`]): from now on
+    /// claims of the default class get a volume made for them, under the run's directory,
+    /// and volumes whose claims are gone are deleted.
+    pub fn provision_volumes(&mut self) -> anyhow::Result<()> {
+        if self.provisioner.is_none() {
+            self.provisioner = Some(provisioner::Provisioner::start(
+                self.cp.admin_kubectl(),
+                &self.run,
+                &self.dir,
+            )?);
         }
-        Ok(names)
+        Ok(())
+    }
+
+    /// (volumes made, volumes deleted) by the provisioner so far.
+    pub fn volumes_provisioned(&self) -> (usize, usize) {
+        self.provisioner
+            .as_ref()
+            .map_or((0, 0), |p| (p.provisioned(), p.reclaimed()))
     }
 
     /// The first running container of pod `ns/pod` that also carries `label` (dockershim's
@@ -478,6 +472,7 @@ impl<'a> KubeletNodes<'a> {
 
     /// Stops everything of the run (see the module doc), in order. Idempotent.
     pub fn stop(&mut self) {
+        self.provisioner = None;
         if let Some(mut d) = self.dns.take() {
             d.stop();
         }
