@@ -313,18 +313,7 @@ fn wait_crd(cp: &ControlPlane) {
 
 /// Sets `spec.partitions` of cluster `name`.
 fn set_partitions(cp: &ControlPlane, name: &str, partitions: u32) {
-    let patch = format!(r#"{{"spec":{{"partitions":{partitions}}}}}"#);
-    cp.kubectl(&[
-        "patch",
-        "dssmrcluster",
-        "-n",
-        NS,
-        name,
-        "--type=merge",
-        "-p",
-        &patch,
-    ])
-    .unwrap();
+    patch_spec(cp, name, &format!(r#"{{"partitions":{partitions}}}"#));
 }
 
 /// Merge-patches the spec of cluster `name` with `spec_json`.

@@ -20,7 +20,7 @@
 //!    each new partition's pods come up on volumes the harness's dynamic provisioner makes
 //!    for their claims, the pods of the other groups keep their UIDs (nothing restarted), and
 //!    the kv load started before makes every new partition execute commands; each partition
-//!    scaled away is drained (p4 partly into p3, itself added at run time), removed, and its
+//!    scaled away is drained (p4 while p3, itself added at run time, is active), removed, and its
 //!    pods, StatefulSet and claims deleted; the last partition added is p5 (numbers are
 //!    never reused); `kubectl delete pod` of a replica: it comes back on its volume; a
 //!    rolling update of the image of both clusters: every pod replaced, one at a time;
@@ -632,7 +632,7 @@ fn the_users_path_on_kubelet_nodes() {
     let before = kv.pods_except(&["p4"]);
     kv.scale_in(3, "p4", &before);
     steps.done(
-        "kv 4 -> 3: p4 drained (into p3 too, added at run time), removed, other pods untouched",
+        "kv 4 -> 3: p4 drained while p3 (added at run time) takes variables, removed, other pods untouched",
     );
     let before = kv.pods_except(&["p3"]);
     kv.scale_in(2, "p3", &before);

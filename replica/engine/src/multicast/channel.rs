@@ -303,12 +303,20 @@ mod tests {
         assert_eq!(src.outboxes().count(), 0);
     }
 
-    fn outbox_with(n: u64) -> Outbox {
+    /// A channel state whose outbox to p2 holds messages `0..n`.
+    fn channel_with(n: u64) -> ChannelState {
         let mut ch = ChannelState::default();
         for i in 0..n {
             ch.push(GroupId(2), vec![i as u8]);
         }
-        ch.outboxes.remove(&GroupId(2)).expect("outbox")
+        ch
+    }
+
+    fn outbox_with(n: u64) -> Outbox {
+        channel_with(n)
+            .outboxes
+            .remove(&GroupId(2))
+            .expect("outbox")
     }
 
     fn seqs(b: &ChannelBatch) -> Vec<u64> {
@@ -449,10 +457,7 @@ mod tests {
         let t0 = Instant::now();
         let retry = Duration::from_secs(1);
         let dst = GroupId(2);
-        let mut ch = ChannelState::default();
-        for i in 0..6u8 {
-            ch.push(dst, vec![i]);
-        }
+        let mut ch = channel_with(6);
         let mut w = SendWindow::new(t0);
         let a = w.take(&ch.outboxes[&dst], 8, 2, t0).expect("batch");
         w.answered(a.sent, Some(6), t0);
@@ -485,10 +490,7 @@ mod tests {
         let t0 = Instant::now();
         let retry = Duration::from_secs(1);
         let dst = GroupId(2);
-        let mut ch = ChannelState::default();
-        for i in 0..6u8 {
-            ch.push(dst, vec![i]);
-        }
+        let mut ch = channel_with(6);
         let mut w = SendWindow::new(t0);
         let a = w.take(&ch.outboxes[&dst], 3, 2, t0).expect("batch");
         w.answered(a.sent, Some(3), t0);
@@ -501,10 +503,7 @@ mod tests {
     #[test]
     fn a_new_window_starts_from_the_oldest_unacknowledged_message() {
         let now = Instant::now();
-        let mut ch = ChannelState::default();
-        for i in 0..5u8 {
-            ch.push(GroupId(2), vec![i]);
-        }
+        let mut ch = channel_with(5);
         ch.trim(GroupId(2), 3);
         let ob = &ch.outboxes[&GroupId(2)];
         let mut w = SendWindow::new(now);
