@@ -11,8 +11,9 @@
 //! `storage` (nothing changes a Raft group's membership or a StatefulSet's volume claims),
 //! `mode`, `app`, and the `partitions` of an S-SMR cluster. [`crate::validate`] refuses the
 //! same changes against the deployed config, for every API server. `partitions` is bounded
-//! by the schema's `maximum` (64: cluster names are bounded so that the object and pod names
-//! of partition 64 fit, see [`crate::validate::MAX_NAME`]).
+//! by the schema's `maximum` (64 at once); partition numbers are never reused and so grow
+//! past it, and cluster names are bounded so that the object and pod names of any number
+//! fit (see [`crate::validate::MAX_NAME`]).
 
 use k8s_openapi::api::core::v1::{
     Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,

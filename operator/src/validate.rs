@@ -16,8 +16,11 @@ use crate::crd::{AppName, ClusterMode, DSSMRCluster, DSSMRClusterSpec, StorageSp
 use dssmr_api::config::{AppKind, ClusterConfig};
 use std::fmt;
 
-/// Longest cluster name: pod names `<name>-p64-14` and the StatefulSet's
-/// `controller-revision-hash` label (`<statefulset>-<10 chars>`) must stay within 63.
+/// Longest cluster name: pod names `<name>-p<N>-14` and the StatefulSet's
+/// `controller-revision-hash` label (`<statefulset>-<10 chars>`) must stay within 63 for
+/// every partition number `N` the cluster may reach. Numbers are never reused, so they grow
+/// with every scale-out; at 40 characters even a 10-digit number (any `u32`) fits the label:
+/// 40 + `-p` + 10 + `-` + 10 = 63.
 pub const MAX_NAME: usize = 40;
 /// The image replicas run when neither the spec nor the operator says otherwise.
 pub const DEFAULT_IMAGE: &str = "dssmr:latest";
