@@ -94,9 +94,6 @@ pub struct ScalePlan {
     pub leaving: Vec<(u32, Option<u64>)>,
     /// Delete the StatefulSet, Service and PDB of these: out of the config and empty.
     pub delete: Vec<u32>,
-    /// Partitions the spec asks for beyond those planned: new ones need numbers from the
-    /// oracle, which could not be asked.
-    pub unnumbered: u32,
 }
 
 /// Plans the way from the `deployed` partitions (the numbers in the config; none: a new
@@ -108,6 +105,10 @@ pub struct ScalePlan {
 /// the highest-numbered ones. New partitions get numbers the cluster never used: from the
 /// oracle's `next_partition` and above every partition configured or running, so a
 /// removed partition's number is never used again (a new cluster is numbered `1..=want`).
+/// Without the oracle's answer the new numbers follow the highest configured or running
+/// one; should that be a number the oracle removed (the highest partition was removed and
+/// deleted), the oracle refuses to add it, and once it answers the plan drops that
+/// partition (never added, empty) for one numbered from `next_partition`.
 pub fn plan(want: u32, deployed: &[u32], running: &[u32], view: Option<&OracleView>) -> ScalePlan {
     // Absent from the oracle's view: it never held a variable.
     let empty = |p: u32| view.is_some_and(|v| v.get(p).is_none_or(|s| s.is_empty()));
@@ -119,18 +120,12 @@ pub fn plan(want: u32, deployed: &[u32], running: &[u32], view: Option<&OracleVi
         .take(want as usize)
         .collect();
     let short = want.saturating_sub(kept.len() as u32);
-    let mut unnumbered = 0;
     if deployed.is_empty() {
         kept = (1..=want).collect();
     } else if short > 0 {
-        match view {
-            Some(v) => {
-                let above = deployed.iter().chain(running).copied().max().unwrap_or(0) + 1;
-                let first = v.next_partition.max(above);
-                kept.extend(first..first + short);
-            }
-            None => unnumbered = short,
-        }
+        let above = deployed.iter().chain(running).copied().max().unwrap_or(0) + 1;
+        let first = view.map_or(above, |v| v.next_partition.max(above));
+        kept.extend(first..first + short);
     }
     let mut others: Vec<u32> = deployed
         .iter()
@@ -187,7 +182,6 @@ pub fn plan(want: u32, deployed: &[u32], running: &[u32], view: Option<&OracleVi
         drain,
         leaving,
         delete,
-        unnumbered,
     }
 }
 
@@ -338,9 +332,10 @@ mod tests {
             Some(&view(&[(1, Active), (2, Active)])),
         );
         assert_eq!((p.partitions, p.add), (vec![1, 2, 3, 4], vec![3, 4]));
-        // Without the oracle, nothing is added, and no number is made up.
+        // Without the oracle, the StatefulSets are made (numbered after the highest), but
+        // nothing is added.
         let p = plan(4, &[1, 2], &[1, 2], None);
-        assert_eq!((p.partitions, p.add, p.unnumbered), (vec![1, 2], vec![], 2));
+        assert_eq!((p.partitions, p.add), (vec![1, 2, 3, 4], vec![]));
     }
 
     #[test]
@@ -360,6 +355,16 @@ mod tests {
         let v = view(&[(1, Active), (2, Active), (3, Drained)]);
         let p = plan(3, &[1, 2], &[1, 2, 3], Some(&v));
         assert_eq!((p.partitions, p.delete), (vec![1, 2, 4], vec![3]));
+        // Numbered without the oracle after a removed p3 was deleted: p3 again. Once the
+        // oracle answers, that p3 (refused, never added, empty) goes for p4.
+        let p = plan(3, &[1, 2], &[1, 2], None);
+        assert_eq!(p.partitions, [1, 2, 3]);
+        let v = view(&[(1, Active), (2, Active), (3, Removed)]);
+        let p = plan(3, &[1, 2, 3], &[1, 2, 3], Some(&v));
+        assert_eq!(
+            (p.partitions, p.add, p.delete),
+            (vec![1, 2, 4], vec![4], vec![3])
+        );
         // Partitions numbered with a gap scale on from the highest.
         let v = view(&[(1, Active), (2, Removed), (4, Active)]);
         let p = plan(1, &[1, 4], &[1, 4], Some(&v));

@@ -281,7 +281,6 @@ async fn reconcile_once(
     update_status::patch(&ctx.client, &c, &ns, status).await?;
     let settled = applied.rollout.complete
         && plan.add.is_empty()
-        && plan.unnumbered == 0
         && plan.leaving.is_empty()
         && plan.delete.is_empty();
     tracing::debug!(settled, "reconciled");

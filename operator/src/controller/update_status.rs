@@ -264,16 +264,6 @@ fn progressing(
             )
         };
         (true, reason, format!("{ready_msg}{rolling}"))
-    } else if plan.unnumbered > 0 {
-        (
-            true,
-            Reason::AddingPartitions,
-            format!(
-                "{} more partition(s) wanted: waiting for the oracle to say which numbers the \
-                 cluster never used",
-                plan.unnumbered
-            ),
-        )
     } else if !plan.add.is_empty() {
         (
             true,
@@ -389,20 +379,6 @@ mod tests {
             p.message,
             "scaling in, draining before deletion: p4: 7 variables left (not progressing: no \
              active partition can take its variables); p5: waiting for the oracle"
-        );
-        let unnumbered = ScalePlan {
-            leaving: vec![],
-            unnumbered: 2,
-            ..plan.clone()
-        };
-        let p = progressing(&unnumbered, &done, &none, &no_notes, "3/3 groups ready");
-        assert_eq!(
-            (p.reason, p.message.as_str()),
-            (
-                Reason::AddingPartitions,
-                "2 more partition(s) wanted: waiting for the oracle to say which numbers the \
-                 cluster never used"
-            )
         );
         let adding = ScalePlan {
             leaving: vec![],
