@@ -542,6 +542,16 @@ pub fn table(records: &[ChirperRecord]) -> String {
     s
 }
 
+/// The history `--check-posts` records when no history file is asked for: in memory, and only
+/// the operations the post check reads ([`chirper_posts::OPERATIONS`]), so that a long run's
+/// memory does not grow with every timeline it reads.
+///
+/// [`chirper_posts::OPERATIONS`]: dssmr_check::history::chirper_posts::OPERATIONS
+pub fn post_check_history() -> BenchHistory {
+    use dssmr_check::history::{chirper_posts, History};
+    BenchHistory::new(History::in_memory_of(chirper_posts::OPERATIONS))
+}
+
 /// Reads the final timeline of every follower of a poster in `events` (the history of the
 /// runs, setup included) from the running
 /// cluster of `topology` (run in `mode`, a Chirper with `community_size` and `placement`) and
@@ -782,6 +792,40 @@ mod tests {
         assert!(open.is_empty(), "every command completed: {open:?}");
         assert_eq!(created, (0..60).collect(), "the setup is recorded");
         assert!(oks as u64 >= m.commands);
+    }
+
+    /// The history kept for the post check alone holds no timeline reads (a Mix run is 85 %
+    /// of them, each reply up to 100 posts), but every operation the check reads.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_post_check_history_leaves_timelines_out() {
+        dssmr_engine::telemetry::init_for_tests();
+        let cfg = ChirperBench {
+            workload: Workload::Mix,
+            graph: GraphSpec {
+                users: 40,
+                ..ChirperBench::default().graph
+            },
+            run: RunShape {
+                clients: 4,
+                warmup: Duration::from_millis(100),
+                duration: Duration::from_millis(600),
+                ..ChirperBench::default().run
+            },
+            ..ChirperBench::default()
+        };
+        let history = post_check_history();
+        let record = run_local(&cfg, Some(&history), &ProgressBar::hidden())
+            .await
+            .expect("run");
+        assert!(record.measured.commands > 0, "{record:?}");
+        let events = history.history().take_events();
+        let count = |f: &str| events.iter().filter(|e| e.f == f).count();
+        assert_eq!(count("get_timeline"), 0, "timeline reads kept");
+        assert!(
+            count("create_user") >= 80 && count("post") > 0,
+            "{events:?}"
+        );
+        assert!(history.history().events().is_empty(), "taken, not copied");
     }
 
     #[test]

@@ -19,6 +19,10 @@ use super::{Event, EventKind};
 use dssmr_engine::app::chirper::{Post, UserId, TIMELINE_CAP};
 use std::collections::{BTreeMap, BTreeSet};
 
+/// The operations the check reads; a history recorded only for it may keep these alone
+/// ([`super::History::in_memory_of`]): the timeline reads of a load are not among them.
+pub const OPERATIONS: &[&str] = &["create_user", "follow", "unfollow", "post"];
+
 /// What the check covered.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PostReport {

@@ -140,6 +140,8 @@ struct Inner {
 struct State {
     /// `None` when the recorder only streams to its file (long benchmark runs).
     events: Option<Vec<Event>>,
+    /// When set, only events of these operations are kept in memory (the file gets all).
+    only: Option<&'static [&'static str]>,
     file: Option<FileSink>,
 }
 
@@ -172,6 +174,15 @@ impl History {
         Self::with_sink(None, true)
     }
 
+    /// A recorder that keeps in memory only the events of the operations named in `only`, for
+    /// a checker that reads no others: its memory then grows with those operations alone, not
+    /// with every reply of a long run (a Chirper timeline reply holds up to 100 posts).
+    pub fn in_memory_of(only: &'static [&'static str]) -> Self {
+        let history = Self::with_sink(None, true);
+        history.lock().only = Some(only);
+        history
+    }
+
     /// A recorder that only streams events to `path` (created or truncated) and keeps none in
     /// memory, for runs too long to hold their history; [`History::events`] is then empty.
     pub fn streaming_to(path: impl AsRef<Path>) -> Result<Self> {
@@ -189,6 +200,7 @@ impl History {
                 start: Instant::now(),
                 state: Mutex::new(State {
                     events: keep.then(Vec::new),
+                    only: None,
                     file,
                 }),
             }),
@@ -238,7 +250,10 @@ impl History {
         if let Some(sink) = state.file.as_mut() {
             sink.append(&event);
         }
-        if let Some(events) = state.events.as_mut() {
+        let kept = state
+            .only
+            .is_none_or(|only| only.contains(&event.f.as_str()));
+        if let (Some(events), true) = (state.events.as_mut(), kept) {
             events.push(event);
         }
         time_ns
@@ -247,6 +262,16 @@ impl History {
     /// A copy of every event recorded so far, in time order.
     pub fn events(&self) -> Vec<Event> {
         self.lock().events.clone().unwrap_or_default()
+    }
+
+    /// The events kept so far, in time order, moved out: the recorder keeps recording from an
+    /// empty list. For a checker that runs once the clients have stopped, without a copy.
+    pub fn take_events(&self) -> Vec<Event> {
+        self.lock()
+            .events
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// Flushes the file (if any) and reports the first write error since the last flush.
@@ -372,6 +397,19 @@ mod tests {
         );
         assert_eq!(events[2].kind, EventKind::Ok);
         assert!(history.flush().is_ok());
+    }
+
+    #[test]
+    fn a_recorder_of_some_operations_keeps_those_alone() {
+        let history = History::in_memory_of(&["put"]);
+        history.invoke(1, "get", json!({"key": "a"}));
+        history.complete(1, EventKind::Ok, "get", json!({"key": "a"}), Some(json!(0)));
+        history.invoke(1, "put", json!({"key": "a", "value": 1}));
+        let kept: Vec<_> = history.take_events().into_iter().map(|e| e.f).collect();
+        assert_eq!(kept, ["put"]);
+        assert!(history.events().is_empty(), "moved out");
+        history.invoke(2, "put", json!({"key": "b", "value": 2}));
+        assert_eq!(history.events().len(), 1, "recording goes on");
     }
 
     #[test]

@@ -7,8 +7,8 @@ use crate::flags::{check_partitions, distinct, ChirperLoadArgs, LoadDefaults};
 use crate::output::{summary, RunOutputArgs};
 use clap::Args;
 use dssmr_bench::chirper::{self as chirper_bench, ChirperBench, ChirperRecord, Workload};
-use dssmr_bench::{report, run_points, BenchHistory, RunShape};
-use dssmr_check::history::{read_jsonl, History};
+use dssmr_bench::{report, run_points, RunShape};
+use dssmr_check::history::read_jsonl;
 use dssmr_engine::app::chirper::graph::GraphSpec;
 use dssmr_engine::client::Mode;
 use dssmr_engine::config::{AppKind, ClusterConfig};
@@ -158,7 +158,7 @@ pub async fn run(args: BenchChirperArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("--out: cannot create {}: {e}", dir.display()))?;
     }
     let history = match args.run.open_history()? {
-        None if args.check_posts => Some(BenchHistory::new(History::in_memory())),
+        None if args.check_posts => Some(chirper_bench::post_check_history()),
         h => h,
     };
     args.describe(&points);
@@ -219,7 +219,7 @@ pub async fn run(args: BenchChirperArgs) -> anyhow::Result<()> {
             Some(path) => {
                 read_jsonl(path).map_err(|e| anyhow::Error::new(e).context("--history"))?
             }
-            None => history.history().events(),
+            None => history.history().take_events(),
         };
         let r = chirper_bench::check_posts(
             topology,
