@@ -194,19 +194,7 @@ impl KvScaling<'_> {
                 |_| true,
             );
         }
-        let groups = format!("{}/{}", to + 1, to + 1);
-        wait_cluster(
-            self.cp,
-            "kv",
-            &groups,
-            &format!("kv Ready with {to} partitions"),
-        );
-        let ours: Vec<&str> = new.to_vec();
-        assert_eq!(
-            &self.pods_except(&ours),
-            before,
-            "scaling out to {to} restarted pods of the existing groups"
-        );
+        self.settled(to, new, before, "scaling out");
         for g in new {
             let q = format!(
                 "sum(dssmr_commands_total{{cluster=\"kv\",group=\"{g}\",outcome=\"executed\"}})"
@@ -264,21 +252,23 @@ impl KvScaling<'_> {
                 ))
         })
         .unwrap_or_else(|e| panic!("{leaving} removed: {e}\n{}", operator_logs(self.cp, 60)));
+        self.settled(to, &[leaving], before, "scaling in");
+    }
+
+    /// After a scale `step` to `to` partitions: kv is Ready with them, the pods in `before`
+    /// (all but those of `changed`) are the same pods, and the kv load still runs.
+    fn settled(&self, to: u32, changed: &[&str], before: &BTreeMap<String, String>, step: &str) {
         let groups = format!("{}/{}", to + 1, to + 1);
-        wait_cluster(
-            self.cp,
-            "kv",
-            &groups,
-            &format!("kv Ready with {to} partitions"),
-        );
+        let what = format!("kv Ready with {to} partitions");
+        wait_cluster(self.cp, "kv", &groups, &what);
         assert_eq!(
-            &self.pods_except(&[leaving]),
+            &self.pods_except(changed),
             before,
-            "scaling in to {to} restarted pods of the remaining groups"
+            "{step} to {to} restarted pods of the other groups"
         );
         assert!(
             running(self.cp, "kv-load"),
-            "the kv load stopped during the scale-in to {to}"
+            "the kv load stopped {step} to {to}"
         );
     }
 }
