@@ -44,6 +44,19 @@ fn proxy<A: dssmr_engine::app::StateMachine>(
     retry_threshold: u32,
     destination: DestinationPolicy,
 ) -> Proxy<A> {
+    let cache = Arc::new(LocationCache::default());
+    proxy_with_cache(app, cluster, stats, retry_threshold, destination, cache)
+}
+
+/// [`proxy`] with the location cache `cache` (a test may make it stale).
+fn proxy_with_cache<A: dssmr_engine::app::StateMachine>(
+    app: Arc<A>,
+    cluster: &LocalCluster,
+    stats: &Arc<ProxyStats>,
+    retry_threshold: u32,
+    destination: DestinationPolicy,
+    cache: Arc<LocationCache>,
+) -> Proxy<A> {
     let config = ProxyConfig {
         mode: Mode::Dssmr,
         retry_threshold,
@@ -54,7 +67,7 @@ fn proxy<A: dssmr_engine::app::StateMachine>(
         app,
         config,
         Arc::new(cluster.connections().expect("connections")),
-        Arc::new(LocationCache::default()),
+        cache,
         stats.clone(),
     )
     .expect("proxy")
@@ -102,7 +115,12 @@ fn random_kv_op(rng: &mut StdRng, keys: &[String]) -> KvCommand {
     }
 }
 
-/// Creates the keys, then runs `clients` clients × `ops` operations made by `gen`.
+/// Creates the keys, then runs `clients` clients × `ops` operations made by `gen`. Client 0
+/// works with a stale location cache: before each operation it is told that every key is in
+/// partition 1, 2, 3, 1, ... in turn, so most of its commands go where their variables are
+/// not, are retried and (with a retry threshold of 1) fall back to S-SMR. Retries and
+/// fallbacks are thus certain in every run, not left to races between clients (a run once
+/// made none, and the test that asserts them failed).
 async fn run_kv_clients(
     cluster: &LocalCluster,
     initial: &BTreeMap<String, i64>,
@@ -124,7 +142,15 @@ async fn run_kv_clients(
     let keys: Vec<String> = initial.keys().cloned().collect();
     let mut tasks = Vec::new();
     for c in 0..clients {
-        let p = proxy(Arc::new(Kv), cluster, &stats, retry_threshold, policy(c));
+        let cache = Arc::new(LocationCache::default());
+        let p = proxy_with_cache(
+            Arc::new(Kv),
+            cluster,
+            &stats,
+            retry_threshold,
+            policy(c),
+            cache.clone(),
+        );
         let (h, keys, progress) = (history.clone(), keys.clone(), progress.clone());
         tasks.push(tokio::spawn(async move {
             let mut rng = StdRng::seed_from_u64(c as u64);
@@ -132,6 +158,10 @@ async fn run_kv_clients(
             for i in 0..20 * ops {
                 if i >= ops && progress.stopped() {
                     break;
+                }
+                if c == 0 {
+                    let stale = GroupId(1 + (i % PARTITIONS) as u32);
+                    cache.update(keys.iter().map(|k| (kv_var(k), stale)));
                 }
                 let op = gen(&mut rng, &keys);
                 if !run_kv_op(&p, &h, process, &op).await {
