@@ -78,10 +78,23 @@ pub type Result<T, E = ClusterError> = std::result::Result<T, E>;
 /// Builds the application replicated by each group.
 pub type AppFactory = Arc<dyn Fn(GroupId) -> Box<dyn Application> + Send + Sync>;
 
-/// The applications of a DS-SMR or S-SMR cluster running `app` on partitions `1..=k`: the
-/// oracle in group [`ORACLE`], a [`Partition`] in every other group.
+/// The applications of a DS-SMR cluster running `app` on partitions `1..=k`: the oracle in
+/// group [`ORACLE`], a [`Partition`] in every other group.
 pub fn engine_apps<A: StateMachine>(app: Arc<A>, partitions: usize) -> AppFactory {
     engine_apps_with_rule(app, partitions, PartitionRule::Correct)
+}
+
+/// [`engine_apps`] for a cluster run in `mode` (S-SMR: partitions that take creates and
+/// deletes without the oracle, which such a cluster does not run).
+pub fn engine_apps_in<A: StateMachine>(app: Arc<A>, partitions: usize, mode: Mode) -> AppFactory {
+    let parts: Vec<GroupId> = (1..=partitions as u32).map(GroupId).collect();
+    Arc::new(move |g| -> Box<dyn Application> {
+        if g == ORACLE {
+            Box::new(Oracle::new(app.clone(), parts.clone()))
+        } else {
+            Box::new(Partition::new(g, app.clone(), &parts).in_mode(mode))
+        }
+    })
 }
 
 /// [`engine_apps`] with partitions following `rule` (mutation tests of the checkers).
@@ -134,7 +147,7 @@ impl ClusterOptions {
         ClusterOptions {
             groups: partitions,
             oracle: mode == Mode::Dssmr,
-            apps: Some(engine_apps(app, partitions)),
+            apps: Some(engine_apps_in(app, partitions, mode)),
             recording: Recording::CountOnly,
             ..Default::default()
         }

@@ -6,9 +6,10 @@
 //! without knowing the application's types. Decoding never panics: malformed bytes from the
 //! network become a [`CodecError`] and the command is answered with [`Reply::Rejected`].
 
-use crate::ids::{GroupId, MsgId, VarId};
+use crate::ids::{GroupId, MsgId, VarId, ORACLE};
 pub use crate::lifecycle::AdminOp;
 use crate::lifecycle::{Lifecycle, Refusal};
+use crate::mode::Mode;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -192,6 +193,78 @@ pub enum Reply {
     Refused(Refusal),
 }
 
+impl Command {
+    /// Whether `dests` (sorted, without repeats) is where this kind of command goes in a
+    /// cluster run in `mode`; otherwise why not. Every destination checks it when the
+    /// command is delivered, before anything else, and answers [`Reply::Rejected`] at once
+    /// when it fails: the check reads nothing but the message, so all destinations judge
+    /// alike, none waits for a group that will not answer, and none changes its state. (A
+    /// create sent to two partitions, say, is refused by the oracle and both partitions,
+    /// instead of leaving the partitions waiting for a decision the oracle never sends.)
+    ///
+    /// * consult: the oracle alone (DS-SMR);
+    /// * access: partitions only, exactly one when [`Execution::Local`];
+    /// * move: the oracle, the source and the destination, which differ (DS-SMR);
+    /// * create: exactly one partition, with the oracle in DS-SMR, without it in S-SMR;
+    /// * delete: partitions, with the oracle in DS-SMR, without it in S-SMR;
+    /// * administrative: the oracle and partitions, and it names a partition (DS-SMR).
+    pub fn check_destinations(&self, dests: &[GroupId], mode: Mode) -> Result<(), &'static str> {
+        let has_oracle = dests.contains(&ORACLE);
+        let partitions = dests.len() - usize::from(has_oracle);
+        let dssmr = mode == Mode::Dssmr;
+        let fits = match self {
+            Command::Consult { .. } => dssmr && has_oracle && partitions == 0,
+            Command::Access { execution, .. } => {
+                !has_oracle
+                    && partitions >= 1
+                    && (partitions == 1 || *execution != Execution::Local)
+            }
+            Command::Move { from, to, .. } => {
+                dssmr
+                    && from != to
+                    && *from != ORACLE
+                    && *to != ORACLE
+                    && dests.len() == 3
+                    && has_oracle
+                    && dests.contains(from)
+                    && dests.contains(to)
+            }
+            Command::Create { .. } => partitions == 1 && has_oracle == dssmr,
+            Command::Delete { .. } => partitions >= 1 && has_oracle == dssmr,
+            Command::Admin(op) => dssmr && has_oracle && op.partition() != ORACLE,
+        };
+        if fits {
+            return Ok(());
+        }
+        Err(match (self, mode) {
+            (Command::Consult { .. }, Mode::Dssmr) => "a consult goes to the oracle alone",
+            (Command::Access { .. }, _) => {
+                "an access goes to partitions only, a local one to exactly one"
+            }
+            (Command::Move { .. }, Mode::Dssmr) => {
+                "a move goes to the oracle, its source and its destination, which differ"
+            }
+            (Command::Create { .. }, Mode::Dssmr) => {
+                "a create goes to the oracle and exactly one partition"
+            }
+            (Command::Create { .. }, Mode::Ssmr) => {
+                "a create goes to exactly one partition (S-SMR has no oracle)"
+            }
+            (Command::Delete { .. }, Mode::Dssmr) => "a delete goes to the oracle and partitions",
+            (Command::Delete { .. }, Mode::Ssmr) => {
+                "a delete goes to partitions (S-SMR has no oracle)"
+            }
+            (Command::Admin(_), Mode::Dssmr) => {
+                "an administrative command goes to the oracle and partitions, and names a partition"
+            }
+            (_, Mode::Ssmr) => {
+                "S-SMR has no oracle: consults, moves and administrative \
+                                commands are not served"
+            }
+        })
+    }
+}
+
 /// Bytes that do not decode as the expected protocol type.
 #[derive(Debug, Error)]
 #[error("undecodable {what}: {source}")]
@@ -230,5 +303,67 @@ mod tests {
         assert_eq!(back, c);
         let err = decode::<Command>(&[0xff, 0xff, 0xff], "command").unwrap_err();
         assert!(err.to_string().starts_with("undecodable command"), "{err}");
+    }
+
+    #[test]
+    fn every_kind_of_command_has_its_destinations() {
+        let g = |ids: &[u32]| ids.iter().map(|i| GroupId(*i)).collect::<Vec<_>>();
+        let (d, s) = (Mode::Dssmr, Mode::Ssmr);
+        let consult = Command::Consult {
+            vars: vec![],
+            optional: vec![],
+            purpose: Purpose::Access,
+        };
+        let access = |execution| Command::Access {
+            cmd: vec![],
+            execution,
+        };
+        let mv = |from, to| Command::Move {
+            vars: vec![],
+            from: GroupId(from),
+            to: GroupId(to),
+        };
+        let create = Command::Create {
+            var: VarId::new("x"),
+            value: vec![],
+        };
+        let delete = Command::Delete {
+            var: VarId::new("x"),
+        };
+        let admin = |p| Command::Admin(AdminOp::DrainPartition(GroupId(p)));
+        let cases: &[(&Command, &[u32], Mode, bool)] = &[
+            (&consult, &[0], d, true),
+            (&consult, &[0, 1], d, false),
+            (&consult, &[0], s, false),
+            (&access(Execution::Local), &[1], d, true),
+            (&access(Execution::Local), &[1, 2], d, false),
+            (&access(Execution::Local), &[0, 1], d, false),
+            (&access(Execution::Exchange), &[1, 2], s, true),
+            (&access(Execution::Exchange), &[0, 1, 2], d, false),
+            (&mv(1, 2), &[0, 1, 2], d, true),
+            (&mv(1, 3), &[0, 1, 2], d, false),
+            (&mv(3, 2), &[0, 1, 2], d, false),
+            (&mv(1, 1), &[0, 1], d, false),
+            (&mv(0, 1), &[0, 1], d, false),
+            (&mv(1, 2), &[0, 1, 2], s, false),
+            (&create, &[0, 1], d, true),
+            (&create, &[0, 1, 2], d, false),
+            (&create, &[1], d, false),
+            (&create, &[1], s, true),
+            (&create, &[0, 1], s, false),
+            (&delete, &[0, 1], d, true),
+            (&delete, &[0, 1, 2], d, true),
+            (&delete, &[1], d, false),
+            (&delete, &[0], d, false),
+            (&delete, &[1], s, true),
+            (&admin(2), &[0, 1, 2], d, true),
+            (&admin(2), &[1, 2], d, false),
+            (&admin(0), &[0, 1], d, false),
+            (&admin(1), &[0, 1], s, false),
+        ];
+        for (cmd, dests, mode, fits) in cases {
+            let r = cmd.check_destinations(&g(dests), *mode);
+            assert_eq!(r.is_ok(), *fits, "{cmd:?} to {dests:?} in {mode:?}: {r:?}");
+        }
     }
 }

@@ -86,6 +86,7 @@ async fn malformed_commands_are_refused_with_invalid_argument() {
     use dssmr_engine::multicast::McastMessage;
     use std::time::{Duration, Instant};
 
+    dssmr_engine::telemetry::init_for_tests();
     let cluster = LocalCluster::start(ClusterOptions::engine(Arc::new(Kv), 2, Mode::Dssmr))
         .await
         .expect("cluster");
@@ -106,7 +107,7 @@ async fn malformed_commands_are_refused_with_invalid_argument() {
                 cmd: vec![],
                 execution: Execution::Local,
             }),
-            "go to partitions",
+            "an access goes to partitions only",
         ),
     ];
     for (seq, (g, payload, expect)) in cases.into_iter().enumerate() {
@@ -196,5 +197,83 @@ async fn affinity_runs_commands_spread_instead_of_moving_settled_variables() {
         keys: vec![key(&a), key(&b)],
     };
     assert_eq!(p.access(&both).await.unwrap(), KvReply::Values(vec![6, 14]));
+    cluster.shutdown().await;
+}
+
+/// Bug (issue 16): a message was validated only by the application of the group it was
+/// submitted to, against that group's part of it. A create sent to the oracle and two
+/// partitions, submitted at p1, was ordered; the oracle refused it without a decision, and
+/// both partitions waited for one for ever, every later command queued behind it. Now every
+/// destination refuses such a message, at submission and at delivery, and nothing waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_sent_where_it_does_not_go_is_refused_and_blocks_nothing() {
+    use dssmr_engine::command::{encode, Command};
+    use dssmr_engine::group::ClientError;
+    use dssmr_engine::ids::{GroupId, MsgId, ORACLE};
+    use dssmr_engine::multicast::McastMessage;
+    use std::time::{Duration, Instant};
+
+    dssmr_engine::telemetry::init_for_tests();
+    let cluster = LocalCluster::start(ClusterOptions::engine(Arc::new(Kv), 2, Mode::Dssmr))
+        .await
+        .expect("cluster");
+    let p = kv_proxy(&cluster, Mode::Dssmr, 5).await;
+    for k in ["a", "b"] {
+        assert_eq!(p.create(kv_var(k), &1).await.unwrap(), Created::Created);
+    }
+    let (p1, p2) = (GroupId(1), GroupId(2));
+    let hostile = [
+        (
+            "a create to two partitions",
+            vec![ORACLE, p1, p2],
+            Command::Create {
+                var: kv_var("y"),
+                value: encode(&1i64),
+            },
+        ),
+        (
+            "a create of an undecodable value",
+            vec![ORACLE, p1],
+            Command::Create {
+                var: kv_var("z"),
+                value: vec![0xff; 9],
+            },
+        ),
+        (
+            "a delete behind the oracle's back",
+            vec![p1],
+            Command::Delete { var: kv_var("a") },
+        ),
+    ];
+    for (seq, (what, dests, cmd)) in hostile.into_iter().enumerate() {
+        for at in dests.clone() {
+            let msg = McastMessage::new(
+                MsgId {
+                    sender: 0xbad,
+                    seq: (seq * 10) as u64 + u64::from(at.0),
+                },
+                dests.clone(),
+                encode(&cmd),
+            );
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let client = cluster.client(at).expect("client");
+            match client.submit(&msg, deadline).await {
+                Err(ClientError::Rejected { message, .. }) => {
+                    eprintln!("{what}, submitted at {at}: {message}")
+                }
+                other => panic!("{what}, submitted at {at}: {other:?}"),
+            }
+        }
+    }
+    // Nothing waits in any group: both variables still answer, wherever they are.
+    let all = KvCommand::ReadMany {
+        keys: vec!["a".into(), "b".into()],
+    };
+    let read = tokio::time::timeout(Duration::from_secs(20), p.access(&all)).await;
+    assert_eq!(
+        read.expect("no group is blocked").unwrap(),
+        KvReply::Values(vec![1, 1])
+    );
+    assert_eq!(p.create(kv_var("y"), &2).await.unwrap(), Created::Created);
     cluster.shutdown().await;
 }

@@ -46,16 +46,22 @@ impl Coordinator {
         if batch.announces.is_empty() {
             return Err(MessageError::MissingMessage.into());
         }
+        // Each announce is judged on its own: one this group cannot order is refused with
+        // its reason, and the others of the batch are served (a batch refused as a whole
+        // would be sent again as a whole, and its good announces never served).
         let mut items = Vec::with_capacity(batch.announces.len());
         for ann in batch.announces {
-            let msg = McastMessage::from_proto(ann.message, self.ordered_group())?;
-            if !msg.dests.contains(&self.group) {
-                return Err(MessageError::NotADestination(self.group.0).into());
-            }
-            if !msg.dests.contains(&from) {
-                return Err(MessageError::NotADestination(from.0).into());
-            }
-            items.push((msg, ann.local_ts));
+            let checked =
+                McastMessage::from_proto(ann.message, self.ordered_group()).and_then(|msg| match [
+                    self.group, from,
+                ]
+                .into_iter()
+                .find(|g| !msg.dests.contains(g))
+                {
+                    Some(g) => Err(MessageError::NotADestination(g.0)),
+                    None => Ok(msg),
+                });
+            items.push(checked.map(|msg| (msg, ann.local_ts)));
         }
         if !self.is_leader() {
             return Ok(Reply::NotLeader(self.leader_hint()));
@@ -66,7 +72,18 @@ impl Coordinator {
         {
             let state = self.shared.state();
             let mut v = self.vol();
-            for (msg, local_ts) in items {
+            for item in items {
+                let (msg, local_ts) = match item {
+                    Ok(item) => item,
+                    Err(e) => {
+                        tracing::warn!(group = %self.group, %from, error = %e,
+                            "announce refused");
+                        outcomes.push(proto::AnnounceOutcome {
+                            outcome: Some(Outcome::Refused(e.to_string())),
+                        });
+                        continue;
+                    }
+                };
                 v.collected
                     .entry(msg.id)
                     .or_default()
@@ -241,6 +258,12 @@ impl Coordinator {
                 Some(Outcome::FinalTs(ts)) => {
                     // The destination knows the final timestamp: the max of all local ones.
                     self.proposer.submit(Op::Final { id: msg.id, ts }).await;
+                }
+                Some(Outcome::Refused(why)) => {
+                    // Only a message this group should not have ordered gets here (a
+                    // destination cannot order what names a group it does not know).
+                    tracing::warn!(group = %self.group, %dst, msg = %msg.id, why,
+                        "a destination refused the announce of a message");
                 }
                 _ => {}
             }

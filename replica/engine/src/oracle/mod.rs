@@ -10,6 +10,7 @@ use crate::app::{Actions, Application, InvalidCommand, RestoreError, StateMachin
 use crate::command::{decode, encode, AdminOp, Command, Prophecy, Purpose, Reply, Transfer};
 use crate::ids::{GroupId, VarId, ORACLE};
 use crate::lifecycle::{Lifecycle, Phase, Refusal};
+use crate::mode::Mode;
 use crate::multicast::McastMessage;
 use crate::stats::{AppStats, CommandCounts, CommandKind, CommandOutcome};
 use serde::{Deserialize, Serialize};
@@ -17,15 +18,25 @@ use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-/// Where new variables go: the application's placement rule, without its other types.
+/// What the oracle needs of the application, without its other types: where new variables
+/// go, and whether a create's initial value is one the partition will take.
 pub trait Placement: Send + Sync + 'static {
     /// The partition (one of `partitions`, sorted, non-empty) a new variable `var` goes to.
     fn place(&self, var: &VarId, partitions: &[GroupId]) -> GroupId;
+
+    /// Whether `value` decodes as a value of the application. The partition of a create
+    /// checks the same when it delivers it, so both refuse a create whose value does not
+    /// decode: the oracle never records a variable that no partition holds.
+    fn value_decodes(&self, value: &[u8]) -> bool;
 }
 
 impl<A: StateMachine> Placement for A {
     fn place(&self, var: &VarId, partitions: &[GroupId]) -> GroupId {
         StateMachine::place(self, var, partitions)
+    }
+
+    fn value_decodes(&self, value: &[u8]) -> bool {
+        decode::<A::Value>(value, "initial value").is_ok()
     }
 }
 
@@ -343,11 +354,28 @@ impl Oracle {
         }
     }
 
+    /// Whether `cmd`, delivered to `dests`, is one every destination takes; the partitions
+    /// run the same checks on the same message ([`Command::check_destinations`], and the
+    /// decoding of a create's value), so a command refused here is refused there too.
+    fn check(&self, cmd: &Command, dests: &[GroupId]) -> Result<(), InvalidCommand> {
+        cmd.check_destinations(dests, Mode::Dssmr)
+            .map_err(InvalidCommand::Misdirected)?;
+        match cmd {
+            Command::Create { value, .. } if !self.placement.value_decodes(value) => Err(
+                InvalidCommand::Misdirected("the create's initial value does not decode"),
+            ),
+            _ => Ok(()),
+        }
+    }
+
     fn execute(&mut self, msg: &McastMessage, actions: &mut Actions) -> Reply {
         let cmd: Command = match decode(&msg.payload, "command") {
             Ok(c) => c,
             Err(e) => return Reply::Rejected(e.to_string()),
         };
+        if let Err(why) = self.check(&cmd, &msg.dests) {
+            return Reply::Rejected(why.to_string());
+        }
         let partitions: Vec<GroupId> = msg.dests.iter().copied().filter(|g| *g != ORACLE).collect();
         match cmd {
             Command::Consult {
@@ -460,19 +488,9 @@ impl Application for Oracle {
     }
 
     fn validate(&self, msg: &McastMessage) -> Result<(), InvalidCommand> {
-        use InvalidCommand::Misdirected;
-        match decode::<Command>(&msg.payload, "command")? {
-            Command::Access { .. } => Err(Misdirected(
-                "access commands go to partitions, not to the oracle",
-            )),
-            Command::Create { .. } if msg.dests.iter().filter(|g| **g != ORACLE).count() != 1 => {
-                Err(Misdirected(
-                    "a create goes to the oracle and exactly one partition",
-                ))
-            }
-            Command::Move { from, to, .. } if from == to => Err(Misdirected(
-                "a move needs different source and destination partitions",
-            )),
+        let cmd = decode::<Command>(&msg.payload, "command")?;
+        self.check(&cmd, &msg.dests)?;
+        match cmd {
             Command::Admin(op)
                 if op.partition() == ORACLE
                     || !(self.known.contains(&op.partition())
@@ -525,6 +543,11 @@ mod tests {
             } else {
                 partitions[partitions.len() - 1]
             }
+        }
+
+        /// Values starting with 0xff do not decode.
+        fn value_decodes(&self, value: &[u8]) -> bool {
+            value.first() != Some(&0xff)
         }
     }
 
@@ -780,5 +803,31 @@ mod tests {
         let mut copy = Oracle::new(Arc::new(ByFirstChar), vec![GroupId(1), GroupId(2)]);
         copy.restore(&o.snapshot()).unwrap();
         assert_eq!(copy.published(), t3);
+    }
+
+    /// Bug: the oracle took creates its partition refuses (a value that does not decode), so
+    /// it recorded a variable no partition holds; and the partitions of a create it refused
+    /// waited for a decision forever. Now both refuse alike and the oracle sends nothing.
+    #[test]
+    fn a_create_its_partition_refuses_is_refused_here_too_and_decides_nothing() {
+        let mut o = Oracle::new(Arc::new(crate::app::kv::Kv), vec![GroupId(1), GroupId(2)]);
+        let x = crate::app::kv::kv_var("x");
+        let create = |value: Vec<u8>| Command::Create {
+            var: x.clone(),
+            value,
+        };
+        let cases = [
+            ("an undecodable value", create(vec![0xff; 9]), &[0, 1][..]),
+            ("two partitions", create(encode(&1i64)), &[0, 1, 2][..]),
+        ];
+        for (seq, (what, cmd, dests)) in cases.into_iter().enumerate() {
+            let (r, mut a) = run(&mut o, seq as u64, dests, cmd);
+            assert!(matches!(r, Reply::Rejected(_)), "{what}: {r:?}");
+            assert_eq!(o.location(&x), None, "{what}: x recorded");
+            assert_eq!(a.drain_sends().count(), 0, "{what}: a decision was sent");
+        }
+        let (r, _) = run(&mut o, 9, &[0, 1], create(encode(&1i64)));
+        assert_eq!(r, Reply::Ok);
+        assert_eq!(o.location(&x), Some(GroupId(1)));
     }
 }

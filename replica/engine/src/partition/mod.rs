@@ -25,6 +25,10 @@
 //! * an administrative command (a partition added, drained or removed): waits for the
 //!   oracle's decision and takes the partitions' [`Lifecycle`] it carries.
 //!
+//! Every destination first checks that a delivered command goes where its kind goes and
+//! that what it carries decodes ([`Command::check_destinations`]; the oracle checks the
+//! same): one that does not is answered `rejected` at once, never queued.
+//!
 //! Every destination of a move judges it against its copy of the [`Lifecycle`] (a move into a
 //! partition that takes no variables, out of one that holds none, or not sent to the oracle
 //! and its two partitions is refused by all of them alike: nothing is sent, nobody waits),
@@ -35,6 +39,7 @@ use crate::app::{Actions, Application, InvalidCommand, RestoreError, StateMachin
 use crate::command::{decode, encode, Command, Execution, Reply, Transfer};
 use crate::ids::{GroupId, MsgId, VarId, ORACLE};
 use crate::lifecycle::Lifecycle;
+use crate::mode::Mode;
 use crate::multicast::McastMessage;
 use crate::stats::{AppStats, CommandCounts, CommandKind, CommandOutcome};
 use serde::de::DeserializeOwned;
@@ -118,6 +123,9 @@ impl<V> Store<V> for Overlay<'_, V> {
 /// The server proxy of one partition running application `A`.
 pub struct Partition<A: StateMachine> {
     me: GroupId,
+    /// DS-SMR (with an oracle) or S-SMR: from the cluster's config, the same at every
+    /// replica; it decides where creates and deletes must go.
+    mode: Mode,
     rule: PartitionRule,
     app: Arc<A>,
     state: PartitionState<A::Value>,
@@ -130,12 +138,13 @@ enum Step {
 }
 
 impl<A: StateMachine> Partition<A> {
-    /// Partition `me`, empty, running `app`, in a cluster whose initial partitions (its
-    /// config's `initialPartitions`, the same at every replica and every start) are
-    /// `initial`.
+    /// Partition `me` of a DS-SMR cluster, empty, running `app`, in a cluster whose initial
+    /// partitions (its config's `initialPartitions`, the same at every replica and every
+    /// start) are `initial`.
     pub fn new(me: GroupId, app: Arc<A>, initial: &[GroupId]) -> Self {
         Partition {
             me,
+            mode: Mode::Dssmr,
             rule: PartitionRule::Correct,
             app,
             state: PartitionState {
@@ -147,6 +156,12 @@ impl<A: StateMachine> Partition<A> {
             },
             counters: PartitionCounters::default(),
         }
+    }
+
+    /// The same partition in a cluster run in `mode` (S-SMR: no oracle).
+    pub fn in_mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
     }
 
     /// The same partition following `rule` (tests of the checkers only).
@@ -396,6 +411,25 @@ impl<A: StateMachine> Partition<A> {
         }
     }
 
+    /// Whether `cmd`, delivered to `dests`, is one every destination takes: where it goes
+    /// ([`Command::check_destinations`]) and whether what it carries decodes. The oracle
+    /// runs the same checks on the same message (it decodes a create's value too), so they
+    /// refuse alike, and a refused command waits for no one.
+    fn check(&self, cmd: &Command, dests: &[GroupId]) -> Result<(), InvalidCommand> {
+        cmd.check_destinations(dests, self.mode)
+            .map_err(InvalidCommand::Misdirected)?;
+        match cmd {
+            Command::Access { cmd, .. } => {
+                decode::<A::Command>(cmd, "application command")?;
+            }
+            Command::Create { value, .. } => {
+                decode::<A::Value>(value, "initial value")?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// Algorithm 3, lines 5–10.
     fn execute_local(&mut self, cmd: &A::Command) -> Reply {
         let vars = &self.state.vars;
@@ -567,7 +601,13 @@ impl<A: StateMachine> Application for Partition<A> {
         fields(group = %self.me, msg = %msg.id, ts)
     )]
     fn deliver(&mut self, msg: &McastMessage, ts: u64, actions: &mut Actions) {
-        match decode::<Command>(&msg.payload, "command") {
+        let checked = decode::<Command>(&msg.payload, "command")
+            .map_err(|e| (CommandKind::Access, InvalidCommand::from(e)))
+            .and_then(|cmd| match self.check(&cmd, &msg.dests) {
+                Ok(()) => Ok(cmd),
+                Err(e) => Err((CommandKind::of(&cmd), e)),
+            });
+        match checked {
             Ok(cmd) => {
                 self.state.queue.push_back(Queued {
                     id: msg.id,
@@ -577,10 +617,11 @@ impl<A: StateMachine> Application for Partition<A> {
                 });
                 self.pump(actions);
             }
-            Err(e) => {
-                self.counters
-                    .commands
-                    .add(CommandKind::Access, CommandOutcome::Rejected);
+            Err((kind, e)) => {
+                // Refused by every destination alike, without waiting or effect (the
+                // command is not queued: nothing runs behind it).
+                tracing::debug!(group = %self.me, msg = %msg.id, error = %e, "rejected");
+                self.counters.commands.add(kind, CommandOutcome::Rejected);
                 actions.reply(msg.id, ts, encode(&Reply::Rejected(e.to_string())))
             }
         }
@@ -597,27 +638,8 @@ impl<A: StateMachine> Application for Partition<A> {
     }
 
     fn validate(&self, msg: &McastMessage) -> Result<(), InvalidCommand> {
-        use InvalidCommand::Misdirected;
-        match decode::<Command>(&msg.payload, "command")? {
-            Command::Access { cmd, .. } => {
-                decode::<A::Command>(&cmd, "application command")?;
-                Ok(())
-            }
-            Command::Create { value, .. } => {
-                decode::<A::Value>(&value, "initial value")?;
-                Ok(())
-            }
-            Command::Consult { .. } => {
-                Err(Misdirected("consults go to the oracle, not to partitions"))
-            }
-            Command::Admin(_) if !msg.dests.contains(&ORACLE) => Err(Misdirected(
-                "administrative commands go to the oracle and every partition",
-            )),
-            Command::Move { from, to, .. } if from == to => Err(Misdirected(
-                "a move needs different source and destination partitions",
-            )),
-            _ => Ok(()),
-        }
+        let cmd = decode::<Command>(&msg.payload, "command")?;
+        self.check(&cmd, &msg.dests)
     }
 
     fn reads_only(&self, msg: &McastMessage) -> bool {
@@ -730,13 +752,20 @@ mod tests {
             .collect()
     }
 
+    /// Creates `key` in `p` as DS-SMR does: to the oracle and `p`, which says yes.
     fn create(p: &mut Partition<Kv>, seq: u64, key: &str, v: i64) {
         let c = Command::Create {
             var: kv_var(key),
             value: encode(&v),
         };
         let mut a = Actions::default();
-        p.deliver(&msg(seq, &[p.me.0], &c), seq, &mut a);
+        let m = msg(seq, &[0, p.me.0], &c);
+        p.deliver(&m, seq, &mut a);
+        let decision = Transfer::CreateDecision {
+            cmd: m.id,
+            outcome: Ok(true),
+        };
+        p.receive(ORACLE, &encode(&decision), &mut a);
         assert_eq!(replies(&mut a), vec![(seq, Reply::Ok)]);
     }
 
@@ -1006,11 +1035,84 @@ mod tests {
         let mut a = Actions::default();
         p2.deliver(&msg(1, &[0, 1, 2], &mv), 1, &mut a);
         let r = replies(&mut a);
-        assert!(matches!(&r[0], (1, Reply::Refused(_))), "{r:?}");
+        // Malformed, not stale: no topology makes it right, so a retry would not either.
+        assert!(matches!(&r[0], (1, Reply::Rejected(_))), "{r:?}");
         assert_eq!(
             p2.queued(),
             0,
             "nothing waits for a value p3 will never send"
         );
+    }
+
+    /// Bug: a message was validated only where it was submitted. Every destination now
+    /// refuses one that does not fit at once, waits for nothing and changes nothing.
+    #[test]
+    fn a_command_sent_where_it_does_not_go_is_refused_at_once_by_every_partition() {
+        let x = kv_var("x");
+        let create_x = |value: Vec<u8>| Command::Create {
+            var: x.clone(),
+            value,
+        };
+        let get_x = access(&KvCommand::Get { key: "x".into() }, Execution::Local);
+        let cases: Vec<(&str, Mode, Command, &[u32])> = vec![
+            // The oracle refuses a create to two partitions and sends no decision.
+            (
+                "create to two partitions",
+                Mode::Dssmr,
+                create_x(encode(&1i64)),
+                &[0, 1, 2],
+            ),
+            // The oracle records a create whose value the partition cannot take.
+            (
+                "create of an undecodable value",
+                Mode::Dssmr,
+                create_x(vec![0xff; 9]),
+                &[0, 1],
+            ),
+            // A create or delete behind the oracle's back makes its map wrong.
+            (
+                "create without the oracle",
+                Mode::Dssmr,
+                create_x(encode(&1i64)),
+                &[1],
+            ),
+            (
+                "delete without the oracle",
+                Mode::Dssmr,
+                Command::Delete { var: x.clone() },
+                &[1],
+            ),
+            // The oracle rejects an access; its partitions ran it.
+            ("access to the oracle too", Mode::Dssmr, get_x, &[0, 1]),
+            (
+                "create to the oracle in S-SMR",
+                Mode::Ssmr,
+                create_x(encode(&1i64)),
+                &[0, 1],
+            ),
+        ];
+        for (what, mode, cmd, dests) in cases {
+            for me in dests.iter().copied().filter(|g| *g != 0) {
+                let mut p = partition(me).in_mode(mode);
+                let mut a = Actions::default();
+                if mode == Mode::Dssmr {
+                    create(&mut p, 0, "x", 5);
+                } else {
+                    let c = create_x(encode(&5i64));
+                    p.deliver(&msg(0, &[me], &c), 0, &mut a);
+                    replies(&mut a);
+                }
+                p.deliver(&msg(1, dests, &cmd), 1, &mut a);
+                let r = replies(&mut a);
+                assert!(
+                    matches!(&r[..], [(1, Reply::Rejected(_))]),
+                    "{what}, at p{me}: {r:?} (waiting: {})",
+                    p.describe()
+                );
+                assert_eq!(p.queued(), 0, "{what}, at p{me}: nothing waits");
+                assert_eq!(a.drain_sends().count(), 0, "{what}, at p{me}: nothing sent");
+                assert_eq!(p.vars().get(&x), Some(&5), "{what}, at p{me}: x unchanged");
+            }
+        }
     }
 }

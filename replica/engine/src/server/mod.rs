@@ -85,7 +85,7 @@ pub fn application(config: &ClusterConfig, g: GroupId) -> Box<dyn Application> {
                 config.initial_placement(),
             ))
         } else {
-            Box::new(Partition::new(g, app, &config.initial_placement()))
+            Box::new(Partition::new(g, app, &config.initial_placement()).in_mode(config.mode))
         }
     }
     match config.app {
