@@ -277,3 +277,38 @@ async fn a_command_sent_where_it_does_not_go_is_refused_and_blocks_nothing() {
     assert_eq!(p.create(kv_var("y"), &2).await.unwrap(), Created::Created);
     cluster.shutdown().await;
 }
+
+/// Bug (issue 16): a message asked again after its reply was forgotten was answered like a
+/// refusal (FAILED_PRECONDITION, "rejected"), so a history said `fail` for a command that
+/// ran. It is now told apart: it took effect, what it returned is unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_whose_reply_was_forgotten_is_not_reported_as_refused() {
+    use dssmr_engine::command::{encode, Command, Purpose};
+    use dssmr_engine::group::ClientError;
+    use dssmr_engine::ids::{MsgId, ORACLE};
+    use dssmr_engine::multicast::McastMessage;
+    use std::time::{Duration, Instant};
+
+    let cluster = LocalCluster::start(ClusterOptions::engine(Arc::new(Kv), 1, Mode::Dssmr))
+        .await
+        .expect("cluster");
+    let consult = encode(&Command::Consult {
+        vars: vec![kv_var("a")],
+        optional: vec![],
+        purpose: Purpose::Access,
+    });
+    let msg = |seq| McastMessage::new(MsgId { sender: 0xf0, seq }, vec![ORACLE], consult.clone());
+    let oracle = cluster.client(ORACLE).expect("client");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // More messages of the same sender than the group keeps replies of.
+    for seq in 0..40 {
+        oracle.submit(&msg(seq), deadline).await.expect("consult");
+    }
+    match oracle.submit(&msg(0), deadline).await {
+        Err(ClientError::ReplyForgotten { message, .. }) => {
+            assert!(message.contains("no longer kept"), "{message}")
+        }
+        other => panic!("the first consult asked again: {other:?}"),
+    }
+    cluster.shutdown().await;
+}

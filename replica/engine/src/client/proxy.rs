@@ -24,7 +24,8 @@ use crate::group::live::LiveTopology;
 use crate::ids::{GroupId, MsgId, VarId, ORACLE};
 pub use crate::mode::{DestinationPolicy, Mode, DEFAULT_RETRY_THRESHOLD};
 use crate::multicast::McastMessage;
-use futures::future::{join_all, select_ok};
+use futures::future::join_all;
+use futures::stream::{FuturesUnordered, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -190,10 +191,11 @@ impl<A: StateMachine> Proxy<A> {
             calls.push((self.group_client(*g).await?, *g));
         }
         let results = join_all(calls.iter().map(|(c, _)| c.submit(&msg, deadline))).await;
-        results.into_iter().map(|r| self.reply_of(r)).collect()
+        ProxyError::combine(results.into_iter().map(|r| self.reply_of(r)).collect())
     }
 
-    /// Multicasts `cmd` to `dests`, submitting it at every one, and returns the first reply.
+    /// Multicasts `cmd` to `dests`, submitting it at every one, and returns the first reply;
+    /// when none answers, the least certain of their errors ([`ProxyError::least_certain`]).
     async fn multicast_first(
         &self,
         dests: Vec<GroupId>,
@@ -205,9 +207,16 @@ impl<A: StateMachine> Proxy<A> {
         for g in &msg.dests {
             clients.push(self.group_client(*g).await?);
         }
-        let calls = clients.iter().map(|c| Box::pin(c.submit(&msg, deadline)));
-        let first = select_ok(calls).await.map(|(c, _)| c);
-        self.reply_of(first)
+        let mut calls: FuturesUnordered<_> =
+            clients.iter().map(|c| c.submit(&msg, deadline)).collect();
+        let mut errors = Vec::new();
+        while let Some(outcome) = calls.next().await {
+            match self.reply_of(outcome) {
+                Ok(reply) => return Ok(reply),
+                Err(e) => errors.push(e),
+            }
+        }
+        Err(ProxyError::least_certain(errors))
     }
 
     fn reply_of(

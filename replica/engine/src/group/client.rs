@@ -69,6 +69,19 @@ pub enum ClientError {
         /// The reason it gave.
         message: String,
     },
+    /// The group delivered and answered the message so long ago that it no longer keeps the
+    /// reply (ALREADY_EXISTS): the message took effect, what it returned is lost.
+    #[error("group {group}: {message}")]
+    ReplyForgotten {
+        /// The group.
+        group: GroupId,
+        /// The reason it gave.
+        message: String,
+    },
+    /// Destinations of one message answered differently (one delivered it, another refused
+    /// it or did not answer): it may have taken effect.
+    #[error("destinations disagree: {0}")]
+    Disagree(String),
     /// The group does not know a destination of the message (NOT_FOUND): the topology
     /// changed since the caller looked; refresh it and try again.
     #[error("group {group} does not know a destination: {message}")]
@@ -383,6 +396,12 @@ impl GroupClient {
                 }
                 Err(status) if status.code() == tonic::Code::Aborted => {
                     return Err(ClientError::AskAgain {
+                        group: self.group,
+                        message: status.message().to_string(),
+                    })
+                }
+                Err(status) if status.code() == tonic::Code::AlreadyExists => {
+                    return Err(ClientError::ReplyForgotten {
                         group: self.group,
                         message: status.message().to_string(),
                     })

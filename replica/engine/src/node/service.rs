@@ -121,7 +121,8 @@ fn status(e: RequestError) -> Status {
         RequestError::InvalidPayload(_) => Status::invalid_argument(e.to_string()),
         RequestError::Timeout(_) => Status::unavailable(e.to_string()),
         RequestError::Stopped => Status::unavailable(e.to_string()),
-        RequestError::ReplyForgotten(_) => Status::failed_precondition(e.to_string()),
+        // It took effect: not a refusal (a history must not say the command failed).
+        RequestError::ReplyForgotten(_) => Status::already_exists(e.to_string()),
         // The client runs the read again under a new id (ClientError::AskAgain).
         RequestError::ReadNotKept(_) => Status::aborted(e.to_string()),
     }
