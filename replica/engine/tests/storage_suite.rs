@@ -224,3 +224,49 @@ async fn an_append_that_leaves_a_gap_is_refused_and_nothing_is_written() {
     .await
     .expect("test finished within its time limit");
 }
+
+/// Bug (issue 16): openraft builds a snapshot on a task of its own while it may install a
+/// newer one from the leader; the build set its (older) snapshot as the current one, file
+/// included, after the log had been purged past it. A build that ends after an install of a
+/// newer snapshot now leaves the newer one current, in memory and on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_build_never_replaces_a_newer_installed_snapshot() {
+    dssmr_engine::telemetry::init_for_tests();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let entries: Vec<Entry> = (1..=12).map(|i| normal(1, i)).collect();
+        let mut sm = state_machine(Some(dir.path()));
+        sm.apply(entries[..5].to_vec()).await.expect("apply");
+        // A build starts at index 5 ...
+        let mut late = sm.get_snapshot_builder().await;
+        // ... the leader's snapshot at index 12 (made by another replica) is installed ...
+        let mut other = state_machine(None);
+        other.apply(entries.clone()).await.expect("apply");
+        let newer = other
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("snapshot");
+        sm.install_snapshot(&newer.meta, newer.snapshot)
+            .await
+            .expect("install");
+        // ... and only then the build ends.
+        late.build_snapshot().await.expect("late build");
+        let current = sm
+            .get_current_snapshot()
+            .await
+            .expect("current snapshot")
+            .expect("a snapshot");
+        assert_eq!(current.meta, newer.meta, "the older build replaced it");
+        let mut reopened = state_machine(Some(dir.path()));
+        let (applied, _) = reopened.applied_state().await.expect("applied state");
+        assert_eq!(
+            applied,
+            Some(log_id(1, 12)),
+            "the file holds an older snapshot"
+        );
+    })
+    .await
+    .expect("test finished within its time limit");
+}

@@ -7,6 +7,11 @@
 //! Durability: with a data directory every snapshot is written to `snapshot.bin` (write to a
 //! temporary file, fsync, rename) before it is reported built or installed; on start the state
 //! is restored from it and openraft replays the log after it.
+//!
+//! openraft builds snapshots on a task of its own, concurrently with installing one sent by
+//! the leader. Both go through [`Current::keep`]: one at a time, and a snapshot becomes the
+//! current one (file and memory) only if it is newer than the current one, so a build that
+//! finishes late never replaces a newer installed snapshot after the log was purged past it.
 
 // openraft's `StorageError` (large) is the error type of its storage traits; constructors
 // return it too so errors reach openraft unchanged.
@@ -124,12 +129,45 @@ pub struct StateMachineStore {
     shared: Arc<Shared>,
     last_applied: Option<LogId>,
     membership: StoredMembership<NodeId, BasicNode>,
-    current: Arc<Mutex<Option<StoredSnapshot>>>,
+    current: Arc<Current>,
     dir: Option<PathBuf>,
     built: u64,
 }
 
 const SNAPSHOT_FILE: &str = "snapshot.bin";
+
+/// The current snapshot of a replica, shared by the state machine and its snapshot builders.
+#[derive(Default)]
+struct Current {
+    snapshot: Mutex<Option<StoredSnapshot>>,
+    /// Held while a snapshot is judged and written: builds and installs one at a time.
+    writing: Mutex<()>,
+}
+
+impl Current {
+    fn lock(&self) -> MutexGuard<'_, Option<StoredSnapshot>> {
+        self.snapshot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `snap` the current snapshot (written into `dir` first, when given) unless the
+    /// current one is as new or newer; returns whether it did. Blocking: call it off the
+    /// async runtime.
+    fn keep(&self, snap: &StoredSnapshot, dir: Option<&Path>) -> std::io::Result<bool> {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let newer = self
+            .lock()
+            .as_ref()
+            .is_none_or(|c| snap.meta.last_log_id > c.meta.last_log_id);
+        if !newer {
+            return Ok(false);
+        }
+        if let Some(dir) = dir {
+            write_snapshot_file(dir, snap)?;
+        }
+        *self.lock() = Some(snap.clone());
+        Ok(true)
+    }
+}
 
 fn write_snapshot_file(dir: &Path, snap: &StoredSnapshot) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
@@ -149,7 +187,7 @@ impl StateMachineStore {
             shared,
             last_applied: None,
             membership: StoredMembership::default(),
-            current: Arc::new(Mutex::new(None)),
+            current: Arc::new(Current::default()),
             dir,
             built: 0,
         };
@@ -173,7 +211,7 @@ impl StateMachineStore {
     }
 
     fn current_lock(&self) -> MutexGuard<'_, Option<StoredSnapshot>> {
-        self.current.lock().unwrap_or_else(|p| p.into_inner())
+        self.current.lock()
     }
 }
 
@@ -181,26 +219,39 @@ impl StateMachineStore {
 /// `last_applied` exactly, however far apply has moved on since).
 pub struct SnapshotBuilder {
     snap: StoredSnapshot,
-    current: Arc<Mutex<Option<StoredSnapshot>>>,
+    current: Arc<Current>,
     dir: Option<PathBuf>,
+}
+
+/// [`Current::keep`] on a blocking thread.
+async fn keep(
+    current: &Arc<Current>,
+    snap: &StoredSnapshot,
+    dir: Option<PathBuf>,
+) -> Result<bool, AnyError> {
+    let (current, snap) = (current.clone(), snap.clone());
+    tokio::task::spawn_blocking(move || current.keep(&snap, dir.as_deref()))
+        .await
+        .map_err(|e| AnyError::new(&e))?
+        .map_err(|e| AnyError::new(&e))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        if let Some(dir) = self.dir.clone() {
-            let snap = self.snap.clone();
-            tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &snap))
-                .await
-                .map_err(|e| AnyError::new(&e))
-                .and_then(|r| r.map_err(|e| AnyError::new(&e)))
-                .map_err(|e| {
-                    StorageError::from(StorageIOError::write_snapshot(
-                        Some(self.snap.meta.signature()),
-                        e,
-                    ))
-                })?;
+        let kept = keep(&self.current, &self.snap, self.dir.clone())
+            .await
+            .map_err(|e| {
+                StorageError::from(StorageIOError::write_snapshot(
+                    Some(self.snap.meta.signature()),
+                    e,
+                ))
+            })?;
+        if !kept {
+            tracing::debug!(
+                snapshot = %self.snap.meta.snapshot_id,
+                "built snapshot is not newer than the current one; kept the current one"
+            );
         }
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.snap.clone());
         Ok(Snapshot {
             meta: self.snap.meta.clone(),
             snapshot: Box::new(Cursor::new(self.snap.data.clone())),
@@ -294,20 +345,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let fail = |e: AnyError| {
             StorageError::from(StorageIOError::write_snapshot(Some(meta.signature()), e))
         };
-        if let Some(dir) = self.dir.clone() {
-            let s = snap.clone();
-            tokio::task::spawn_blocking(move || write_snapshot_file(&dir, &s))
-                .await
-                .map_err(|e| fail(AnyError::new(&e)))?
-                .map_err(|e| fail(AnyError::new(&e)))?;
-        }
+        keep(&self.current, &snap, self.dir.clone())
+            .await
+            .map_err(fail)?;
         self.shared
             .state()
             .restore(&snap.data)
             .map_err(|e| fail(AnyError::new(&e)))?;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        *self.current_lock() = Some(snap);
         // Tentative messages in the installed state need announcing by a leader; channel
         // outboxes may hold messages to transmit.
         let (assigned, dirty): (Vec<MsgId>, Vec<GroupId>) = {
