@@ -87,14 +87,7 @@ pub fn engine_apps<A: StateMachine>(app: Arc<A>, partitions: usize) -> AppFactor
 /// [`engine_apps`] for a cluster run in `mode` (S-SMR: partitions that take creates and
 /// deletes without the oracle, which such a cluster does not run).
 pub fn engine_apps_in<A: StateMachine>(app: Arc<A>, partitions: usize, mode: Mode) -> AppFactory {
-    let parts: Vec<GroupId> = (1..=partitions as u32).map(GroupId).collect();
-    Arc::new(move |g| -> Box<dyn Application> {
-        if g == ORACLE {
-            Box::new(Oracle::new(app.clone(), parts.clone()))
-        } else {
-            Box::new(Partition::new(g, app.clone(), &parts).in_mode(mode))
-        }
-    })
+    apps_of(app, partitions, mode, PartitionRule::Correct)
 }
 
 /// [`engine_apps`] with partitions following `rule` (mutation tests of the checkers).
@@ -103,12 +96,27 @@ pub fn engine_apps_with_rule<A: StateMachine>(
     partitions: usize,
     rule: PartitionRule,
 ) -> AppFactory {
+    apps_of(app, partitions, Mode::Dssmr, rule)
+}
+
+/// The oracle and partitions `1..=partitions` of a cluster run in `mode`, the partitions
+/// following `rule`.
+fn apps_of<A: StateMachine>(
+    app: Arc<A>,
+    partitions: usize,
+    mode: Mode,
+    rule: PartitionRule,
+) -> AppFactory {
     let parts: Vec<GroupId> = (1..=partitions as u32).map(GroupId).collect();
     Arc::new(move |g| -> Box<dyn Application> {
         if g == ORACLE {
             Box::new(Oracle::new(app.clone(), parts.clone()))
         } else {
-            Box::new(Partition::new(g, app.clone(), &parts).with_rule(rule))
+            Box::new(
+                Partition::new(g, app.clone(), &parts)
+                    .in_mode(mode)
+                    .with_rule(rule),
+            )
         }
     })
 }
