@@ -29,8 +29,9 @@ pub fn node_id_of_ordinal(ordinal: usize) -> NodeId {
 
 /// Identifies one multicast message: the sending process and its per-sender sequence number.
 ///
-/// Senders number their messages 0, 1, 2, ... and keep at most [`MAX_IN_FLIGHT_PER_SENDER`]
-/// messages outstanding; groups rely on that to bound their duplicate filters.
+/// Senders number their messages 0, 1, 2, ...; each message also carries the sender's floor,
+/// below which it never submits again, and groups rely on that (not on any count) to forget
+/// delivered messages.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
 )]
@@ -46,9 +47,6 @@ impl fmt::Display for MsgId {
         write!(f, "{:x}:{}", self.sender, self.seq)
     }
 }
-
-/// How many messages one sender may have outstanding (sent, not yet delivered everywhere).
-pub const MAX_IN_FLIGHT_PER_SENDER: u64 = 1024;
 
 /// A state variable of the replicated service (a kv key, a Chirper user): the unit the oracle
 /// locates and DS-SMR moves between partitions.

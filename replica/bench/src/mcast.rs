@@ -131,7 +131,9 @@ async fn sender(
             },
             dests,
             vec![0u8; payload],
-        );
+        )
+        // One message at a time: everything numbered lower is done with.
+        .with_done_below(seq);
         seq += 1;
         let start = Instant::now();
         let deadline = start + Duration::from_secs(30);

@@ -297,6 +297,7 @@ fn proto_msg(dests: Vec<u32>) -> proto::McastMessage {
         id: Some(proto::MsgId { sender: 42, seq: 1 }),
         dests,
         payload: b"payload".to_vec(),
+        done_below: 0,
     }
 }
 
@@ -412,6 +413,7 @@ async fn malformed_requests_get_invalid_argument() {
                     proto::AnnounceBatch {
                         from_group,
                         to_group,
+                        watermark: 0,
                         announces: messages
                             .into_iter()
                             .map(|message| proto::TimestampAnnounce {
@@ -745,6 +747,7 @@ async fn misaddressed_and_unrouted_requests_are_refused_and_change_nothing() {
                     client.announce(proto::AnnounceBatch {
                         from_group: other_group,
                         to_group: at.group.0,
+                        watermark: 0,
                         announces: vec![proto::TimestampAnnounce {
                             local_ts: 5,
                             message: Some(proto_msg(vec![1, 2])),

@@ -131,7 +131,9 @@ pub(crate) async fn run_drainer(
                 from: step.from,
                 to: step.to,
             }),
-        );
+        )
+        // One move at a time: everything numbered lower is done with.
+        .with_done_below(seq);
         match client.submit(&msg, Instant::now() + MOVE_DEADLINE).await {
             Ok(done) => match decode::<Reply>(&done.reply, "reply") {
                 Ok(Reply::Ok) => {

@@ -29,6 +29,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -121,7 +122,26 @@ pub struct Proxy<A: StateMachine> {
     stats: Arc<ProxyStats>,
     sender: u64,
     seq: AtomicU64,
+    /// Numbers of the messages this proxy may still submit; the lowest is its floor, which
+    /// every message carries ([`McastMessage::done_below`]).
+    outstanding: Mutex<BTreeSet<u64>>,
     rng: Mutex<StdRng>,
+}
+
+/// A message of the proxy in flight: its number leaves the outstanding set when dropped, once
+/// the proxy is done submitting it (answered, or given up on).
+struct InFlight<'a> {
+    outstanding: &'a Mutex<BTreeSet<u64>>,
+    seq: u64,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.outstanding
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.seq);
+    }
 }
 
 impl<A: StateMachine> Proxy<A> {
@@ -150,6 +170,7 @@ impl<A: StateMachine> Proxy<A> {
             stats,
             sender: seed_rng.random(),
             seq: AtomicU64::new(0),
+            outstanding: Mutex::default(),
             rng: Mutex::new(StdRng::seed_from_u64(seed_rng.random())),
         })
     }
@@ -170,11 +191,25 @@ impl<A: StateMachine> Proxy<A> {
             .ok_or_else(|| ProxyError::Config(format!("the cluster has no group {g}")))
     }
 
-    fn next_id(&self) -> MsgId {
-        MsgId {
+    /// A new message of this proxy, carrying its floor, and its place among the outstanding.
+    fn message(&self, dests: Vec<GroupId>, cmd: &Command) -> (McastMessage, InFlight<'_>) {
+        let floor = {
+            let mut out = self.outstanding.lock().unwrap_or_else(|p| p.into_inner());
+            let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+            out.insert(seq);
+            (seq, out.first().copied().unwrap_or(seq))
+        };
+        let (seq, done_below) = floor;
+        let id = MsgId {
             sender: self.sender,
-            seq: self.seq.fetch_add(1, Ordering::Relaxed),
-        }
+            seq,
+        };
+        let msg = McastMessage::new(id, dests, encode(cmd)).with_done_below(done_below);
+        let in_flight = InFlight {
+            outstanding: &self.outstanding,
+            seq,
+        };
+        (msg, in_flight)
     }
 
     /// Multicasts `cmd` to `dests` and waits for the replies of the groups in `wait_at`.
@@ -184,7 +219,7 @@ impl<A: StateMachine> Proxy<A> {
         cmd: &Command,
         wait_at: &[GroupId],
     ) -> Result<Vec<Reply>, ProxyError> {
-        let msg = McastMessage::new(self.next_id(), dests, encode(cmd));
+        let (msg, _in_flight) = self.message(dests, cmd);
         let deadline = Instant::now() + self.config.timeout;
         let mut calls = Vec::with_capacity(wait_at.len());
         for g in wait_at {
@@ -201,7 +236,7 @@ impl<A: StateMachine> Proxy<A> {
         dests: Vec<GroupId>,
         cmd: &Command,
     ) -> Result<Reply, ProxyError> {
-        let msg = McastMessage::new(self.next_id(), dests, encode(cmd));
+        let (msg, _in_flight) = self.message(dests, cmd);
         let deadline = Instant::now() + self.config.timeout;
         let mut clients = Vec::with_capacity(msg.dests.len());
         for g in &msg.dests {

@@ -1,6 +1,9 @@
 //! Skeen's timestamp exchange between destination leaders: serving announces from other
 //! groups, announcing this group's local timestamps in batches (a window per destination),
-//! and logging `finalize(m, max)` once every destination's timestamp is known.
+//! and logging `finalize(m, max)` once every destination's timestamp is known. Every batch
+//! also carries the sender's watermark, and the leader sends it on its own when nothing else
+//! goes out ([`Coordinator::push_watermarks`]): groups log each other's watermarks to know
+//! when a delivered message can be forgotten (see [`crate::multicast::skeen`]).
 
 use super::{Coordinator, RequestError, PEER_DEADLINE, RETRY_AFTER};
 use crate::group::client::Answer;
@@ -10,12 +13,17 @@ use crate::multicast::skeen::Status;
 use crate::multicast::{McastMessage, MessageError};
 use crate::proto;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Most announces in one batch.
 const ANNOUNCE_BATCH: usize = 4096;
 /// Announce batches in flight to one destination; more batches wait and grow meanwhile.
 const ANNOUNCES_IN_FLIGHT: usize = 4;
+/// A raised watermark is sent at most this often to each group.
+const WATERMARK_EVERY: Duration = Duration::from_millis(500);
+/// An unchanged watermark is sent again after this long (the receiver's leader may have
+/// changed before logging it).
+const WATERMARK_PATIENCE: Duration = Duration::from_secs(5);
 
 impl Coordinator {
     /// Serves a batch of local-timestamp announces from another destination leader.
@@ -43,7 +51,7 @@ impl Coordinator {
         if !self.live.known(from) || from == self.group {
             return Err(MessageError::BadSource(batch.from_group).into());
         }
-        if batch.announces.is_empty() {
+        if batch.announces.is_empty() && batch.watermark == 0 {
             return Err(MessageError::MissingMessage.into());
         }
         // Each announce is judged on its own: one this group cannot order is refused with
@@ -69,7 +77,7 @@ impl Coordinator {
         let mut outcomes = Vec::with_capacity(items.len());
         let mut to_start = Vec::new();
         let mut to_finalize = Vec::new();
-        {
+        let watermark = {
             let state = self.shared.state();
             let mut v = self.vol();
             for item in items {
@@ -84,37 +92,65 @@ impl Coordinator {
                         continue;
                     }
                 };
-                v.collected
-                    .entry(msg.id)
-                    .or_default()
-                    .insert(from, local_ts);
                 let outcome = match state.skeen.status(msg.id) {
-                    Status::Unknown => {
+                    // A late copy of an announce: the sender is past the message.
+                    Status::Unknown | Status::Forgotten
+                        if state.skeen.stale_announce(from, local_ts) =>
+                    {
+                        Outcome::Pending(true)
+                    }
+                    Status::Unknown | Status::Forgotten => {
+                        v.collected
+                            .entry(msg.id)
+                            .or_default()
+                            .insert(from, local_ts);
                         let due = v
                             .started
                             .get(&msg.id)
                             .is_none_or(|t| t.elapsed() > RETRY_AFTER);
                         if due {
                             v.started.insert(msg.id, Instant::now());
-                            to_start.push(msg);
+                            to_start.push((msg, local_ts));
                         }
                         Outcome::Pending(true)
                     }
                     Status::Tentative(ts) => {
+                        v.collected
+                            .entry(msg.id)
+                            .or_default()
+                            .insert(from, local_ts);
                         to_finalize.push((msg, ts));
                         Outcome::LocalTs(ts)
                     }
                     Status::Final(ts) => Outcome::FinalTs(ts),
-                    Status::Delivered(0) => Outcome::Pending(true),
                     Status::Delivered(ts) => Outcome::FinalTs(ts),
                 };
                 outcomes.push(proto::AnnounceOutcome {
                     outcome: Some(outcome),
                 });
             }
+            let known = state.skeen.watermark_of(from);
+            let due = batch.watermark > known
+                && v.watermarks_logged
+                    .get(&from)
+                    .is_none_or(|(w, at)| batch.watermark > *w || at.elapsed() > RETRY_AFTER);
+            if due {
+                v.watermarks_logged
+                    .insert(from, (batch.watermark, Instant::now()));
+            }
+            due.then_some(batch.watermark)
+        };
+        for (msg, local_ts) in to_start {
+            self.proposer
+                .submit(Op::Learn {
+                    msg,
+                    from,
+                    local_ts,
+                })
+                .await;
         }
-        for msg in to_start {
-            self.proposer.submit(Op::Start(msg)).await;
+        if let Some(ts) = watermark {
+            self.proposer.submit(Op::Watermark { from, ts }).await;
         }
         for (msg, ts) in to_finalize {
             self.try_finalize(&msg, ts).await;
@@ -204,6 +240,7 @@ impl Coordinator {
             let req = proto::AnnounceBatch {
                 from_group: me.group.0,
                 to_group: dst.0,
+                watermark: me.shared.state().skeen.watermark(),
                 announces: batch
                     .iter()
                     .map(|(m, ts)| proto::TimestampAnnounce {
@@ -236,6 +273,59 @@ impl Coordinator {
             }
             me.flush_announces(dst);
         });
+    }
+
+    /// Sends this group's watermark to every other group whose log does not have it yet (or
+    /// was last sent it long ago), in a batch without announces; the announce batches carry it
+    /// too. Called on the leader's tick.
+    pub(super) fn push_watermarks(self: &Arc<Self>) {
+        let watermark = self.shared.state().skeen.watermark();
+        for dst in self.live.groups() {
+            if dst == self.group {
+                continue;
+            }
+            let Some(peer) = self.live.client(dst) else {
+                continue;
+            };
+            {
+                let mut v = self.vol();
+                let due = v.watermarks_sent.get(&dst).is_none_or(|(w, at)| {
+                    (watermark > *w && at.elapsed() > WATERMARK_EVERY)
+                        || at.elapsed() > WATERMARK_PATIENCE
+                });
+                if !due {
+                    continue;
+                }
+                v.watermarks_sent.insert(dst, (watermark, Instant::now()));
+            }
+            let me = self.clone();
+            tokio::spawn(async move {
+                let req = proto::AnnounceBatch {
+                    from_group: me.group.0,
+                    to_group: dst.0,
+                    watermark,
+                    announces: Vec::new(),
+                };
+                let reply = peer
+                    .call(Instant::now() + PEER_DEADLINE, |mut rpc| {
+                        let req = req.clone();
+                        async move {
+                            use proto::announce_batch_reply::Outcome;
+                            match rpc.announce(req).await?.into_inner().outcome {
+                                Some(Outcome::NotLeader(h)) => Ok(Answer::NotLeader(Some(h))),
+                                Some(Outcome::Outcomes(_)) => Ok(Answer::Done(())),
+                                None => Err(tonic::Status::internal("empty announce reply")),
+                            }
+                        }
+                    })
+                    .await;
+                if let Err(e) = reply {
+                    tracing::debug!(group = %me.group, %dst, error = %e, "watermark not sent");
+                    // Send it again at the next tick.
+                    me.vol().watermarks_sent.remove(&dst);
+                }
+            });
+        }
     }
 
     async fn on_announce_outcomes(

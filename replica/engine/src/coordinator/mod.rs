@@ -49,6 +49,8 @@ const RETRY_AFTER: Duration = Duration::from_millis(1000);
 const PEER_DEADLINE: Duration = Duration::from_millis(1000);
 /// How long channel transmissions may stay unanswered before they are sent again.
 const CHANNEL_PATIENCE: Duration = Duration::from_secs(4);
+/// How long the bookkeeping of a message proposed but never ordered here is kept.
+const UNORDERED_PATIENCE: Duration = Duration::from_secs(60);
 /// How long a client multicast waits for delivery before the client is told to retry.
 const DELIVERY_WAIT: Duration = Duration::from_secs(10);
 
@@ -67,6 +69,10 @@ struct Volatile {
     announce_queue: HashMap<GroupId, Vec<(McastMessage, u64)>>,
     /// Announce batches in flight per destination.
     announcing: HashMap<GroupId, usize>,
+    /// Per other group, the watermark last proposed for this group's log, and when.
+    watermarks_logged: HashMap<GroupId, (u64, Instant)>,
+    /// Per other group, the watermark last sent to it on its own, and when.
+    watermarks_sent: HashMap<GroupId, (u64, Instant)>,
 }
 
 /// The multicast and channel runtime of one replica.
@@ -351,6 +357,10 @@ impl Coordinator {
                 ReplyStatus::Unanswered => {}
             }
             let status = state.skeen.status(msg.id);
+            if status == Status::Forgotten {
+                // Below the sender's own floor: a copy of a message it gave up on.
+                return Err(RequestError::ReplyForgotten(msg.id));
+            }
             // A new message may not name a partition this group knows to be removed (this
             // partition itself included): the sender's topology is stale. (One it knows
             // already is answered as usual: it was accepted before the removal.)
@@ -432,6 +442,36 @@ impl Coordinator {
         }
     }
 
+    /// Drops the leader-side bookkeeping of messages no longer pending here: delivered ones,
+    /// and those never ordered here (late announces judged stale when applied) after
+    /// [`UNORDERED_PATIENCE`].
+    fn forget_settled(&self) {
+        let state = self.shared.state();
+        let mut v = self.vol();
+        let settled: Vec<MsgId> = v
+            .collected
+            .keys()
+            .chain(v.announced.keys())
+            .chain(v.started.keys())
+            .chain(v.finalized.keys())
+            .copied()
+            .filter(|id| match state.skeen.status(*id) {
+                Status::Tentative(_) | Status::Final(_) => false,
+                Status::Unknown => v
+                    .started
+                    .get(id)
+                    .is_none_or(|t| t.elapsed() > UNORDERED_PATIENCE),
+                Status::Delivered(_) | Status::Forgotten => true,
+            })
+            .collect();
+        for id in settled {
+            v.collected.remove(&id);
+            v.announced.remove(&id);
+            v.started.remove(&id);
+            v.finalized.remove(&id);
+        }
+    }
+
     async fn on_event(self: &Arc<Self>, ev: GroupEvent) {
         match ev {
             GroupEvent::Delivered(id) => {
@@ -467,10 +507,12 @@ impl Coordinator {
     async fn on_tick(self: &Arc<Self>, ticks: u64) {
         if ticks.is_multiple_of(100) {
             self.shared.waiters.prune();
+            self.forget_settled();
         }
         if !self.is_leader() {
             return;
         }
+        self.push_watermarks();
         let tentative: Vec<(McastMessage, u64)> = self
             .shared
             .state()

@@ -184,6 +184,11 @@ impl LiveTopology {
         self.read().clients.get(&g).cloned()
     }
 
+    /// Every group of the cluster, the oracle included, sorted.
+    pub fn groups(&self) -> Vec<GroupId> {
+        self.read().topology.groups.keys().copied().collect()
+    }
+
     /// Every partition (not the oracle), sorted.
     pub fn partitions(&self) -> Vec<GroupId> {
         let v = self.read();

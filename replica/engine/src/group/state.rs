@@ -89,6 +89,18 @@ impl GroupState {
                 self.skeen.start(msg, &mut out);
                 self.handle_outputs(out, &mut actions, fx);
             }
+            Op::Learn {
+                msg,
+                from,
+                local_ts,
+            } => {
+                let mut out = Vec::new();
+                self.skeen.learn(msg, from, local_ts, &mut out);
+                self.handle_outputs(out, &mut actions, fx);
+            }
+            Op::Watermark { from, ts } => {
+                self.skeen.observe_watermark(from, ts);
+            }
             Op::Final { id, ts } => {
                 let mut out = Vec::new();
                 self.skeen.finalize(id, ts, &mut out);
@@ -104,7 +116,8 @@ impl GroupState {
         }
         for (id, ts, reply, keep) in actions.drain_replies() {
             let kept = (keep == Keep::Reply).then(|| reply.clone());
-            self.replies.insert(id, ts, kept);
+            self.replies
+                .insert(id, ts, kept, self.skeen.floor(id.sender));
             fx.replied.push((id, ts, reply));
         }
         for (dst, payload) in actions.drain_sends() {

@@ -10,6 +10,23 @@ use std::io::Cursor;
 pub enum Op {
     /// Skeen `start(m)`: order `m` in this group (local timestamp, or final for one group).
     Start(McastMessage),
+    /// Skeen `start(m)` for a message learnt from the announce of another destination `from`,
+    /// which gave it the local timestamp `local_ts` (judged by [`crate::multicast::skeen::SkeenState::learn`]).
+    Learn {
+        /// The message.
+        msg: McastMessage,
+        /// The announcing group.
+        from: GroupId,
+        /// The local timestamp `from` gave it.
+        local_ts: u64,
+    },
+    /// Group `from`'s watermark reached this group: it holds nothing pending below `ts`.
+    Watermark {
+        /// The group.
+        from: GroupId,
+        /// Its watermark.
+        ts: u64,
+    },
     /// Skeen `finalize(m, ts)`: the final timestamp, max of all destinations' local ones.
     Final {
         /// The message.
@@ -47,6 +64,8 @@ impl Op {
     pub fn name(&self) -> &'static str {
         match self {
             Op::Start(_) => "start",
+            Op::Learn { .. } => "learn",
+            Op::Watermark { .. } => "watermark",
             Op::Final { .. } => "final",
             Op::ChannelSend { .. } => "channel_send",
             Op::ChannelReceive { .. } => "channel_receive",
@@ -57,7 +76,7 @@ impl Op {
     /// The multicast message the operation orders, if it orders one.
     pub(crate) fn msg_id(&self) -> Option<MsgId> {
         match self {
-            Op::Start(m) => Some(m.id),
+            Op::Start(m) | Op::Learn { msg: m, .. } => Some(m.id),
             Op::Final { id, .. } => Some(*id),
             _ => None,
         }

@@ -14,6 +14,9 @@ pub struct McastMessage {
     pub dests: Vec<GroupId>,
     /// Opaque application payload.
     pub payload: Vec<u8>,
+    /// The sender's floor: it never submits a message numbered below this again (0 when it
+    /// says nothing). Groups forget what lies below it (see [`crate::multicast::skeen`]).
+    pub done_below: u64,
 }
 
 /// Why a message received from the network is not a valid multicast message.
@@ -59,7 +62,19 @@ impl McastMessage {
     pub fn new(id: MsgId, mut dests: Vec<GroupId>, payload: Vec<u8>) -> Self {
         dests.sort_unstable();
         dests.dedup();
-        McastMessage { id, dests, payload }
+        McastMessage {
+            id,
+            dests,
+            payload,
+            done_below: 0,
+        }
+    }
+
+    /// The message with the sender's floor `done_below` (at most the message's own number:
+    /// a sender does not disown what it is sending).
+    pub fn with_done_below(mut self, done_below: u64) -> Self {
+        self.done_below = done_below.min(self.id.seq);
+        self
     }
 
     /// True when the message is addressed to more than one group.
@@ -87,7 +102,8 @@ impl McastMessage {
             },
             msg.dests.into_iter().map(GroupId).collect(),
             msg.payload,
-        ))
+        )
+        .with_done_below(msg.done_below))
     }
 
     /// Encodes the message for the wire.
@@ -99,6 +115,7 @@ impl McastMessage {
             }),
             dests: self.dests.iter().map(|g| g.0).collect(),
             payload: self.payload.clone(),
+            done_below: self.done_below,
         }
     }
 }
@@ -117,7 +134,7 @@ mod tests {
         let no_id = proto::McastMessage {
             id: None,
             dests: vec![1],
-            payload: vec![],
+            ..Default::default()
         };
         assert_eq!(
             McastMessage::from_proto(Some(no_id), known),
@@ -126,7 +143,7 @@ mod tests {
         let unknown = proto::McastMessage {
             id: Some(proto::MsgId { sender: 1, seq: 0 }),
             dests: vec![1, 9],
-            payload: vec![],
+            ..Default::default()
         };
         assert_eq!(
             McastMessage::from_proto(Some(unknown), known),
@@ -137,10 +154,11 @@ mod tests {
     #[test]
     fn normalises_destinations() {
         let m = McastMessage::new(
-            MsgId::default(),
+            MsgId { sender: 1, seq: 9 },
             vec![GroupId(3), GroupId(1), GroupId(3)],
             vec![],
-        );
+        )
+        .with_done_below(4);
         assert_eq!(m.dests, vec![GroupId(1), GroupId(3)]);
         let back = McastMessage::from_proto(Some(m.to_proto()), |_| true).unwrap();
         assert_eq!(back, m);

@@ -15,10 +15,10 @@
 //!
 //! Only destination groups take part, so the protocol is genuine.
 
-use crate::ids::{GroupId, MsgId, MAX_IN_FLIGHT_PER_SENDER};
+use crate::ids::{GroupId, MsgId};
 use crate::multicast::message::McastMessage;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 /// What the group runtime must act on after an entry was applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,7 +42,7 @@ pub enum Output {
 /// Where a message stands in this group.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
-    /// The group has not logged the message (or forgot it long after delivery).
+    /// The group has not logged the message.
     Unknown,
     /// Logged with this local timestamp; the final timestamp is not known yet.
     Tentative(u64),
@@ -50,6 +50,10 @@ pub enum Status {
     Final(u64),
     /// Delivered at this final timestamp.
     Delivered(u64),
+    /// Not remembered, and below its sender's floor: the sender said it will never submit the
+    /// message again. Delivered here and forgotten, or never seen here; a client submission
+    /// is not ordered, but another destination's announce still is (see [`SkeenState::learn`]).
+    Forgotten,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,44 +69,87 @@ struct Pending {
     stage: Stage,
 }
 
-/// The delivered messages of one sender: a floor below which everything counts as delivered,
-/// and the recent sequence numbers with their final timestamps.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct SenderWindow {
-    floor: Option<u64>,
-    recent: BTreeMap<u64, u64>,
+/// A message delivered here, remembered for as long as someone may send it again.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Record {
+    /// Its final timestamp.
+    ts: u64,
+    /// Its other destinations, which may announce it again until they have delivered it.
+    others: Vec<GroupId>,
 }
 
-/// Remembered deliveries per sender. Bounded: a sender keeps at most
-/// [`MAX_IN_FLIGHT_PER_SENDER`] messages outstanding, so a window four times as large never
-/// forgets a message that can still be resent.
+/// The delivered messages this group remembers, and what lets it forget them.
+///
+/// A message can reach the group again in two ways: its sender submits it again (after a
+/// timeout, a leader change), or another destination announces it again (while it is not
+/// final there). A delivered message is forgotten only once neither can happen:
+/// * its sender said so: every message carries the sender's *floor*
+///   ([`McastMessage::done_below`]), below which the sender never submits again;
+/// * every other destination delivered it: each group's *watermark* (the lowest timestamp it
+///   still holds pending, [`SkeenState::watermark`]) reaches this group through its log, and
+///   a destination whose watermark passed the message's final timestamp has no longer got it
+///   pending, so it never announces it again.
+///
+/// Nothing is forgotten by count: a message the group never saw is never taken for one it
+/// delivered, so a destination that learns of a message late always orders it.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct DeliveredSet {
-    senders: HashMap<u64, SenderWindow>,
+struct Remembered {
+    records: HashMap<MsgId, Record>,
+    /// Per sender, the floor it declared.
+    floors: HashMap<u64, u64>,
+    /// Per other group, its watermark as logged here.
+    watermarks: HashMap<GroupId, u64>,
+    /// Deliveries since the last sweep.
+    since_sweep: u64,
 }
 
-const WINDOW: usize = 4 * MAX_IN_FLIGHT_PER_SENDER as usize;
+/// Deliveries between two sweeps of [`Remembered`] when no watermark arrives.
+const SWEEP_EVERY: u64 = 1024;
 
-impl DeliveredSet {
-    fn get(&self, id: MsgId) -> Option<Option<u64>> {
-        let w = self.senders.get(&id.sender)?;
-        if let Some(ts) = w.recent.get(&id.seq) {
-            return Some(Some(*ts));
-        }
-        match w.floor {
-            Some(f) if id.seq <= f => Some(None),
-            _ => None,
+impl Remembered {
+    fn floor(&self, sender: u64) -> u64 {
+        self.floors.get(&sender).copied().unwrap_or(0)
+    }
+
+    fn watermark(&self, g: GroupId) -> u64 {
+        self.watermarks.get(&g).copied().unwrap_or(0)
+    }
+
+    fn raise_floor(&mut self, msg: &McastMessage) {
+        // A floor above the message's own number would disown the message itself.
+        let floor = msg.done_below.min(msg.id.seq);
+        if floor > 0 {
+            let f = self.floors.entry(msg.id.sender).or_default();
+            *f = (*f).max(floor);
         }
     }
 
-    fn insert(&mut self, id: MsgId, ts: u64) {
-        let w = self.senders.entry(id.sender).or_default();
-        w.recent.insert(id.seq, ts);
-        while w.recent.len() > WINDOW {
-            if let Some((seq, _)) = w.recent.pop_first() {
-                w.floor = Some(w.floor.map_or(seq, |f| f.max(seq)));
-            }
+    fn insert(&mut self, msg: &McastMessage, own: GroupId, ts: u64) {
+        let others = msg.dests.iter().copied().filter(|g| *g != own).collect();
+        self.records.insert(msg.id, Record { ts, others });
+        self.since_sweep += 1;
+        if self.since_sweep >= SWEEP_EVERY {
+            self.sweep();
         }
+    }
+
+    /// Forgets every record that no one can send again.
+    fn sweep(&mut self) {
+        self.since_sweep = 0;
+        let Remembered {
+            records,
+            floors,
+            watermarks,
+            ..
+        } = self;
+        records.retain(|id, r| {
+            let disowned = id.seq < floors.get(&id.sender).copied().unwrap_or(0);
+            let everywhere = r
+                .others
+                .iter()
+                .all(|g| watermarks.get(g).copied().unwrap_or(0) > r.ts);
+            !(disowned && everywhere)
+        });
     }
 }
 
@@ -125,7 +172,7 @@ pub struct SkeenState {
     clock: u64,
     pending: HashMap<MsgId, Pending>,
     queue: BTreeSet<(u64, MsgId)>,
-    delivered: DeliveredSet,
+    delivered: Remembered,
     delivered_count: u64,
 }
 
@@ -138,7 +185,7 @@ impl SkeenState {
             clock: 0,
             pending: HashMap::new(),
             queue: BTreeSet::new(),
-            delivered: DeliveredSet::default(),
+            delivered: Remembered::default(),
             delivered_count: 0,
         }
     }
@@ -193,11 +240,53 @@ impl SkeenState {
                 Stage::Final => Status::Final(p.ts),
             };
         }
-        match self.delivered.get(id) {
-            Some(Some(ts)) => Status::Delivered(ts),
-            // Below the floor: delivered long ago, timestamp forgotten.
-            Some(None) => Status::Delivered(0),
-            None => Status::Unknown,
+        if let Some(r) = self.delivered.records.get(&id) {
+            return Status::Delivered(r.ts);
+        }
+        if id.seq < self.delivered.floor(id.sender) {
+            return Status::Forgotten;
+        }
+        Status::Unknown
+    }
+
+    /// This group's watermark: every message it still holds pending has a timestamp at least
+    /// this large, and so will every message it orders later. It never decreases.
+    pub fn watermark(&self) -> u64 {
+        self.queue.first().map_or(self.clock + 1, |(ts, _)| *ts)
+    }
+
+    /// The watermark of group `g` as logged here (0 when none was).
+    pub fn watermark_of(&self, g: GroupId) -> u64 {
+        self.delivered.watermark(g)
+    }
+
+    /// True when an announce of a message this group does not remember, carrying `local_ts`
+    /// from group `from`, is a late copy: `from` has moved past every timestamp that low, so
+    /// the message is final there, which needed this group's timestamp: it was delivered here
+    /// and forgotten.
+    pub fn stale_announce(&self, from: GroupId, local_ts: u64) -> bool {
+        local_ts < self.delivered.watermark(from)
+    }
+
+    /// The floor sender `sender` declared: it never submits a message numbered below again.
+    pub fn floor(&self, sender: u64) -> u64 {
+        self.delivered.floor(sender)
+    }
+
+    /// Messages delivered here and still remembered.
+    pub fn remembered(&self) -> usize {
+        self.delivered.records.len()
+    }
+
+    /// Applies a logged watermark of group `from`, and forgets what it lets go.
+    pub fn observe_watermark(&mut self, from: GroupId, watermark: u64) {
+        if from == self.group {
+            return;
+        }
+        let w = self.delivered.watermarks.entry(from).or_default();
+        if watermark > *w {
+            *w = watermark;
+            self.delivered.sweep();
         }
     }
 
@@ -214,12 +303,37 @@ impl SkeenState {
             .map(|p| (&p.msg, p.ts))
     }
 
-    /// Applies a logged `start(m)`. Duplicates (already logged or delivered) change nothing.
-    /// Messages not addressed to this group are ignored.
+    /// Applies a logged `start(m)` submitted by a client. Duplicates (pending, delivered, or
+    /// below the sender's floor) change nothing. Messages not addressed to this group are
+    /// ignored.
     pub fn start(&mut self, msg: McastMessage, out: &mut Vec<Output>) {
         if self.status(msg.id) != Status::Unknown || !msg.dests.contains(&self.group) {
             return;
         }
+        self.order(msg, out);
+    }
+
+    /// Applies a logged `start(m)` learnt from the announce of another destination `from`,
+    /// which gave `m` the local timestamp `local_ts`. The sender's floor does not apply (the
+    /// sender may have given up on `m` while `from` still waits for this group); a late copy
+    /// of an announce ([`SkeenState::stale_announce`]) changes nothing.
+    pub fn learn(
+        &mut self,
+        msg: McastMessage,
+        from: GroupId,
+        local_ts: u64,
+        out: &mut Vec<Output>,
+    ) {
+        let known =
+            self.pending.contains_key(&msg.id) || self.delivered.records.contains_key(&msg.id);
+        if known || self.stale_announce(from, local_ts) || !msg.dests.contains(&self.group) {
+            return;
+        }
+        self.order(msg, out);
+    }
+
+    fn order(&mut self, msg: McastMessage, out: &mut Vec<Output>) {
+        self.delivered.raise_floor(&msg);
         self.clock += 1;
         let ts = self.clock;
         let id = msg.id;
@@ -262,7 +376,7 @@ impl SkeenState {
             }
             self.queue.pop_first();
             if let Some(p) = self.pending.remove(&id) {
-                self.delivered.insert(id, ts);
+                self.delivered.insert(&p.msg, self.group, ts);
                 self.delivered_count += 1;
                 out.push(Output::Deliver { msg: p.msg, ts });
             }
@@ -352,6 +466,113 @@ mod tests {
             s.finalize(msg(1, &[]).id, 2, &mut o);
             assert_eq!(delivered(&o), vec![0, 1]);
         }
+    }
+
+    #[test]
+    fn a_message_never_seen_is_never_counted_as_delivered() {
+        // Group 1 delivers thousands of later messages of sender 7 while its peer group 2
+        // holds m0 (to groups 1 and 2) tentative; when m0 finally reaches group 1 it must be
+        // ordered, or group 2 waits for group 1's timestamp for ever.
+        let mut s = SkeenState::new(GroupId(1));
+        let mut out = vec![];
+        for seq in 1..=5000 {
+            s.start(msg(seq, &[1]), &mut out);
+        }
+        out.clear();
+        s.start(msg(0, &[1, 2]), &mut out);
+        assert_eq!(
+            s.status(msg(0, &[]).id),
+            Status::Tentative(5001),
+            "m0 was never delivered here"
+        );
+    }
+
+    fn floored(seq: u64, dests: &[u32], done_below: u64) -> McastMessage {
+        msg(seq, dests).with_done_below(done_below)
+    }
+
+    #[test]
+    fn an_announce_is_ordered_even_below_the_senders_floor() {
+        // The sender gave up on m0 (its floor passed it) after submitting it at group 2 only;
+        // group 2's announce must still get m0 ordered here.
+        let mut s = SkeenState::new(GroupId(1));
+        let mut out = vec![];
+        s.start(floored(5, &[1], 5), &mut out);
+        assert_eq!(s.status(msg(0, &[]).id), Status::Forgotten);
+        // A client copy of m0 is not ordered...
+        s.start(msg(0, &[1, 2]), &mut out);
+        assert_eq!(s.status(msg(0, &[]).id), Status::Forgotten);
+        // ...group 2's announce is.
+        s.learn(msg(0, &[1, 2]), GroupId(2), 1, &mut out);
+        assert_eq!(s.status(msg(0, &[]).id), Status::Tentative(2));
+    }
+
+    #[test]
+    fn a_delivered_message_is_forgotten_once_no_one_can_send_it_again() {
+        let mut s = SkeenState::new(GroupId(1));
+        let mut out = vec![];
+        s.start(msg(0, &[1, 2]), &mut out);
+        s.finalize(msg(0, &[]).id, 4, &mut out);
+        assert_eq!(s.status(msg(0, &[]).id), Status::Delivered(4));
+        // The sender is past m0, but group 2 may still hold it pending.
+        s.start(floored(1, &[1], 1), &mut out);
+        s.observe_watermark(GroupId(2), 4);
+        assert_eq!(s.status(msg(0, &[]).id), Status::Delivered(4));
+        // Group 2 is past timestamp 4: m0 is delivered there too.
+        s.observe_watermark(GroupId(2), 5);
+        assert_eq!(s.status(msg(0, &[]).id), Status::Forgotten);
+        // A late copy of group 2's announce of m0 changes nothing.
+        out.clear();
+        s.learn(msg(0, &[1, 2]), GroupId(2), 3, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(s.status(msg(0, &[]).id), Status::Forgotten);
+        // Group 2 past m0 but the sender not: remembered, it may be submitted again.
+        s.start(msg(7, &[1, 2]), &mut out);
+        s.finalize(msg(7, &[]).id, 9, &mut out);
+        s.observe_watermark(GroupId(2), 10);
+        assert_eq!(s.status(msg(7, &[]).id), Status::Delivered(9));
+    }
+
+    #[test]
+    fn the_watermark_never_decreases_and_bounds_what_is_pending() {
+        let mut s = SkeenState::new(GroupId(1));
+        let mut out = vec![];
+        let mut last = s.watermark();
+        for seq in 0..200u64 {
+            let dests: &[u32] = if seq % 3 == 0 { &[1, 2] } else { &[1] };
+            s.start(msg(seq, dests), &mut out);
+            if seq % 5 == 0 && seq >= 3 {
+                let id = MsgId {
+                    sender: 7,
+                    seq: seq - seq % 3,
+                };
+                s.finalize(id, seq + 7, &mut out);
+            }
+            let w = s.watermark();
+            assert!(w >= last, "watermark went back from {last} to {w}");
+            assert!(s.pending.values().all(|p| p.ts >= w));
+            last = w;
+        }
+    }
+
+    #[test]
+    fn a_busy_sender_leaves_a_bounded_memory() {
+        let mut s = SkeenState::new(GroupId(1));
+        let mut out = vec![];
+        for seq in 0..20_000u64 {
+            // One message in flight at a time, to this group and group 2.
+            s.start(floored(seq, &[1, 2], seq), &mut out);
+            s.finalize(msg(seq, &[]).id, s.clock + 1, &mut out);
+            if seq % 100 == 0 {
+                s.observe_watermark(GroupId(2), s.clock + 1);
+            }
+        }
+        assert_eq!(s.delivered_count(), 20_000);
+        assert!(
+            s.remembered() <= 2 * SWEEP_EVERY as usize,
+            "{} messages remembered",
+            s.remembered()
+        );
     }
 
     #[test]
