@@ -219,6 +219,7 @@ fn valid_encoding(rpc: Rpc) -> Vec<u8> {
                                 ts: 9,
                             },
                         ],
+                        at_ms: 0,
                     }),
                 }],
                 leader_commit: Some(log_id(1, 4)),

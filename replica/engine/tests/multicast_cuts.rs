@@ -72,6 +72,18 @@ async fn wait_status(
     }
 }
 
+/// Polls `cond` every 100 ms until it holds or `timeout` passes.
+async fn wait_for(timeout: Duration, cond: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    true
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_cut_off_while_its_peers_move_on_is_never_left_behind() {
     dssmr_engine::telemetry::init_for_tests();
@@ -171,6 +183,26 @@ async fn a_group_cut_off_while_its_peers_move_on_is_never_left_behind() {
         eprintln!(
             "checked {} messages, {} replicas, {} deliveries",
             report.messages, report.replicas, report.deliveries
+        );
+        // Bounded state: what the groups remember of delivered messages and what the leaders
+        // keep of messages they exchanged timestamps for shrinks once all is delivered
+        // (watermarks travel every 0.5 s, leader bookkeeping is swept every 5 s).
+        let bounded = wait_for(Duration::from_secs(20), || {
+            cluster.running().all(|n| {
+                n.multicast_bookkeeping() == 0 && n.with_state(|s| s.skeen.remembered()) < 64
+            })
+        })
+        .await;
+        let left: Vec<(GroupId, usize, usize)> = cluster
+            .running()
+            .map(|n| {
+                let remembered = n.with_state(|s| s.skeen.remembered());
+                (n.group(), n.multicast_bookkeeping(), remembered)
+            })
+            .collect();
+        assert!(
+            bounded,
+            "(group, leader bookkeeping, delivered messages remembered) per replica: {left:?}"
         );
         cluster.shutdown().await;
     })

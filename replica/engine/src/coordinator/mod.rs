@@ -442,6 +442,12 @@ impl Coordinator {
         }
     }
 
+    /// Entries of the leader-side bookkeeping, over every message.
+    pub fn bookkeeping(&self) -> usize {
+        let v = self.vol();
+        v.collected.len() + v.announced.len() + v.started.len() + v.finalized.len()
+    }
+
     /// Drops the leader-side bookkeeping of messages no longer pending here: delivered ones,
     /// and those never ordered here (late announces judged stale when applied) after
     /// [`UNORDERED_PATIENCE`].

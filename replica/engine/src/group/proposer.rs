@@ -107,7 +107,7 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>) {
                 Err(_) => break,
             }
         }
-        let outcome = raft.client_write_ff(Request { ops }).await;
+        let outcome = raft.client_write_ff(Request::now(ops)).await;
         let dones: Vec<_> = dones.into_iter().flatten().collect();
         match outcome {
             Err(_) => {

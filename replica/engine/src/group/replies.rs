@@ -74,6 +74,16 @@ impl ReplyCache {
         }
     }
 
+    /// Keeps the replies of the senders `keep` says, forgets the others'.
+    pub fn retain_senders(&mut self, keep: impl Fn(u64) -> bool) {
+        self.senders.retain(|sender, _| keep(*sender));
+    }
+
+    /// Senders with something kept.
+    pub fn senders(&self) -> usize {
+        self.senders.len()
+    }
+
     /// Replies kept, over all senders.
     pub fn len(&self) -> usize {
         self.senders.values().map(|s| s.recent.len()).sum()
@@ -127,6 +137,16 @@ mod tests {
         c.insert(id(1001), 7, None, 0);
         assert_eq!(c.status(id(1001)), ReplyStatus::NotKept { ts: 7 });
         assert_eq!(c.status(id(1000)), ReplyStatus::Unanswered);
+    }
+
+    #[test]
+    fn forgets_the_senders_whose_sessions_ended() {
+        let mut c = ReplyCache::default();
+        for sender in 0..100 {
+            c.insert(MsgId { sender, seq: 0 }, 1, Some(vec![1]), 0);
+        }
+        c.retain_senders(|s| s == 7);
+        assert_eq!((c.senders(), c.len()), (1, 1));
     }
 
     #[test]

@@ -80,6 +80,17 @@ impl GroupState {
         self.skeen.group()
     }
 
+    /// Moves the group's log time to `at_ms` (never back) and ends the client sessions idle
+    /// for [`crate::multicast::skeen::SESSION_IDLE_MS`] by it: their floors, replies and
+    /// delivered messages no other destination can announce again are forgotten.
+    pub fn advance_time(&mut self, at_ms: u64) {
+        if self.skeen.advance_time(at_ms) {
+            let skeen = &self.skeen;
+            self.replies
+                .retain_senders(|sender| skeen.has_session(sender));
+        }
+    }
+
     /// Applies one logged operation.
     pub fn apply(&mut self, op: Op, fx: &mut Effects) {
         let mut actions = Actions::default();

@@ -282,6 +282,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 match entry.payload {
                     EntryPayload::Blank => {}
                     EntryPayload::Normal(req) => {
+                        state.advance_time(req.at_ms);
                         for op in req.ops {
                             state.apply(op, &mut fx);
                         }

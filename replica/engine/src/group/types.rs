@@ -88,6 +88,20 @@ impl Op {
 pub struct Request {
     /// The operations, applied in order.
     pub ops: Vec<Op>,
+    /// The proposing leader's wall-clock time, in milliseconds since the Unix epoch (0: none).
+    /// The group's *log time* is the largest seen so far, so it never goes back when a leader
+    /// with a slower clock takes over; client sessions expire by it.
+    pub at_ms: u64,
+}
+
+impl Request {
+    /// An entry of `ops` stamped with this machine's wall-clock time.
+    pub fn now(ops: Vec<Op>) -> Self {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Request { ops, at_ms }
+    }
 }
 
 /// What applying an entry returns to the proposer (nothing: results flow through events).

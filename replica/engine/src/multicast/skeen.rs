@@ -84,7 +84,8 @@ struct Record {
 /// timeout, a leader change), or another destination announces it again (while it is not
 /// final there). A delivered message is forgotten only once neither can happen:
 /// * its sender said so: every message carries the sender's *floor*
-///   ([`McastMessage::done_below`]), below which the sender never submits again;
+///   ([`McastMessage::done_below`]), below which the sender never submits again; or the
+///   sender's session ended (below);
 /// * every other destination delivered it: each group's *watermark* (the lowest timestamp it
 ///   still holds pending, [`SkeenState::watermark`]) reaches this group through its log, and
 ///   a destination whose watermark passed the message's final timestamp has no longer got it
@@ -92,36 +93,61 @@ struct Record {
 ///
 /// Nothing is forgotten by count: a message the group never saw is never taken for one it
 /// delivered, so a destination that learns of a message late always orders it.
+///
+/// **Client sessions.** What the group keeps per sender (its floor, and the replies of
+/// [`crate::group::replies`]) is a session, and ends when the sender sent nothing ordered here
+/// for [`SESSION_IDLE_MS`] of log time (the largest leader clock stamped on the group's
+/// entries, so every replica ends it at the same entry). A sender resubmits a message only
+/// within its own timeout, which must stay well below that (the client proxy's default is
+/// 30 s; an hour leaves room for leaders' clocks to disagree by many minutes), so an ended
+/// session has no message that can still arrive from its sender.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Remembered {
     records: HashMap<MsgId, Record>,
-    /// Per sender, the floor it declared.
-    floors: HashMap<u64, u64>,
+    /// Per sender with a live session.
+    sessions: HashMap<u64, Session>,
     /// Per other group, its watermark as logged here.
     watermarks: HashMap<GroupId, u64>,
     /// Deliveries since the last sweep.
     since_sweep: u64,
+    /// The group's log time, in milliseconds.
+    now_ms: u64,
+    /// Log time of the last look for idle sessions.
+    expired_at_ms: u64,
+}
+
+/// One sender's session in a group.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+struct Session {
+    /// The floor it declared.
+    floor: u64,
+    /// Log time of its last message ordered here.
+    last_ms: u64,
 }
 
 /// Deliveries between two sweeps of [`Remembered`] when no watermark arrives.
 const SWEEP_EVERY: u64 = 1024;
+/// A client session ends after this long without a message of its sender ordered here.
+pub const SESSION_IDLE_MS: u64 = 3_600_000;
+/// How often (in log time) idle sessions are looked for.
+const EXPIRY_EVERY_MS: u64 = 60_000;
 
 impl Remembered {
     fn floor(&self, sender: u64) -> u64 {
-        self.floors.get(&sender).copied().unwrap_or(0)
+        self.sessions.get(&sender).map_or(0, |s| s.floor)
     }
 
     fn watermark(&self, g: GroupId) -> u64 {
         self.watermarks.get(&g).copied().unwrap_or(0)
     }
 
-    fn raise_floor(&mut self, msg: &McastMessage) {
+    fn touch(&mut self, msg: &McastMessage) {
         // A floor above the message's own number would disown the message itself.
         let floor = msg.done_below.min(msg.id.seq);
-        if floor > 0 {
-            let f = self.floors.entry(msg.id.sender).or_default();
-            *f = (*f).max(floor);
-        }
+        let now = self.now_ms;
+        let s = self.sessions.entry(msg.id.sender).or_default();
+        s.floor = s.floor.max(floor);
+        s.last_ms = s.last_ms.max(now);
     }
 
     fn insert(&mut self, msg: &McastMessage, own: GroupId, ts: u64) {
@@ -133,17 +159,35 @@ impl Remembered {
         }
     }
 
+    /// Moves log time on; ends idle sessions. True when some ended.
+    fn advance_time(&mut self, at_ms: u64) -> bool {
+        self.now_ms = self.now_ms.max(at_ms);
+        if self.now_ms < self.expired_at_ms + EXPIRY_EVERY_MS {
+            return false;
+        }
+        self.expired_at_ms = self.now_ms;
+        let now = self.now_ms;
+        let before = self.sessions.len();
+        self.sessions
+            .retain(|_, s| s.last_ms + SESSION_IDLE_MS > now);
+        let ended = self.sessions.len() < before;
+        if ended {
+            self.sweep();
+        }
+        ended
+    }
+
     /// Forgets every record that no one can send again.
     fn sweep(&mut self) {
         self.since_sweep = 0;
         let Remembered {
             records,
-            floors,
+            sessions,
             watermarks,
             ..
         } = self;
         records.retain(|id, r| {
-            let disowned = id.seq < floors.get(&id.sender).copied().unwrap_or(0);
+            let disowned = sessions.get(&id.sender).is_none_or(|s| id.seq < s.floor);
             let everywhere = r
                 .others
                 .iter()
@@ -273,6 +317,22 @@ impl SkeenState {
         self.delivered.floor(sender)
     }
 
+    /// True while sender `sender` has a session here (see [`SESSION_IDLE_MS`]).
+    pub fn has_session(&self, sender: u64) -> bool {
+        self.delivered.sessions.contains_key(&sender)
+    }
+
+    /// Senders with a session here.
+    pub fn sessions(&self) -> usize {
+        self.delivered.sessions.len()
+    }
+
+    /// Moves the group's log time to `at_ms` (never back), ending idle sessions; true when
+    /// some ended.
+    pub fn advance_time(&mut self, at_ms: u64) -> bool {
+        self.delivered.advance_time(at_ms)
+    }
+
     /// Messages delivered here and still remembered.
     pub fn remembered(&self) -> usize {
         self.delivered.records.len()
@@ -333,7 +393,7 @@ impl SkeenState {
     }
 
     fn order(&mut self, msg: McastMessage, out: &mut Vec<Output>) {
-        self.delivered.raise_floor(&msg);
+        self.delivered.touch(&msg);
         self.clock += 1;
         let ts = self.clock;
         let id = msg.id;
@@ -573,6 +633,49 @@ mod tests {
             "{} messages remembered",
             s.remembered()
         );
+    }
+
+    #[test]
+    fn short_lived_senders_leave_nothing_behind_once_their_sessions_end() {
+        let mut s = SkeenState::new(GroupId(1));
+        let mut out = vec![];
+        let start = 1_000_000;
+        // Ten thousand clients, each sending one message and never coming back.
+        for sender in 0..10_000u64 {
+            s.advance_time(start + sender);
+            let m = McastMessage::new(MsgId { sender, seq: 0 }, vec![GroupId(1)], vec![]);
+            s.start(m, &mut out);
+        }
+        assert_eq!(s.sessions(), 10_000);
+        // One client stays busy.
+        let busy = |seq| {
+            McastMessage::new(
+                MsgId {
+                    sender: 1 << 40,
+                    seq,
+                },
+                vec![GroupId(1)],
+                vec![],
+            )
+        };
+        s.advance_time(start + SESSION_IDLE_MS);
+        s.start(busy(0), &mut out);
+        assert!(
+            s.sessions() > 1,
+            "no session ends before it was idle long enough"
+        );
+        s.advance_time(start + 10_000 + SESSION_IDLE_MS + EXPIRY_EVERY_MS);
+        assert_eq!(s.sessions(), 1, "only the busy sender's session is left");
+        assert!(s.has_session(1 << 40));
+        assert!(
+            s.remembered() <= 1,
+            "{} messages remembered",
+            s.remembered()
+        );
+        // Log time never goes back: a leader with a slow clock ends nothing early, nor late.
+        s.advance_time(start);
+        s.start(busy(1), &mut out);
+        assert_eq!(s.delivered_count(), 10_002);
     }
 
     #[test]

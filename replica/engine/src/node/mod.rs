@@ -373,6 +373,12 @@ impl GroupNode {
         self.coordinator.reads_served()
     }
 
+    /// Messages the replica's multicast runtime keeps leader-side bookkeeping for (local
+    /// timestamps collected, announces and proposals not answered yet).
+    pub fn multicast_bookkeeping(&self) -> usize {
+        self.coordinator.bookkeeping()
+    }
+
     /// Its multicast runtime.
     pub(crate) fn coordinator(&self) -> &Arc<Coordinator> {
         &self.coordinator
