@@ -381,6 +381,30 @@ impl LocalCluster {
         }
     }
 
+    /// Hands the leadership of `g` over to an up-to-date follower (Raft's TimeoutNow), as a
+    /// leader stopping gracefully does, then restarts the old leader (a replica that handed
+    /// over no longer leads until it restarts). Returns the old leader's ordinal and whether
+    /// another replica took over within `timeout`; `None` when `g` had no leader.
+    pub async fn hand_over(
+        &mut self,
+        g: GroupId,
+        timeout: Duration,
+    ) -> Result<Option<(usize, bool)>> {
+        let Some(leader) = self.leader_of(g) else {
+            return Ok(None);
+        };
+        let handed = match self.node(g, leader) {
+            Some(node) => matches!(
+                crate::node::hand_over(node, timeout).await,
+                Ok(crate::node::Handover::HandedTo { .. })
+            ),
+            None => false,
+        };
+        self.crash(g, leader).await;
+        self.restart(g, leader).await?;
+        Ok(Some((leader, handed)))
+    }
+
     /// Restarts replica `ordinal` of `g` on its old address (and data directory).
     pub async fn restart(&mut self, g: GroupId, ordinal: usize) -> Result<()> {
         if self.node(g, ordinal).is_some() {

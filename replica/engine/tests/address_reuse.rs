@@ -38,6 +38,7 @@ fn tuning() -> RaftTuning {
         election_min_ms: 300,
         election_max_ms: 600,
         snapshot_every: 100_000,
+        log_keep: 1000,
     }
 }
 

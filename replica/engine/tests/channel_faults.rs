@@ -75,6 +75,7 @@ async fn channel_delivers_exactly_once_in_order_across_leader_changes() {
                 election_min_ms: 300,
                 election_max_ms: 600,
                 snapshot_every: 100,
+                log_keep: 1000,
             },
             ..Default::default()
         })
@@ -315,6 +316,7 @@ async fn a_trim_lost_in_a_leader_change_is_proposed_again() {
                 election_min_ms: 300,
                 election_max_ms: 600,
                 snapshot_every: 10_000,
+                log_keep: 1000,
             },
             ..Default::default()
         })

@@ -9,7 +9,10 @@
 
 mod common;
 
-use common::{check, delivery_logs, wait_converged};
+use common::engine::wait_quiescent;
+use common::{
+    check, delivery_logs, eventually, run_proxy_senders, wait_converged, Progress, ProxyPattern,
+};
 use dssmr_check::multicast::Multicast;
 use dssmr_engine::cluster::{ClusterOptions, LocalCluster};
 use dssmr_engine::ids::{GroupId, MsgId};
@@ -17,6 +20,10 @@ use dssmr_engine::multicast::skeen::Status;
 use dssmr_engine::multicast::McastMessage;
 use dssmr_engine::node::RaftTuning;
 use futures::stream::{self, StreamExt};
+use rand::rngs::StdRng;
+use rand::seq::IndexedRandom;
+use rand::SeedableRng;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const TEST_LIMIT: Duration = Duration::from_secs(240);
@@ -31,6 +38,7 @@ fn tuning() -> RaftTuning {
         election_min_ms: 300,
         election_max_ms: 600,
         snapshot_every: 1000,
+        log_keep: 1000,
     }
 }
 
@@ -70,18 +78,6 @@ async fn wait_status(
         };
         let _ = tokio::time::timeout(Duration::from_millis(50), rx.changed()).await;
     }
-}
-
-/// Polls `cond` every 100 ms until it holds or `timeout` passes.
-async fn wait_for(timeout: Duration, cond: impl Fn() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    true
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,7 +183,7 @@ async fn a_group_cut_off_while_its_peers_move_on_is_never_left_behind() {
         // Bounded state: what the groups remember of delivered messages and what the leaders
         // keep of messages they exchanged timestamps for shrinks once all is delivered
         // (watermarks travel every 0.5 s, leader bookkeeping is swept every 5 s).
-        let bounded = wait_for(Duration::from_secs(20), || {
+        let bounded = eventually(Duration::from_secs(20), || {
             cluster.running().all(|n| {
                 n.multicast_bookkeeping() == 0 && n.with_state(|s| s.skeen.remembered()) < 64
             })
@@ -203,6 +199,121 @@ async fn a_group_cut_off_while_its_peers_move_on_is_never_left_behind() {
         assert!(
             bounded,
             "(group, leader bookkeeping, delivered messages remembered) per replica: {left:?}"
+        );
+        cluster.shutdown().await;
+    })
+    .await
+    .expect("test finished within its time limit");
+}
+
+/// Several faults at once, round after round, each round waiting for the senders to make
+/// progress first: two groups cut off from each other (clients still reach both) while the
+/// leader of a third group crashes; then the cut heals and the leader restarts. Returns what
+/// happened, one line per fault.
+async fn inject_faults_at_once(
+    cluster: &mut LocalCluster,
+    progress: &Progress,
+    rounds: usize,
+    seed: u64,
+) -> Vec<String> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let groups = cluster.groups();
+    let mut log = Vec::new();
+    for round in 0..rounds {
+        if !progress.advance(200, Duration::from_secs(60)).await {
+            log.push(format!("round {round}: no progress; faults stop"));
+            break;
+        }
+        let picked: Vec<GroupId> = groups.choose_multiple(&mut rng, 3).copied().collect();
+        let (a, b, c) = (picked[0], picked[1], picked[2]);
+        cut_groups(cluster, a, b);
+        log.push(format!("round {round}: cut {a} off {b}"));
+        let crashed = cluster.leader_of(c);
+        if let Some(leader) = crashed {
+            cluster.crash(c, leader).await;
+            log.push(format!("round {round}: crashed leader {c}/r{leader}"));
+        }
+        // The others go on meanwhile.
+        let _ = progress.advance(300, Duration::from_secs(30)).await;
+        cluster.faults().heal();
+        if let Some(leader) = crashed {
+            cluster.restart(c, leader).await.expect("restart");
+        }
+        cluster
+            .wait_for_leaders(Duration::from_secs(30))
+            .await
+            .expect("every group has a leader again");
+    }
+    log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_pattern_survives_groups_cut_off_from_each_other_and_crashes_at_once() {
+    dssmr_engine::telemetry::init_for_tests();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seed = 16;
+    tokio::time::timeout(TEST_LIMIT, async {
+        let mut cluster = LocalCluster::start(ClusterOptions {
+            groups: 4,
+            replicas: 3,
+            data_root: Some(dir.path().to_path_buf()),
+            tuning: tuning(),
+            ..Default::default()
+        })
+        .await
+        .expect("cluster starts");
+        let progress = Arc::new(Progress::default());
+        let senders = tokio::spawn(run_proxy_senders(
+            cluster.topology().clone(),
+            ProxyPattern {
+                senders: 3,
+                // More than any count-based duplicate filter remembers per sender.
+                per_sender: 4500,
+                window: 16,
+                max_dests: 3,
+                patience: Duration::from_secs(2),
+                seed,
+            },
+            progress.clone(),
+        ));
+        let faults = inject_faults_at_once(&mut cluster, &progress, 4, seed).await;
+        let sent = senders.await.expect("senders");
+        eprintln!("faults (seed {seed}):\n  {}", faults.join("\n  "));
+        let injected = faults
+            .iter()
+            .filter(|f| f.contains("cut") || f.contains("crashed"))
+            .count();
+        assert!(injected >= 6, "too few faults happened: {faults:?}");
+        let acked = sent.iter().filter(|m| m.acknowledged).count();
+        let multi = sent.iter().filter(|m| m.dests.len() > 1).count();
+        eprintln!(
+            "{} messages sent ({multi} to several groups), {acked} acknowledged where submitted",
+            sent.len()
+        );
+        assert!(
+            wait_quiescent(&cluster, Duration::from_secs(60)).await,
+            "some group holds a message pending for good"
+        );
+        // Every message ordered anywhere was delivered at all its destinations: the checker
+        // applies validity to those too.
+        let logs = delivery_logs(&cluster);
+        let delivered: std::collections::HashSet<MsgId> = logs
+            .iter()
+            .flat_map(|l| l.delivered.iter().copied())
+            .collect();
+        let sent: Vec<Multicast<MsgId>> = sent
+            .into_iter()
+            .map(|m| Multicast {
+                acknowledged: m.acknowledged || delivered.contains(&m.id),
+                ..m
+            })
+            .collect();
+        assert!(wait_converged(&cluster, &sent, Duration::from_secs(30)).await);
+        let report = check(&sent, &delivery_logs(&cluster))
+            .unwrap_or_else(|v| panic!("violations (seed {seed}):\n{v}"));
+        eprintln!(
+            "checked {} messages, {} replicas, {} deliveries",
+            report.messages, report.replicas, report.deliveries
         );
         cluster.shutdown().await;
     })

@@ -37,6 +37,7 @@ fn tuning() -> RaftTuning {
         election_min_ms: 300,
         election_max_ms: 600,
         snapshot_every: 50,
+        log_keep: 1000,
     }
 }
 

@@ -130,10 +130,12 @@ impl Coordinator {
                 });
             }
             let known = state.skeen.watermark_of(from);
+            // At most one proposal per group every WATERMARK_EVERY: each applied watermark
+            // sweeps what the group remembers.
             let due = batch.watermark > known
                 && v.watermarks_logged
                     .get(&from)
-                    .is_none_or(|(w, at)| batch.watermark > *w || at.elapsed() > RETRY_AFTER);
+                    .is_none_or(|(_, at)| at.elapsed() > WATERMARK_EVERY);
             if due {
                 v.watermarks_logged
                     .insert(from, (batch.watermark, Instant::now()));

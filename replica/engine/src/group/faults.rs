@@ -36,6 +36,12 @@ impl Faults {
         }
     }
 
+    /// Restores every link of `addr`, leaving the other cuts in place.
+    pub fn mend(&self, addr: &str) {
+        let mut cut = self.cut.write().unwrap_or_else(|p| p.into_inner());
+        cut.retain(|(a, b)| a != addr && b != addr);
+    }
+
     /// Restores every link.
     pub fn heal(&self) {
         self.cut.write().unwrap_or_else(|p| p.into_inner()).clear();

@@ -9,7 +9,7 @@ use crate::group::replies::ReplyCache;
 use crate::group::types::Op;
 use crate::ids::{GroupId, MsgId};
 use crate::multicast::channel::ChannelState;
-use crate::multicast::skeen::{Output, SkeenState};
+use crate::multicast::skeen::{DeliveryRule, Output, SkeenState};
 use serde::{Deserialize, Serialize};
 
 /// What applying entries asks of the runtime.
@@ -125,10 +125,13 @@ impl GroupState {
             }
             Op::ChannelTrim { dst, upto } => self.channel.trim(dst, upto),
         }
+        let forgetful = self.skeen.rule() == DeliveryRule::NoDuplicateFilter;
         for (id, ts, reply, keep) in actions.drain_replies() {
             let kept = (keep == Keep::Reply).then(|| reply.clone());
-            self.replies
-                .insert(id, ts, kept, self.skeen.floor(id.sender));
+            if !forgetful {
+                self.replies
+                    .insert(id, ts, kept, self.skeen.floor(id.sender));
+            }
             fx.replied.push((id, ts, reply));
         }
         for (dst, payload) in actions.drain_sends() {

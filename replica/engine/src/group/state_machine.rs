@@ -100,6 +100,18 @@ pub struct Shared {
     /// Clients waiting for deliveries.
     pub(crate) waiters: Waiters,
     events: mpsc::UnboundedSender<GroupEvent>,
+    /// Snapshots received from a leader and installed.
+    installs: SnapshotInstalls,
+}
+
+/// What the snapshots a replica installed carried (for tests and metrics).
+#[derive(Debug, Default)]
+pub struct SnapshotInstalls {
+    /// Snapshots installed.
+    pub count: std::sync::atomic::AtomicU64,
+    /// Of those, how many carried unfinished multicast or channel work: messages pending
+    /// (tentative, or final behind a tentative one) or channel messages not acknowledged.
+    pub with_pending: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -109,7 +121,13 @@ impl Shared {
             state: Mutex::new(state),
             waiters: Waiters::default(),
             events,
+            installs: SnapshotInstalls::default(),
         })
+    }
+
+    /// What the snapshots this replica installed carried.
+    pub fn installs(&self) -> &SnapshotInstalls {
+        &self.installs
     }
 
     /// Locks the replicated state (for reads by the runtime; only `apply` writes it).
@@ -357,13 +375,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.membership = meta.last_membership.clone();
         // Tentative messages in the installed state need announcing by a leader; channel
         // outboxes may hold messages to transmit.
-        let (assigned, dirty): (Vec<MsgId>, Vec<GroupId>) = {
+        let (assigned, dirty, pending): (Vec<MsgId>, Vec<GroupId>, bool) = {
             let st = self.shared.state();
             (
                 st.skeen.tentative().map(|(m, _)| m.id).collect(),
                 st.channel.outboxes().map(|(g, _)| g).collect(),
+                st.skeen.pending_count() > 0 || st.channel.outboxes().any(|(_, o)| !o.is_empty()),
             )
         };
+        use std::sync::atomic::Ordering::Relaxed;
+        self.shared.installs.count.fetch_add(1, Relaxed);
+        if pending {
+            self.shared.installs.with_pending.fetch_add(1, Relaxed);
+        }
         for id in assigned {
             let _ = self.shared.events.send(GroupEvent::Assigned(id));
         }

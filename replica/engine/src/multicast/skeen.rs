@@ -66,6 +66,8 @@ enum Stage {
 struct Pending {
     msg: McastMessage,
     ts: u64,
+    /// The local timestamp: unique in the group, in the order the group logged messages.
+    local: u64,
     stage: Stage,
 }
 
@@ -206,6 +208,15 @@ pub enum DeliveryRule {
     /// BROKEN on purpose, for mutation tests of the checker: a multi-group message is
     /// delivered as soon as it has its local timestamp, before the final one is known.
     EagerLocal,
+    /// BROKEN on purpose: the clock does not move past a final timestamp, so a later message
+    /// can get a smaller timestamp than one already delivered.
+    NoClockAdvance,
+    /// BROKEN on purpose: messages with the same final timestamp are delivered in the order
+    /// this group logged them, not by id, so groups can disagree on their order.
+    ArrivalTieBreak,
+    /// BROKEN on purpose: the group forgets what it delivered (its replies included), so a
+    /// message submitted again after its delivery is ordered again.
+    NoDuplicateFilter,
 }
 
 /// The Skeen state of one group, replicated by applying the group's log.
@@ -284,13 +295,23 @@ impl SkeenState {
                 Stage::Final => Status::Final(p.ts),
             };
         }
-        if let Some(r) = self.delivered.records.get(&id) {
+        if let Some(r) = self.record(id) {
             return Status::Delivered(r.ts);
         }
-        if id.seq < self.delivered.floor(id.sender) {
+        let forgetful = self.rule == DeliveryRule::NoDuplicateFilter;
+        if id.seq < self.delivered.floor(id.sender) && !forgetful {
             return Status::Forgotten;
         }
         Status::Unknown
+    }
+
+    /// What the group remembers of delivered message `id` (nothing, under the broken
+    /// [`DeliveryRule::NoDuplicateFilter`]).
+    fn record(&self, id: MsgId) -> Option<&Record> {
+        match self.rule {
+            DeliveryRule::NoDuplicateFilter => None,
+            _ => self.delivered.records.get(&id),
+        }
     }
 
     /// This group's watermark: every message it still holds pending has a timestamp at least
@@ -384,8 +405,7 @@ impl SkeenState {
         local_ts: u64,
         out: &mut Vec<Output>,
     ) {
-        let known =
-            self.pending.contains_key(&msg.id) || self.delivered.records.contains_key(&msg.id);
+        let known = self.pending.contains_key(&msg.id) || self.record(msg.id).is_some();
         if known || self.stale_announce(from, local_ts) || !msg.dests.contains(&self.group) {
             return;
         }
@@ -397,13 +417,21 @@ impl SkeenState {
         self.clock += 1;
         let ts = self.clock;
         let id = msg.id;
-        let stage = if msg.is_multi_group() && self.rule == DeliveryRule::Skeen {
+        let stage = if msg.is_multi_group() && self.rule != DeliveryRule::EagerLocal {
             out.push(Output::Assigned { id, local_ts: ts });
             Stage::Tentative
         } else {
             Stage::Final
         };
-        self.pending.insert(id, Pending { msg, ts, stage });
+        self.pending.insert(
+            id,
+            Pending {
+                msg,
+                ts,
+                local: ts,
+                stage,
+            },
+        );
         self.queue.insert((ts, id));
         self.deliver_ready(out);
     }
@@ -421,11 +449,16 @@ impl SkeenState {
         p.ts = final_ts;
         p.stage = Stage::Final;
         self.queue.insert((final_ts, id));
-        self.clock = self.clock.max(final_ts);
+        if self.rule != DeliveryRule::NoClockAdvance {
+            self.clock = self.clock.max(final_ts);
+        }
         self.deliver_ready(out);
     }
 
     fn deliver_ready(&mut self, out: &mut Vec<Output>) {
+        if self.rule == DeliveryRule::ArrivalTieBreak {
+            return self.deliver_ready_by_arrival(out);
+        }
         while let Some(&(ts, id)) = self.queue.first() {
             let ready = self
                 .pending
@@ -439,6 +472,38 @@ impl SkeenState {
                 self.delivered.insert(&p.msg, self.group, ts);
                 self.delivered_count += 1;
                 out.push(Output::Deliver { msg: p.msg, ts });
+            }
+        }
+    }
+
+    /// [`DeliveryRule::ArrivalTieBreak`]: the head's timestamp class is delivered once all of
+    /// it is final, in the order this group logged it.
+    fn deliver_ready_by_arrival(&mut self, out: &mut Vec<Output>) {
+        while let Some(&(head, _)) = self.queue.first() {
+            let class: Vec<MsgId> = self
+                .queue
+                .iter()
+                .take_while(|(ts, _)| *ts == head)
+                .map(|(_, id)| *id)
+                .collect();
+            let mut ready: Vec<(u64, MsgId)> = Vec::with_capacity(class.len());
+            for id in &class {
+                match self.pending.get(id) {
+                    Some(p) if p.stage == Stage::Final => ready.push((p.local, *id)),
+                    _ => return,
+                }
+            }
+            ready.sort_unstable();
+            for (_, id) in ready {
+                self.queue.remove(&(head, id));
+                if let Some(p) = self.pending.remove(&id) {
+                    self.delivered.insert(&p.msg, self.group, head);
+                    self.delivered_count += 1;
+                    out.push(Output::Deliver {
+                        msg: p.msg,
+                        ts: head,
+                    });
+                }
             }
         }
     }

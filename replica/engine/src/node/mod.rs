@@ -63,6 +63,9 @@ pub struct RaftTuning {
     pub election_max_ms: u64,
     /// Take a snapshot after this many log entries.
     pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot (a follower further behind catches up by
+    /// installing the snapshot).
+    pub log_keep: u64,
 }
 
 impl Default for RaftTuning {
@@ -72,6 +75,7 @@ impl Default for RaftTuning {
             election_min_ms: 500,
             election_max_ms: 1000,
             snapshot_every: 5000,
+            log_keep: 1000,
         }
     }
 }
@@ -507,7 +511,7 @@ async fn start_raft(
         election_timeout_min: tuning.election_min_ms,
         election_timeout_max: tuning.election_max_ms,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_every),
-        max_in_snapshot_log_to_keep: 1000,
+        max_in_snapshot_log_to_keep: tuning.log_keep,
         max_payload_entries: 256,
         ..Default::default()
     }

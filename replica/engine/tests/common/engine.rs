@@ -1,5 +1,6 @@
-//! Shared harness of the engine tests: clusters on disk with fast elections, leader crashes
-//! paced by client progress, and waiting until every partition is quiescent.
+//! Shared harness of the engine tests: clusters on disk with fast elections, a nemesis paced
+//! by client progress (leader crashes, isolated leaders, groups cut off each other), and
+//! waiting until every partition is quiescent.
 
 use super::Progress;
 use dssmr_engine::cluster::{AppFactory, ClusterOptions, LocalCluster};
@@ -15,84 +16,223 @@ pub fn tuning() -> RaftTuning {
         election_min_ms: 300,
         election_max_ms: 600,
         snapshot_every: 300,
+        log_keep: 1000,
     }
 }
 
 /// An oracle and `partitions` partitions × 3 replicas on disk under `dir`.
 pub async fn start(apps: AppFactory, partitions: usize, dir: &Path) -> LocalCluster {
+    start_tuned(apps, partitions, dir, tuning()).await
+}
+
+/// [`start`] with the Raft settings `tuning`.
+pub async fn start_tuned(
+    apps: AppFactory,
+    partitions: usize,
+    dir: &Path,
+    tuning: RaftTuning,
+) -> LocalCluster {
     LocalCluster::start(ClusterOptions {
         groups: partitions,
         oracle: true,
         apps: Some(apps),
         data_root: Some(dir.to_path_buf()),
-        tuning: tuning(),
+        tuning,
         ..Default::default()
     })
     .await
     .expect("cluster starts")
 }
 
-/// Crashes the leader of each group of `plan` in turn, once clients made `step` more
-/// commands of progress, and restarts it after `step` more. Returns what it did.
-pub async fn crash_leaders(
+/// One fault of a nemesis plan.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    /// Crash the group's leader, wait for a new one, restart the old one from its disk.
+    CrashLeader(GroupId),
+    /// Cut the group's leader off every other replica (its own group's included) for a while,
+    /// then heal: a new leader is elected meanwhile, clients still reach the old one.
+    IsolateLeader(GroupId),
+    /// Cut two groups off each other for a while (clients still reach both), then heal.
+    CutGroups(GroupId, GroupId),
+    /// Hand the group's leadership over (TimeoutNow), as a leader stopping gracefully does.
+    HandOver(GroupId),
+}
+
+impl Fault {
+    /// A plan of `n` faults over `groups`, each kind and group drawn from `seed`: the same
+    /// seed gives the same plan.
+    pub fn random_plan(seed: u64, groups: &[GroupId], n: usize) -> Vec<Fault> {
+        use rand::seq::IndexedRandom;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..n)
+            .map(|_| {
+                let g = *groups.choose(&mut rng).expect("groups");
+                match rng.random_range(0..4) {
+                    0 => Fault::CrashLeader(g),
+                    1 => Fault::IsolateLeader(g),
+                    2 => {
+                        let others: Vec<GroupId> =
+                            groups.iter().copied().filter(|o| *o != g).collect();
+                        Fault::CutGroups(g, *others.choose(&mut rng).expect("two groups"))
+                    }
+                    _ => Fault::HandOver(g),
+                }
+            })
+            .collect()
+    }
+}
+
+/// How long an isolation or a cut lasts at most (less once clients made `step` progress).
+const CUT_FOR: Duration = Duration::from_secs(3);
+
+fn addresses(cluster: &LocalCluster, g: GroupId) -> Vec<String> {
+    cluster.topology().groups[&g].clone()
+}
+
+/// The address of every replica of every group.
+pub fn all_addresses(cluster: &LocalCluster) -> Vec<String> {
+    cluster
+        .topology()
+        .groups
+        .values()
+        .flatten()
+        .cloned()
+        .collect()
+}
+
+/// Carries out `plan` in turn, each fault once clients made `step` more commands of progress.
+/// Returns what happened, one line per fault carried out (a fault that could not be, such as
+/// a crash of a group without a leader, leaves a line saying so, without "fault:").
+pub async fn inject(
     cluster: &mut LocalCluster,
     progress: &Progress,
-    plan: &[GroupId],
+    plan: &[Fault],
     step: u64,
 ) -> Vec<String> {
     let mut log = Vec::new();
     let t0 = Instant::now();
-    for g in plan {
+    for fault in plan {
         if !progress.advance(step, Duration::from_secs(60)).await {
-            log.push(format!("clients made no progress before crashing {g}"));
+            log.push(format!("clients made no progress before {fault:?}"));
             break;
         }
-        let Some(leader) = cluster.leader_of(*g) else {
-            log.push(format!("{g} had no leader to crash"));
-            continue;
-        };
-        let crashed_at = t0.elapsed();
-        let done_before = progress.done();
-        cluster.crash(*g, leader).await;
-        cluster
+        if cluster
             .wait_for_leaders(Duration::from_secs(30))
             .await
-            .expect("a new leader is elected");
-        let elected_at = t0.elapsed();
-        let resumed = progress.advance(step, Duration::from_secs(60)).await;
-        log.push(format!(
-            "{g}: crash at {crashed_at:?} (done {done_before}), new leader at {elected_at:?}, \
-             {step} more commands by {:?} (done {})",
-            t0.elapsed(),
-            progress.done()
-        ));
-        if !resumed {
-            eprintln!(
-                "no progress after crashing {g}/r{leader}:\n{}",
-                describe(cluster)
-            );
+            .is_err()
+        {
+            log.push(format!("no leader everywhere before {fault:?}"));
+            continue;
         }
-        cluster.restart(*g, leader).await.expect("restart");
-        log.push(format!(
-            "crashed leader {g}/r{leader}, restarted it (progress after crash: {resumed})"
-        ));
+        let at = t0.elapsed();
+        match *fault {
+            Fault::CrashLeader(g) => {
+                let Some(leader) = cluster.leader_of(g) else {
+                    log.push(format!("{g} had no leader to crash"));
+                    continue;
+                };
+                cluster.crash(g, leader).await;
+                cluster
+                    .wait_for_leaders(Duration::from_secs(30))
+                    .await
+                    .expect("a new leader is elected");
+                let resumed = progress.advance(step, Duration::from_secs(60)).await;
+                if !resumed {
+                    eprintln!(
+                        "no progress after crashing {g}/r{leader}:\n{}",
+                        describe(cluster)
+                    );
+                }
+                cluster.restart(g, leader).await.expect("restart");
+                log.push(format!(
+                    "fault: crashed leader {g}/r{leader} at {at:?}, restarted it \
+                     (progress after the crash: {resumed})"
+                ));
+            }
+            Fault::IsolateLeader(g) => {
+                let Some(leader) = cluster.leader_of(g) else {
+                    log.push(format!("{g} had no leader to isolate"));
+                    continue;
+                };
+                let addr = addresses(cluster, g)[leader].clone();
+                let all = all_addresses(cluster);
+                cluster
+                    .faults()
+                    .isolate(&addr, all.iter().map(String::as_str));
+                // Held until another replica of the group leads (bounded by CUT_FOR).
+                let deadline = Instant::now() + CUT_FOR;
+                let deposed = loop {
+                    let other = (0..cluster.replicas())
+                        .any(|r| r != leader && cluster.node(g, r).is_some_and(|n| n.is_leader()));
+                    if other || Instant::now() > deadline {
+                        break other;
+                    }
+                    let _ = progress.advance(1, Duration::from_millis(50)).await;
+                };
+                let resumed = progress.advance(step, CUT_FOR).await;
+                cluster.faults().heal();
+                log.push(format!(
+                    "fault: isolated leader {g}/r{leader} at {at:?}, healed \
+                     (another replica led meanwhile: {deposed}; progress: {resumed})"
+                ));
+            }
+            Fault::HandOver(g) => {
+                match cluster
+                    .hand_over(g, Duration::from_secs(5))
+                    .await
+                    .expect("restart")
+                {
+                    None => {
+                        log.push(format!("{g} had no leader to hand over"));
+                        continue;
+                    }
+                    Some((leader, handed)) => {
+                        let resumed = progress.advance(step, Duration::from_secs(60)).await;
+                        log.push(format!(
+                            "fault: {g}/r{leader} handed over at {at:?} (taken over: {handed}), \
+                             restarted (progress after: {resumed})"
+                        ));
+                    }
+                }
+            }
+            Fault::CutGroups(a, b) => {
+                for x in addresses(cluster, a) {
+                    for y in addresses(cluster, b) {
+                        cluster.faults().cut(&x, &y);
+                    }
+                }
+                let resumed = progress.advance(step, CUT_FOR).await;
+                cluster.faults().heal();
+                log.push(format!(
+                    "fault: cut {a} off {b} at {at:?}, healed (progress meanwhile: {resumed})"
+                ));
+            }
+        }
     }
     log
 }
 
-/// While the clients run, crashes the leaders of `plan` (when `faults`), then stops the
-/// clients and waits for them.
+/// While the clients run, carries out the faults of `plan` (when `faults`), then stops the
+/// clients and waits for them. Fails unless every fault of the plan happened.
 pub async fn faults_then_join(
     cluster: &mut LocalCluster,
     progress: &Progress,
     faults: bool,
-    plan: &[GroupId],
+    plan: &[Fault],
     step: u64,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 ) {
     if faults {
-        let log = crash_leaders(cluster, progress, plan, step).await;
+        let log = inject(cluster, progress, plan, step).await;
         eprintln!("faults: {log:#?}");
+        let happened = log.iter().filter(|l| l.starts_with("fault:")).count();
+        assert_eq!(
+            happened,
+            plan.len(),
+            "only {happened} of the {} planned faults happened: {log:#?}",
+            plan.len()
+        );
     }
     progress.stop();
     for t in tasks {

@@ -64,6 +64,18 @@ impl Progress {
     }
 }
 
+/// Waits up to `timeout` for `cond`, looking every 50 ms.
+pub async fn eventually(timeout: Duration, cond: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
 /// Picks a destination set: 1..=max groups, uniformly sized.
 pub fn random_dests(rng: &mut StdRng, groups: &[GroupId], max: usize) -> Vec<GroupId> {
     let k = rng.random_range(1..=max.min(groups.len()));
@@ -119,6 +131,100 @@ pub async fn run_senders(
                 });
             }
             sent
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("sender task"));
+    }
+    all
+}
+
+/// How [`run_proxy_senders`] senders behave.
+pub struct ProxyPattern {
+    /// Senders, each with its own id.
+    pub senders: usize,
+    /// Messages per sender.
+    pub per_sender: u64,
+    /// Messages of one sender in flight at once.
+    pub window: usize,
+    /// Most destination groups of one message.
+    pub max_dests: usize,
+    /// How long a sender waits for a message before giving up on it and moving on.
+    pub patience: Duration,
+    /// Seed of the destinations and of where each message is submitted.
+    pub seed: u64,
+}
+
+/// Runs senders with the client proxy's pattern: each message is submitted at one of its
+/// destinations only (chosen at random) and waited for there alone, a window of messages in
+/// flight, each given up after the sender's patience; every message carries the sender's floor
+/// (its lowest message in flight). Returns what was sent; `acknowledged` = delivered where it
+/// was submitted.
+pub async fn run_proxy_senders(
+    topology: Topology,
+    pattern: ProxyPattern,
+    progress: Arc<Progress>,
+) -> Vec<Multicast<MsgId>> {
+    use futures::stream::{self, StreamExt};
+    use std::collections::BTreeSet;
+    use std::sync::Mutex;
+    let groups: Vec<GroupId> = topology.groups.keys().copied().collect();
+    let clients: Arc<HashMap<GroupId, Arc<GroupClient>>> = Arc::new(
+        groups
+            .iter()
+            .map(|g| {
+                let c = GroupClient::for_topology(&topology, *g).expect("client");
+                (*g, Arc::new(c))
+            })
+            .collect(),
+    );
+    let mut tasks = Vec::new();
+    for c in 0..pattern.senders {
+        let mut rng = StdRng::seed_from_u64(pattern.seed * 1000 + c as u64);
+        let sender: u64 = rng.random();
+        let plan: Vec<(u64, Vec<GroupId>, GroupId)> = (0..pattern.per_sender)
+            .map(|seq| {
+                let dests = random_dests(&mut rng, &groups, pattern.max_dests);
+                let at = *dests.choose(&mut rng).expect("a destination");
+                (seq, dests, at)
+            })
+            .collect();
+        let (clients, progress) = (clients.clone(), progress.clone());
+        let (window, patience) = (pattern.window, pattern.patience);
+        tasks.push(tokio::spawn(async move {
+            let in_flight: Mutex<BTreeSet<u64>> = Mutex::default();
+            let in_flight = &in_flight;
+            stream::iter(plan)
+                .map(|(seq, dests, at)| {
+                    let client = clients[&at].clone();
+                    let progress = progress.clone();
+                    async move {
+                        let floor = {
+                            let mut f = in_flight.lock().unwrap();
+                            f.insert(seq);
+                            *f.first().unwrap()
+                        };
+                        let msg = McastMessage::new(MsgId { sender, seq }, dests, vec![7; 16])
+                            .with_done_below(floor);
+                        let acknowledged = client
+                            .multicast(&msg, Instant::now() + patience)
+                            .await
+                            .is_ok();
+                        in_flight.lock().unwrap().remove(&seq);
+                        if acknowledged {
+                            progress.bump();
+                        }
+                        Multicast {
+                            id: msg.id,
+                            dests: msg.dests.iter().map(|g| g.0).collect(),
+                            acknowledged,
+                        }
+                    }
+                })
+                .buffer_unordered(window)
+                .collect::<Vec<_>>()
+                .await
         }));
     }
     let mut all = Vec::new();
