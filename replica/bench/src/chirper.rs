@@ -794,6 +794,40 @@ mod tests {
         assert!(oks as u64 >= m.commands);
     }
 
+    /// Every getTimeline reply of a Mix run (moves, retries and fallbacks included) is one a
+    /// correct Chirper could have given when it was read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_timeline_read_of_a_mix_run_is_correct() {
+        dssmr_engine::telemetry::init_for_tests();
+        let cfg = ChirperBench {
+            workload: Workload::Mix,
+            graph: GraphSpec {
+                users: 60,
+                community_size: 5,
+                avg_follows: 4,
+                intra_community: 0.5,
+                seed: 9,
+            },
+            run: RunShape {
+                clients: 4,
+                warmup: Duration::from_millis(200),
+                duration: Duration::from_secs(2),
+                destination: DestinationPolicy::Random,
+                ..ChirperBench::default().run
+            },
+            ..ChirperBench::default()
+        };
+        let history = BenchHistory::new(dssmr_check::history::History::in_memory());
+        run_local(&cfg, Some(&history), &ProgressBar::hidden())
+            .await
+            .expect("run");
+        let events = history.history().events();
+        let report = dssmr_check::history::chirper_timelines::check_timelines(&events)
+            .unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("timeline replies checked: {report:?}");
+        assert!(report.replies > 100 && report.posts > 0, "{report:?}");
+    }
+
     /// The history kept for the post check alone holds no timeline reads (a Mix run is 85 %
     /// of them, each reply up to 100 posts), but every operation the check reads.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -90,6 +90,11 @@ fn number(e: &Event, index: usize, v: &serde_json::Value) -> Result<u64, PostChe
     })
 }
 
+/// The number argument `name` of event `e` (at `index`).
+pub(super) fn arg_u64(e: &Event, index: usize, name: &str) -> Result<u64, PostCheckError> {
+    number(e, index, field(e, index, Some(&e.args), name)?)
+}
+
 /// The users `timelines` must cover: every follower of a poster of an acknowledged post.
 pub fn followers_to_read(events: &[Event]) -> Result<BTreeSet<UserId>, PostCheckError> {
     let g = Graph::of(events)?;
@@ -167,22 +172,24 @@ fn acknowledged_posts(events: &[Event]) -> Result<Vec<Post>, PostCheckError> {
 }
 
 /// The social graph the setup created, and the pairs the load changed.
-struct Graph {
+pub(super) struct Graph {
     /// Followee → followers, from `ok` creates.
-    followers: BTreeMap<UserId, BTreeSet<UserId>>,
+    pub(super) followers: BTreeMap<UserId, BTreeSet<UserId>>,
     /// (follower, followee) named by a follow or unfollow, or with an end that existed before
     /// the history (its first create found it).
-    unstable: BTreeSet<(UserId, UserId)>,
+    pub(super) unstable: BTreeSet<(UserId, UserId)>,
     /// Follower → everyone it followed at some point or tried to follow.
-    followees: BTreeMap<UserId, BTreeSet<UserId>>,
+    pub(super) followees: BTreeMap<UserId, BTreeSet<UserId>>,
     /// Author → the (time, author) of every post it invoked (any outcome), sorted.
     posts_by: BTreeMap<UserId, Vec<(u64, UserId)>>,
+    /// Users the history created (their first create found them absent).
+    pub(super) fresh: BTreeSet<UserId>,
 }
 
 impl Graph {
     /// Whether at least [`TIMELINE_CAP`] posts other than `post` that may have reached
     /// `follower`'s timeline sort after `post` (ties counted against the check).
-    fn could_push_out(&self, follower: UserId, post: &Post) -> bool {
+    pub(super) fn could_push_out(&self, follower: UserId, post: &Post) -> bool {
         let key = (post.time, post.author);
         let later: usize = self
             .followees
@@ -198,7 +205,7 @@ impl Graph {
 }
 
 impl Graph {
-    fn of(events: &[Event]) -> Result<Graph, PostCheckError> {
+    pub(super) fn of(events: &[Event]) -> Result<Graph, PostCheckError> {
         let mut followers: BTreeMap<UserId, BTreeSet<UserId>> = BTreeMap::new();
         let mut unstable = BTreeSet::new();
         let (mut fresh, mut preexisting) = (BTreeSet::new(), BTreeSet::new());
@@ -270,11 +277,13 @@ impl Graph {
         for ps in posts_by.values_mut() {
             ps.sort_unstable();
         }
+        let fresh = fresh.difference(&preexisting).copied().collect();
         Ok(Graph {
             followers,
             unstable,
             followees,
             posts_by,
+            fresh,
         })
     }
 }

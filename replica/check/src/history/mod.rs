@@ -25,6 +25,7 @@
 
 pub mod bank;
 pub mod chirper_posts;
+pub mod chirper_timelines;
 pub mod kv_model;
 pub mod linearizability;
 pub(crate) mod wgl;

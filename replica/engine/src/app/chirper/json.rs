@@ -11,8 +11,8 @@
 //!
 //! and any command may return `{"missing":[user ids]}`.
 //!
-//! This module owns the encoding only; it does not decode (no checker judges Chirper
-//! histories yet), record or execute anything.
+//! This module owns the encoding only; it does not decode, record or execute anything (the
+//! checkers of `dssmr_check::history::chirper_posts` and `chirper_timelines` read it).
 
 use super::{ChirperCommand, ChirperReply, User};
 use serde_json::{json, Value};
