@@ -17,8 +17,11 @@ use common::engine::{
 };
 use common::{eventually, Progress};
 use dssmr_bench::kv::run_kv_op;
+use dssmr_bench::{recorded, BenchHistory};
+use dssmr_check::history::chirper_timelines::{self, TimelineReport};
 use dssmr_check::history::{bank::check_bank, linearizability::check_kv, History};
 use dssmr_engine::app::chirper::graph::{GraphSpec, SocialGraph};
+use dssmr_engine::app::chirper::json::{command_json, create_json, created_json, reply_json};
 use dssmr_engine::app::chirper::{
     user_var, Chirper, ChirperCommand, ChirperReply, User, UserId, TIMELINE_CAP,
 };
@@ -93,16 +96,18 @@ fn policy(c: usize) -> DestinationPolicy {
 // ---------------------------------------------------------------------------------------------
 // kv
 
+/// One kv operation drawn from `rng` alone, so that a client's operations are a function of
+/// its seed (the interleaving of clients is not: it comes from the run).
 fn random_kv_op(rng: &mut StdRng, keys: &[String]) -> KvCommand {
-    let key = || keys.choose(&mut rand::rng()).cloned().expect("keys");
+    let key = keys.choose(rng).cloned().expect("keys");
     match rng.random_range(0..100) {
-        0..25 => KvCommand::Get { key: key() },
+        0..25 => KvCommand::Get { key },
         25..40 => KvCommand::Put {
-            key: key(),
+            key,
             value: rng.random_range(0..200),
         },
         40..55 => KvCommand::Cas {
-            key: key(),
+            key,
             expected: rng.random_range(95..105),
             new: rng.random_range(0..200),
         },
@@ -123,6 +128,29 @@ fn random_kv_op(rng: &mut StdRng, keys: &[String]) -> KvCommand {
     }
 }
 
+/// The shape of a kv load: `clients` clients, each of at least `ops` operations (more until
+/// the faults are over), a retry threshold, and the seed client `c` draws its operations
+/// from (`seed + c`).
+#[derive(Clone, Copy)]
+struct KvClients {
+    clients: usize,
+    ops: usize,
+    retry_threshold: u32,
+    seed: u64,
+}
+
+impl KvClients {
+    /// 6 clients with a retry threshold of 1, `ops` operations each, seed 0.
+    fn of(ops: usize) -> Self {
+        KvClients {
+            clients: 6,
+            ops,
+            retry_threshold: 1,
+            seed: 0,
+        }
+    }
+}
+
 /// Creates the keys, then runs `clients` clients × `ops` operations made by `gen`. Client 0
 /// works with a stale location cache: before each operation it is told that every key is in
 /// partition 1, 2, 3, 1, ... in turn, so most of its commands go where their variables are
@@ -132,12 +160,16 @@ fn random_kv_op(rng: &mut StdRng, keys: &[String]) -> KvCommand {
 async fn run_kv_clients(
     cluster: &LocalCluster,
     initial: &BTreeMap<String, i64>,
-    clients: usize,
-    ops: usize,
-    retry_threshold: u32,
+    load: KvClients,
     gen: fn(&mut StdRng, &[String]) -> KvCommand,
     progress: Arc<Progress>,
 ) -> (History, Arc<ProxyStats>, Vec<tokio::task::JoinHandle<()>>) {
+    let KvClients {
+        clients,
+        ops,
+        retry_threshold,
+        seed,
+    } = load;
     let stats = Arc::new(ProxyStats::default());
     let setup = proxy(Arc::new(Kv), cluster, &stats, retry_threshold, Random);
     for (k, v) in initial {
@@ -161,7 +193,7 @@ async fn run_kv_clients(
         );
         let (h, keys, progress) = (history.clone(), keys.clone(), progress.clone());
         tasks.push(tokio::spawn(async move {
-            let mut rng = StdRng::seed_from_u64(c as u64);
+            let mut rng = StdRng::seed_from_u64(seed.wrapping_add(c as u64));
             let mut process = c as u64;
             for i in 0..20 * ops {
                 if i >= ops && progress.stopped() {
@@ -195,8 +227,14 @@ async fn kv_linearizability(
     .await;
     let initial: BTreeMap<String, i64> = (0..4).map(|i| (format!("k{i}"), 100)).collect();
     let progress = Arc::new(Progress::default());
-    let (history, stats, tasks) =
-        run_kv_clients(&cluster, &initial, 6, 50, 1, random_kv_op, progress.clone()).await;
+    let (history, stats, tasks) = run_kv_clients(
+        &cluster,
+        &initial,
+        KvClients::of(50),
+        random_kv_op,
+        progress.clone(),
+    )
+    .await;
     faults_then_join(
         &mut cluster,
         &progress,
@@ -267,8 +305,14 @@ async fn a_follower_catches_up_by_a_snapshot_that_carries_unfinished_work() {
         .await;
         let initial: BTreeMap<String, i64> = (0..6).map(|i| (format!("k{i}"), 100)).collect();
         let progress = Arc::new(Progress::default());
-        let (history, stats, tasks) =
-            run_kv_clients(&cluster, &initial, 6, 60, 1, random_kv_op, progress.clone()).await;
+        let (history, stats, tasks) = run_kv_clients(
+            &cluster,
+            &initial,
+            KvClients::of(60),
+            random_kv_op,
+            progress.clone(),
+        )
+        .await;
         let (p1, p2) = (GroupId(1), GroupId(2));
         cluster
             .wait_for_leaders(Duration::from_secs(30))
@@ -440,16 +484,12 @@ async fn kv_under_nemesis(seed: u64, faults: usize, ops: usize) {
     eprintln!("nemesis seed {seed} (replay: DSSMR_NEMESIS_SEED={seed}): {plan:?}");
     let initial: BTreeMap<String, i64> = (0..4).map(|i| (format!("k{i}"), 100)).collect();
     let progress = Arc::new(Progress::default());
-    let (history, stats, tasks) = run_kv_clients(
-        &cluster,
-        &initial,
-        6,
-        ops,
-        1,
-        random_kv_op,
-        progress.clone(),
-    )
-    .await;
+    let load = KvClients {
+        seed,
+        ..KvClients::of(ops)
+    };
+    let (history, stats, tasks) =
+        run_kv_clients(&cluster, &initial, load, random_kv_op, progress.clone()).await;
     faults_then_join(&mut cluster, &progress, true, &plan, 60, tasks).await;
     let events = history.events();
     eprintln!(
@@ -511,8 +551,14 @@ async fn bank(rule: PartitionRule, faults: bool) -> (Result<usize, String>, Stat
     let initial: BTreeMap<String, i64> = (0..6).map(|i| (format!("acct{i}"), 100)).collect();
     let total: i64 = initial.values().sum();
     let progress = Arc::new(Progress::default());
-    let (history, stats, tasks) =
-        run_kv_clients(&cluster, &initial, 6, 60, 1, bank_op, progress.clone()).await;
+    let (history, stats, tasks) = run_kv_clients(
+        &cluster,
+        &initial,
+        KvClients::of(60),
+        bank_op,
+        progress.clone(),
+    )
+    .await;
     faults_then_join(
         &mut cluster,
         &progress,
@@ -664,7 +710,24 @@ fn check_timelines(
     Ok(users.len())
 }
 
-async fn chirper(rule: PartitionRule, faults: bool) -> (Result<usize, String>, StatsSnapshot) {
+/// The faults of a Chirper run: none, the fixed list, or a plan drawn from a seed.
+enum Nemesis {
+    None,
+    Fixed,
+    Seeded { seed: u64, faults: usize },
+}
+
+/// The verdicts of a Chirper run: on the final state ([`check_timelines`]) and on every
+/// timeline reply of the recorded history ([`chirper_timelines::check_timelines`]).
+struct ChirperVerdict {
+    state: Result<usize, String>,
+    replies: Result<TimelineReport, String>,
+    stats: StatsSnapshot,
+}
+
+/// Creates the users, then runs 4 clients of posts, follows, unfollows and timeline reads
+/// (drawn from `seed`), every call recorded in a history, while `nemesis` strikes.
+async fn chirper(rule: PartitionRule, nemesis: Nemesis) -> ChirperVerdict {
     let dir = tempfile::tempdir().expect("tempdir");
     let app = Arc::new(Chirper::new(COMMUNITY));
     let mut cluster = start(
@@ -673,6 +736,23 @@ async fn chirper(rule: PartitionRule, faults: bool) -> (Result<usize, String>, S
         dir.path(),
     )
     .await;
+    let (plan, seed) = match nemesis {
+        Nemesis::None => (None, 0),
+        Nemesis::Fixed => (
+            Some(vec![
+                Fault::CrashLeader(GroupId(3)),
+                Fault::CutGroups(GroupId(1), GroupId(2)),
+                Fault::IsolateLeader(GroupId(1)),
+                Fault::CrashLeader(ORACLE),
+            ]),
+            0,
+        ),
+        Nemesis::Seeded { seed, faults } => {
+            let plan = Fault::random_plan(seed, &cluster.groups(), faults);
+            eprintln!("nemesis seed {seed} (replay: DSSMR_NEMESIS_SEED={seed}): {plan:?}");
+            (Some(plan), seed)
+        }
+    };
     let graph = SocialGraph::generate(&GraphSpec {
         users: USERS,
         community_size: COMMUNITY,
@@ -681,24 +761,33 @@ async fn chirper(rule: PartitionRule, faults: bool) -> (Result<usize, String>, S
         seed: 7,
     });
     let stats = Arc::new(ProxyStats::default());
+    let history = BenchHistory::new(History::in_memory());
     let setup = proxy(app.clone(), &cluster, &stats, 2, Random);
+    let mut process = history.fresh_process();
     for u in 0..USERS {
         let mut user = User::new(u);
         user.following = graph.following_of(u).collect();
         user.followers = graph.followers_of(u).collect();
-        assert_eq!(
-            setup.create(user_var(u), &user).await.expect("create user"),
-            Created::Created
+        let create = setup.create(user_var(u), &user);
+        let encode = |c: &Created| created_json(*c == Created::Created);
+        let created = recorded(
+            Some(&history),
+            &mut process,
+            || create_json(&user),
+            create,
+            encode,
         );
+        assert_eq!(created.await.expect("create user"), Created::Created);
     }
     let progress = Arc::new(Progress::default());
     let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for c in 0..4u64 {
         let p = proxy(app.clone(), &cluster, &stats, 2, policy(c as usize));
-        let (progress, acked) = (progress.clone(), acked.clone());
+        let (progress, acked, history) = (progress.clone(), acked.clone(), history.clone());
         tasks.push(tokio::spawn(async move {
-            let mut rng = StdRng::seed_from_u64(100 + c);
+            let mut rng = StdRng::seed_from_u64(seed.wrapping_add(100 + c));
+            let mut process = history.fresh_process();
             let mut posts = 0;
             for i in 0..900 {
                 if i >= 45 && progress.stopped() {
@@ -726,24 +815,33 @@ async fn chirper(rule: PartitionRule, faults: bool) -> (Result<usize, String>, S
                 if matches!(cmd, ChirperCommand::Post { .. }) {
                     posts += 1;
                 }
-                if let Ok(ChirperReply::Posted { .. }) = p.access(&cmd).await {
+                let call = p.access(&cmd);
+                let reply = recorded(
+                    Some(&history),
+                    &mut process,
+                    || command_json(&cmd),
+                    call,
+                    reply_json,
+                );
+                if let Ok(ChirperReply::Posted { .. }) = reply.await {
                     acked.lock().unwrap().push((a, text));
                 }
                 progress.bump();
             }
         }));
     }
+    let step = if matches!(nemesis, Nemesis::Seeded { .. }) {
+        40
+    } else {
+        25
+    };
+    let plan = plan.unwrap_or_default();
     faults_then_join(
         &mut cluster,
         &progress,
-        faults,
-        &[
-            Fault::CrashLeader(GroupId(3)),
-            Fault::CutGroups(GroupId(1), GroupId(2)),
-            Fault::IsolateLeader(GroupId(1)),
-            Fault::CrashLeader(ORACLE),
-        ],
-        25,
+        !plan.is_empty(),
+        &plan,
+        step,
         tasks,
     )
     .await;
@@ -752,31 +850,62 @@ async fn chirper(rule: PartitionRule, faults: bool) -> (Result<usize, String>, S
         "the cluster settles"
     );
     let acked = acked.lock().unwrap().clone();
-    let verdict = check_timelines(&cluster, &acked);
-    let s = stats.snapshot();
+    let state = check_timelines(&cluster, &acked);
+    let events = history.history().events();
+    let replies = chirper_timelines::check_timelines(&events).map_err(|e| e.to_string());
+    let stats = stats.snapshot();
     eprintln!(
-        "chirper ({rule:?}): {} posts acknowledged, {s:?}",
-        acked.len()
+        "chirper ({rule:?}, seed {seed}): {} posts acknowledged, {} events, timeline replies: \
+         {replies:?}, {stats:?}",
+        acked.len(),
+        events.len()
     );
     cluster.shutdown().await;
-    (verdict, s)
+    ChirperVerdict {
+        state,
+        replies,
+        stats,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chirper_timelines_hold_exactly_the_followed_posts_despite_crashes() {
-    let (verdict, s) = tokio::time::timeout(TEST_LIMIT, chirper(PartitionRule::Correct, true))
+    let v = tokio::time::timeout(TEST_LIMIT, chirper(PartitionRule::Correct, Nemesis::Fixed))
         .await
         .expect("test finishes in time");
-    verdict.expect("timelines are exact");
-    assert!(s.moves > 0 && s.retries > 0, "{s:?}");
+    v.state.expect("timelines are exact");
+    let report = v.replies.expect("every timeline reply is correct");
+    assert!(report.replies > 0, "{report:?}");
+    assert!(v.stats.moves > 0 && v.stats.retries > 0, "{:?}", v.stats);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chirper_stays_correct_under_a_randomized_nemesis() {
+    let seed = nemesis_seed(2027);
+    let nemesis = Nemesis::Seeded { seed, faults: 6 };
+    let v = tokio::time::timeout(TEST_LIMIT, chirper(PartitionRule::Correct, nemesis))
+        .await
+        .unwrap_or_else(|_| panic!("nemesis seed {seed}: the test did not finish in time"));
+    let replay = format!("nemesis seed {seed} (replay: DSSMR_NEMESIS_SEED={seed})");
+    v.state.unwrap_or_else(|e| panic!("{replay}: {e}"));
+    let report = v.replies.unwrap_or_else(|e| panic!("{replay}: {e}"));
+    assert!(report.replies > 0, "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeline_check_catches_a_partition_that_skips_the_locality_check() {
-    let (verdict, _) =
-        tokio::time::timeout(TEST_LIMIT, chirper(PartitionRule::SkipLocalityCheck, false))
-            .await
-            .expect("test finishes in time");
-    let err = verdict.expect_err("posts miss followers in other partitions");
-    eprintln!("caught: {err}");
+    let v = tokio::time::timeout(
+        TEST_LIMIT,
+        chirper(PartitionRule::SkipLocalityCheck, Nemesis::None),
+    )
+    .await
+    .expect("test finishes in time");
+    let err = v
+        .state
+        .expect_err("posts miss followers in other partitions");
+    eprintln!("caught in the final state: {err}");
+    let err = v
+        .replies
+        .expect_err("timeline replies miss acknowledged posts");
+    eprintln!("caught in the replies: {err}");
 }

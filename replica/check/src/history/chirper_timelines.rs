@@ -17,8 +17,11 @@
 //!    [`super::chirper_posts`]), is in the reply unless enough other posts that sort after it
 //!    may have pushed it out.
 //!
+//! 6. and no reply to any command says a user is `missing` when that user's create was
+//!    acknowledged before the command was invoked (Chirper never deletes users).
+//!
 //! A duplicated post (a post executed twice, or merged twice into a timeline) breaks 1 or 3;
-//! a post lost or delivered late breaks 5. This module only inspects; it does no I/O.
+//! a post lost or delivered late breaks 5; a command run where its user is not breaks 6. This module only inspects; it does no I/O.
 
 use super::chirper_posts::{Graph, PostCheckError};
 use super::{Event, EventKind};
@@ -38,11 +41,13 @@ pub struct TimelineReport {
 
 /// A reply no correct Chirper could have given.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("event #{index}: timeline of user {user}: {what}")]
+#[error("event #{index}: {f} of user {user}: {what}")]
 pub struct BadTimeline {
     /// Position of the reply in the history.
     pub index: usize,
-    /// The reader.
+    /// The command (`get_timeline` for rules 1 to 5).
+    pub f: String,
+    /// The reader (rules 1 to 5), or the user said to be missing (rule 6).
     pub user: UserId,
     /// Which rule it breaks, and how.
     pub what: String,
@@ -83,6 +88,8 @@ impl Posts {
                     invoked.insert((user, time, text));
                 }
                 EventKind::Fail => *failed.entry((user, time, text)).or_default() += 1,
+                // Answered `missing`: not acknowledged (rule 6 judges the answer).
+                EventKind::Ok if missing_users(e).is_some() => {}
                 EventKind::Ok => {
                     let seq = e
                         .result
@@ -129,18 +136,48 @@ pub fn check_timelines(events: &[Event]) -> Result<TimelineReport, TimelineCheck
     // each post (posts are told apart by author, time and text, which loads make unique).
     let mut seqs: HashMap<(UserId, u64), Post> = HashMap::new();
     let mut numbered: HashMap<(UserId, u64, String), u64> = HashMap::new();
+    // The acknowledgement of each user's create.
+    let mut created: HashMap<UserId, usize> = HashMap::new();
     for (index, e) in events.iter().enumerate() {
         match e.kind {
             EventKind::Invoke => {
                 open.insert(e.process, index);
                 continue;
             }
-            EventKind::Ok if e.f == "get_timeline" => {}
-            _ => continue,
+            EventKind::Ok => {}
+            _ => {
+                open.remove(&e.process);
+                continue;
+            }
         }
         let invoked_at = open.remove(&e.process).unwrap_or(index);
+        if e.f == "create_user" {
+            let user = super::chirper_posts::arg_u64(e, index, "user")?;
+            created.entry(user).or_insert(index);
+        }
+        // 6.
+        if let Some(users) = missing_users(e) {
+            for user in users {
+                if let Some(at) = created.get(&user).filter(|at| **at < invoked_at) {
+                    bad.push(BadTimeline {
+                        index,
+                        f: e.f.clone(),
+                        user,
+                        what: format!(
+                            "answered that the user is missing, though its create was \
+                             acknowledged at event #{at}, before the command began (event \
+                             #{invoked_at})"
+                        ),
+                    });
+                }
+            }
+            continue;
+        }
+        if e.f != "get_timeline" {
+            continue;
+        }
         let Some(list) = e.result.as_ref().and_then(|r| r.get("timeline")) else {
-            continue; // `missing`: the reader does not exist
+            continue;
         };
         let timeline: Vec<Post> =
             serde_json::from_value(list.clone()).map_err(|err| PostCheckError::Malformed {
@@ -151,7 +188,14 @@ pub fn check_timelines(events: &[Event]) -> Result<TimelineReport, TimelineCheck
         let user = super::chirper_posts::arg_u64(e, index, "user")?;
         report.replies += 1;
         report.posts += timeline.len();
-        let mut say = |what: String| bad.push(BadTimeline { index, user, what });
+        let mut say = |what: String| {
+            bad.push(BadTimeline {
+                index,
+                f: e.f.clone(),
+                user,
+                what,
+            })
+        };
         // 1.
         if let Some(w) = timeline.windows(2).find(|w| w[0] >= w[1]) {
             if w[0] == w[1] {
@@ -234,6 +278,12 @@ pub fn check_timelines(events: &[Event]) -> Result<TimelineReport, TimelineCheck
     } else {
         Err(TimelineCheckError::Bad(bad))
     }
+}
+
+/// The users an `ok` reply says are missing (`{"missing":[..]}`), if it says so.
+fn missing_users(e: &Event) -> Option<Vec<UserId>> {
+    let list = e.result.as_ref()?.get("missing")?.as_array()?;
+    Some(list.iter().filter_map(|u| u.as_u64()).collect())
 }
 
 #[cfg(test)]
@@ -348,5 +398,31 @@ mod tests {
             broken.iter().any(|w| w.contains("not sorted")),
             "{broken:?}"
         );
+    }
+
+    #[test]
+    fn a_missing_answer_for_a_created_user_is_caught() {
+        let mut h = history(&[post(1, 0, 10), post(1, 1, 20)]);
+        let args = json!({"user": 1, "text": "t30", "time": 30});
+        h.push(ev(3, EventKind::Invoke, "post", args.clone()));
+        h.push(ok(
+            ev(3, EventKind::Invoke, "post", args),
+            json!({"missing": [1]}),
+        ));
+        match check_timelines(&h) {
+            Err(TimelineCheckError::Bad(b)) => {
+                assert_eq!((b.len(), b[0].f.as_str(), b[0].user), (1, "post", 1));
+                assert!(b[0].to_string().contains("missing"), "{}", b[0]);
+            }
+            other => panic!("not caught: {other:?}"),
+        }
+        // A user never created may well be missing.
+        let mut h = history(&[post(1, 0, 10), post(1, 1, 20)]);
+        h.push(ev(3, EventKind::Invoke, "get_timeline", json!({"user": 9})));
+        h.push(ok(
+            ev(3, EventKind::Invoke, "get_timeline", json!({"user": 9})),
+            json!({"missing": [9]}),
+        ));
+        check_timelines(&h).expect("a user never created is missing");
     }
 }
