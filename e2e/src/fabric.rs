@@ -4,7 +4,8 @@
 //! on a private bridge network created for the test, named and addressed like a StatefulSet
 //! pod (`POD_NAME=<cluster>-p1-0`, reachable by that DNS name on port 7000); clients run as
 //! containers on the same network. Kill is SIGKILL, disconnect is `docker network
-//! disconnect`, stop is `docker stop` (SIGTERM, so leaders hand over).
+//! disconnect`, stop is `docker stop` (SIGTERM, so leaders hand over), pause is SIGSTOP (and
+//! SIGCONT) sent to the replica process.
 //!
 //! [`Processes`]: the fallback without a Docker engine: every replica is a `dssmr replica`
 //! process on 127.0.0.1; a disconnect is approximated by SIGSTOP/SIGCONT (the replica falls
@@ -36,6 +37,12 @@ pub trait Fabric {
     fn disconnect(&mut self, r: &ReplicaRef) -> anyhow::Result<()>;
     /// Undoes [`Fabric::disconnect`].
     fn reconnect(&mut self, r: &ReplicaRef) -> anyhow::Result<()>;
+    /// Pauses replica `r` with SIGSTOP: it keeps its connections and its state but runs no
+    /// more, until [`Fabric::resume`]; then it goes on as if no time had passed (a leader
+    /// wakes up still believing that it leads).
+    fn pause(&mut self, r: &ReplicaRef) -> anyhow::Result<()>;
+    /// Undoes [`Fabric::pause`] with SIGCONT.
+    fn resume(&mut self, r: &ReplicaRef) -> anyhow::Result<()>;
     /// Stops every replica with SIGTERM and waits until all have exited.
     fn stop_all(&mut self) -> anyhow::Result<()>;
     /// Starts every replica again.
@@ -60,6 +67,22 @@ pub enum ClientRun {
 }
 
 impl ClientRun {
+    /// Sends it SIGTERM (a `dssmr bench` then ends its run early and still writes its
+    /// results, history and checks); [`ClientRun::wait`] for it afterwards.
+    pub fn terminate(&self) -> anyhow::Result<()> {
+        match self {
+            ClientRun::Container(name) => {
+                docker(&["kill", "--signal", "TERM", name])?;
+            }
+            ClientRun::Process(child) => {
+                // SAFETY: kill(2) with the pid of our own child process.
+                let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+                anyhow::ensure!(rc == 0, "SIGTERM: {}", std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until it exits (killing it after `timeout`): success and its output.
     pub fn wait(self, timeout: Duration) -> anyhow::Result<(bool, String)> {
         match self {
@@ -324,6 +347,18 @@ impl Fabric for Docker {
         Ok(())
     }
 
+    fn pause(&mut self, r: &ReplicaRef) -> anyhow::Result<()> {
+        let (name, _) = self.container(r)?.clone();
+        docker(&["kill", "--signal", "STOP", &name])?;
+        Ok(())
+    }
+
+    fn resume(&mut self, r: &ReplicaRef) -> anyhow::Result<()> {
+        let (name, _) = self.container(r)?.clone();
+        docker(&["kill", "--signal", "CONT", &name])?;
+        Ok(())
+    }
+
     fn stop_all(&mut self) -> anyhow::Result<()> {
         let mut args = vec!["stop", "--time", "20"];
         args.extend(self.replicas.values().map(|(n, _)| n.as_str()));
@@ -552,6 +587,14 @@ impl Fabric for Processes {
     }
 
     fn reconnect(&mut self, r: &ReplicaRef) -> anyhow::Result<()> {
+        self.signal(r, libc::SIGCONT)
+    }
+
+    fn pause(&mut self, r: &ReplicaRef) -> anyhow::Result<()> {
+        self.signal(r, libc::SIGSTOP)
+    }
+
+    fn resume(&mut self, r: &ReplicaRef) -> anyhow::Result<()> {
         self.signal(r, libc::SIGCONT)
     }
 

@@ -8,6 +8,7 @@
 //!   them as processes on 127.0.0.1 when no Docker engine is present (disconnect = SIGSTOP).
 //! * [`probe`]: reads `/metrics` and `/readyz` of replicas.
 //! * [`prometheus`]: a real Prometheus server (Debian's package) scraping every replica.
+//! * [`recovery`]: waiting until a cluster has come back from a fault, and measuring it.
 //!
 //! Everything started here is stopped when its handle drops, also when a test fails.
 
@@ -16,6 +17,7 @@ pub mod kube;
 pub mod layout;
 pub mod probe;
 pub mod prometheus;
+pub mod recovery;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -6,7 +6,7 @@
 //! when a delivered message can be forgotten (see [`crate::multicast::skeen`]).
 
 use super::{Coordinator, RequestError, PEER_DEADLINE, RETRY_AFTER};
-use crate::group::client::Answer;
+use crate::group::client::{Answer, ClientError, GroupClient};
 use crate::group::types::Op;
 use crate::ids::GroupId;
 use crate::multicast::skeen::Status;
@@ -24,6 +24,26 @@ const WATERMARK_EVERY: Duration = Duration::from_millis(500);
 /// An unchanged watermark is sent again after this long (the receiver's leader may have
 /// changed before logging it).
 const WATERMARK_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Sends `req` to the leader of its destination group (following redirects until
+/// [`PEER_DEADLINE`]): the outcome of each announce, in order.
+async fn send_batch(
+    peer: &GroupClient,
+    req: proto::AnnounceBatch,
+) -> Result<Vec<proto::AnnounceOutcome>, ClientError> {
+    peer.call(Instant::now() + PEER_DEADLINE, |mut rpc| {
+        let req = req.clone();
+        async move {
+            use proto::announce_batch_reply::Outcome;
+            match rpc.announce(req).await?.into_inner().outcome {
+                Some(Outcome::NotLeader(h)) => Ok(Answer::NotLeader(Some(h))),
+                Some(Outcome::Outcomes(o)) => Ok(Answer::Done(o.outcomes)),
+                None => Err(tonic::Status::internal("empty announce reply")),
+            }
+        }
+    })
+    .await
+}
 
 impl Coordinator {
     /// Serves a batch of local-timestamp announces from another destination leader.
@@ -251,20 +271,7 @@ impl Coordinator {
                     })
                     .collect(),
             };
-            let reply = peer
-                .call(Instant::now() + PEER_DEADLINE, |mut rpc| {
-                    let req = req.clone();
-                    async move {
-                        use proto::announce_batch_reply::Outcome;
-                        match rpc.announce(req).await?.into_inner().outcome {
-                            Some(Outcome::NotLeader(h)) => Ok(Answer::NotLeader(Some(h))),
-                            Some(Outcome::Outcomes(o)) => Ok(Answer::Done(o.outcomes)),
-                            None => Err(tonic::Status::internal("empty announce reply")),
-                        }
-                    }
-                })
-                .await;
-            match reply {
+            match send_batch(&peer, req).await {
                 Ok(outcomes) => me.on_announce_outcomes(dst, &batch, outcomes).await,
                 Err(e) => {
                     tracing::debug!(group = %me.group, %dst, error = %e, "announce failed");
@@ -308,20 +315,7 @@ impl Coordinator {
                     watermark,
                     announces: Vec::new(),
                 };
-                let reply = peer
-                    .call(Instant::now() + PEER_DEADLINE, |mut rpc| {
-                        let req = req.clone();
-                        async move {
-                            use proto::announce_batch_reply::Outcome;
-                            match rpc.announce(req).await?.into_inner().outcome {
-                                Some(Outcome::NotLeader(h)) => Ok(Answer::NotLeader(Some(h))),
-                                Some(Outcome::Outcomes(_)) => Ok(Answer::Done(())),
-                                None => Err(tonic::Status::internal("empty announce reply")),
-                            }
-                        }
-                    })
-                    .await;
-                if let Err(e) = reply {
+                if let Err(e) = send_batch(&peer, req).await {
                     tracing::debug!(group = %me.group, %dst, error = %e, "watermark not sent");
                     // Send it again at the next tick.
                     me.vol().watermarks_sent.remove(&dst);
