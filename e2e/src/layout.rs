@@ -49,6 +49,21 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The two clusters of the fault tests: `kv` and `chirper`, each an oracle and 2
+    /// partitions × 3 replicas.
+    pub fn kv_and_chirper() -> [Layout; 2] {
+        let cluster = |name: &str, app| Layout {
+            name: name.into(),
+            app,
+            partitions: 2,
+            replicas: 3,
+        };
+        [
+            cluster("kv", AppKind::Kv),
+            cluster("chirper", AppKind::Chirper),
+        ]
+    }
+
     /// Every group: the oracle, then the partitions.
     pub fn groups(&self) -> Vec<GroupId> {
         std::iter::once(ORACLE)

@@ -27,7 +27,6 @@ use dssmr_e2e::probe::leader;
 use dssmr_e2e::prometheus::{self, Prometheus};
 use dssmr_e2e::recovery::{all_ready, recovery, Recovery};
 use dssmr_e2e::{dssmr_binary, wait_for};
-use dssmr_engine::config::AppKind;
 use dssmr_engine::ids::{GroupId, ORACLE};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -66,20 +65,7 @@ fn replicas_survive_faults_under_load_and_prometheus_sees_them() -> anyhow::Resu
         .unwrap_or(150);
     let mut fabric = detect(&dssmr_binary())?;
     eprintln!("e2e fabric: {}", fabric.describe());
-    let clusters = [
-        Layout {
-            name: "kv".into(),
-            app: AppKind::Kv,
-            partitions: 2,
-            replicas: 3,
-        },
-        Layout {
-            name: "chirper".into(),
-            app: AppKind::Chirper,
-            partitions: 2,
-            replicas: 3,
-        },
-    ];
+    let clusters = Layout::kv_and_chirper();
     for c in &clusters {
         fabric.launch(c)?;
     }

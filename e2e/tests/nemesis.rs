@@ -29,7 +29,6 @@ use dssmr_e2e::layout::{Layout, ReplicaRef};
 use dssmr_e2e::probe::{self, leader};
 use dssmr_e2e::recovery::{all_ready, progress, recovery, RECOVERY_LIMIT};
 use dssmr_e2e::{dssmr_binary, wait_for};
-use dssmr_engine::config::AppKind;
 use dssmr_engine::ids::{group_label, GroupId, ORACLE};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -261,20 +260,7 @@ fn histories_stay_correct_under_a_seeded_nemesis_of_kills_stops_cuts_and_pauses(
     let replay = format!("nemesis seed {seed} (replay: DSSMR_NEMESIS_SEED={seed})");
     let mut fabric = detect(&dssmr_binary())?;
     eprintln!("e2e fabric: {}", fabric.describe());
-    let clusters = [
-        Layout {
-            name: "kv".into(),
-            app: AppKind::Kv,
-            partitions: 2,
-            replicas: 3,
-        },
-        Layout {
-            name: "chirper".into(),
-            app: AppKind::Chirper,
-            partitions: 2,
-            replicas: 3,
-        },
-    ];
+    let clusters = Layout::kv_and_chirper();
     let plan = plan(seed, &clusters, steps);
     eprintln!("{replay}: {plan:#?}");
     for c in &clusters {

@@ -564,8 +564,20 @@ fn bad_flags_are_refused_with_the_flag_named() {
         (&["bench", "kv", "--keys", "0"][..], "--keys"),
         (&["bench", "kv", "--mix", "get=1,incr=1"][..], "--mix"),
         (
-            &["history", "check", "--app", "chirper", "h.jsonl"][..],
+            &["history", "check", "--app", "bank", "h.jsonl"][..],
             "--app",
+        ),
+        (
+            &[
+                "history",
+                "check",
+                "--app",
+                "kv",
+                "--max-configurations",
+                "0",
+                "h.jsonl",
+            ][..],
+            "--max-configurations",
         ),
     ] {
         let out = dssmr(args);
