@@ -30,6 +30,7 @@
 use dssmr_e2e::kube::{ControlPlane, Hardware, HARDWARE_LABEL};
 use dssmr_e2e::wait_for;
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -311,9 +312,18 @@ fn wait_crd(cp: &ControlPlane) {
     .unwrap();
 }
 
-/// Sets `spec.partitions` of cluster `name`.
+/// Sets `spec.partitions` of cluster `name` as a user does: `kubectl scale` through the CRD's
+/// scale subresource.
 fn set_partitions(cp: &ControlPlane, name: &str, partitions: u32) {
-    patch_spec(cp, name, &format!(r#"{{"partitions":{partitions}}}"#));
+    cp.kubectl(&[
+        "scale",
+        "dssmrcluster",
+        "-n",
+        NS,
+        name,
+        &format!("--replicas={partitions}"),
+    ])
+    .unwrap();
 }
 
 /// Merge-patches the spec of cluster `name` with `spec_json`.
@@ -759,7 +769,40 @@ fn operator_runs_dssmr_clusters_on_a_real_control_plane() {
     for node in &p3_pods {
         assert_eq!(class(node), "hp-se1102", "a p3 pod went to {node}");
     }
-    phase.done("partitions 2 → 3: paper-p3 StatefulSet, Service, PDB; its pods on hp-se1102");
+    // The scale subresource reads back what runs: 3 partitions, and the partitions' pods.
+    wait_for("status.partitions 3", WAIT, POLL, || {
+        let c = cp
+            .get_json(&["dssmrcluster", "-n", NS, "paper"])
+            .map_err(|e| e.to_string())?;
+        (c["status"]["partitions"] == 3)
+            .then_some(())
+            .ok_or(format!("{}", c["status"]))
+    })
+    .unwrap();
+    let c = cp.get_json(&["dssmrcluster", "-n", NS, "paper"]).unwrap();
+    let selector = c["status"]["selector"].as_str().expect("status.selector");
+    let selected = cp.get_json(&["pods", "-n", NS, "-l", selector]).unwrap();
+    let groups: BTreeSet<String> = selected["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["metadata"]["labels"]["dssmr.io/group"].as_str())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        groups,
+        ["p1", "p2", "p3"].map(String::from).into(),
+        "status.selector {selector:?} selects the partitions' pods, not the oracle's"
+    );
+    assert!(
+        c["status"]["image"].as_str().is_some_and(|i| !i.is_empty()),
+        "status.image: {}",
+        c["status"]
+    );
+    phase.done(
+        "kubectl scale --replicas=3: paper-p3 StatefulSet, Service, PDB; its pods on hp-se1102; \
+         status.partitions 3, status.selector picks p1-p3's pods",
+    );
 
     // Scale in without an oracle to ask (the pods' DNS names do not resolve where this
     // operator runs, and no replica runs): p3 may hold variables, so it is kept and reported

@@ -216,6 +216,18 @@ pub fn cluster_labels(c: &ValidatedCluster) -> BTreeMap<String, String> {
     ])
 }
 
+/// The label selector (as a string) of the pods of every partition of `c`, not the oracle's:
+/// the scale subresource's `status.selector`. Only operators a `LabelSelector` has (`=`,
+/// exists, `notin`): clients convert it into one (`!=` made `kubectl scale` fail with "not
+/// a valid label selector operator").
+pub fn partition_selector(c: &ValidatedCluster) -> String {
+    format!(
+        "app.kubernetes.io/name=dssmr,app.kubernetes.io/instance={},{GROUP_LABEL},{GROUP_LABEL} notin ({})",
+        c.name,
+        dssmr_api::ids::group_label(dssmr_api::ids::ORACLE)
+    )
+}
+
 /// Labels selecting the pods of group `g`.
 fn selector(c: &ValidatedCluster, g: &Group) -> BTreeMap<String, String> {
     BTreeMap::from([

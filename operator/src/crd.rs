@@ -35,9 +35,16 @@ use std::collections::BTreeMap;
     shortname = "dssmr",
     namespaced,
     status = "DSSMRClusterStatus",
+    scale(
+        spec_replicas_path = ".spec.partitions",
+        status_replicas_path = ".status.partitions",
+        label_selector_path = ".status.selector"
+    ),
+    doc = "A replicated, partitioned service run by dssmr: an oracle group (DS-SMR) and `spec.partitions` partition groups, each a StatefulSet of `dssmr replica` pods that replicate one part of the application's state with Raft. Commands stay linearizable; in DS-SMR mode the variables a command needs move into one partition on the fly. The operator writes the client config into the ConfigMap `<name>-config` and reports readiness, throughput and move rate in `status`.",
     printcolumn = r#"{"name":"Partitions","type":"integer","jsonPath":".spec.partitions"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.ready"}"#,
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
+    printcolumn = r#"{"name":"Image","type":"string","jsonPath":".status.image"}"#,
     printcolumn = r#"{"name":"Throughput","type":"number","jsonPath":".status.throughput","description":"Commands executed per second"}"#,
     printcolumn = r#"{"name":"Moves","type":"number","jsonPath":".status.moveRate","description":"Variables moved per second"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
@@ -244,6 +251,18 @@ pub struct DSSMRClusterStatus {
     /// Variables moved per second (from the replicas' metrics).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub move_rate: Option<f64>,
+    /// Partition groups the cluster runs now (in its config, their StatefulSets made); while
+    /// scaling it moves from the old `spec.partitions` to the new one. The replica count of
+    /// the scale subresource (`kubectl scale dssmr/NAME --replicas=N` sets `spec.partitions`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<u32>,
+    /// Label selector of the partitions' pods: the scale subresource's selector (what a
+    /// HorizontalPodAutoscaler reads the pods' metrics from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// The replicas' container image (`spec.image`, else the operator's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 }
 
 /// One group as observed.
@@ -373,6 +392,46 @@ mod tests {
             spec["properties"]["partitions"]["maximum"].as_f64(),
             Some(64.0)
         );
+    }
+
+    #[test]
+    fn kubectl_scale_and_explain_have_what_they_need() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(DSSMRCluster::crd()).unwrap();
+        let version = &crd["spec"]["versions"][0];
+        assert_eq!(
+            version["subresources"]["scale"],
+            serde_json::json!({
+                "specReplicasPath": ".spec.partitions",
+                "statusReplicasPath": ".status.partitions",
+                "labelSelectorPath": ".status.selector"
+            })
+        );
+        let schema = &version["schema"]["openAPIV3Schema"];
+        let root = schema["description"].as_str().unwrap_or_default();
+        assert!(
+            root.starts_with("A replicated, partitioned service run by dssmr"),
+            "kubectl explain dssmrcluster shows: {root}"
+        );
+        // Every field of the spec and status says what it is.
+        for part in ["spec", "status"] {
+            let props = schema["properties"][part]["properties"]
+                .as_object()
+                .expect("properties");
+            for (name, field) in props {
+                assert!(
+                    field["description"].as_str().is_some_and(|d| !d.is_empty()),
+                    "{part}.{name} has no description"
+                );
+            }
+        }
+        let columns: Vec<&str> = version["additionalPrinterColumns"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert!(columns.contains(&"Image"), "{columns:?}");
     }
 
     #[test]

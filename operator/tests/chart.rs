@@ -4,7 +4,8 @@
 //! render with the real Helm library (PyPI `helm-python-sdk`, Helm v4's Go SDK), schema
 //! validation of values through Helm, `kubernetes-validate --strict` on every rendered object
 //! (Prometheus Operator kinds against models generated from their CRDs), staleness of the
-//! chart's CRD copy and of `manifests/install.yaml`, `promtool check rules` and `test rules`,
+//! chart's CRD copy, of `manifests/install.yaml` and of the chart README's values table, the
+//! example in NOTES.txt against the CRD's schema, `promtool check rules` and `test rules`,
 //! and every dashboard and alert query against a real Prometheus on 127.0.0.1. A missing tool
 //! fails the test with a message naming `charts/prepare.sh`, which installs them all.
 
@@ -85,6 +86,16 @@ fn values_schema_rejects_bad_values_through_helm() {
 #[test]
 fn chart_crd_copy_and_install_yaml_are_up_to_date() {
     chartcheck(&["fresh"], Duration::from_secs(60));
+}
+
+#[test]
+fn chart_readme_lists_every_value_with_a_description() {
+    chartcheck(&["readme"], Duration::from_secs(60));
+}
+
+#[test]
+fn notes_hold_an_example_the_crd_accepts_with_apply_wait_and_scale() {
+    chartcheck(&["notes"], Duration::from_secs(60));
 }
 
 #[test]

@@ -277,7 +277,15 @@ async fn reconcile_once(
     let performed = oracle::perform(&ctx, &c, &valid, &plan, &applied, &oracle).await?;
     // update status: groups, leaders, rates and conditions, into the status subresource.
     let rates = update_status::rates(&ctx, &valid, &applied).await;
-    let status = update_status::status(&c, &plan, &applied.rollout, &oracle, &performed, rates);
+    let status = update_status::status(
+        &c,
+        &valid,
+        &plan,
+        &applied.rollout,
+        &oracle,
+        &performed,
+        rates,
+    );
     update_status::patch(&ctx.client, &c, &ns, status).await?;
     let settled = applied.rollout.complete
         && plan.add.is_empty()
@@ -341,6 +349,14 @@ mod tests {
                     assert_eq!(condition(b, "Degraded").0, "False");
                     assert_eq!(b["status"]["ready"], "1/1");
                     assert_eq!(b["status"]["observedGeneration"], 2);
+                    // The scale subresource's count and selector, and the image column.
+                    assert_eq!(b["status"]["partitions"], 1);
+                    assert_eq!(
+                        b["status"]["selector"],
+                        "app.kubernetes.io/name=dssmr,app.kubernetes.io/instance=demo,\
+                         dssmr.io/group,dssmr.io/group notin (oracle)"
+                    );
+                    assert_eq!(b["status"]["image"], "dssmr:test");
                 })
                 .answer(answer),
         );

@@ -61,25 +61,33 @@ pub async fn patch(
     Ok(())
 }
 
-/// The status of a paused `c`: its last one, with conditions saying it is paused.
+/// The status of a paused `c`: its last one, Progressing and Degraded saying it is paused,
+/// and Ready as it was (pausing changes nothing that runs: a ready cluster stays ready and
+/// `kubectl wait --for=condition=Ready` is not disturbed). A cluster paused before it ever
+/// had a status is not ready, because it was paused.
 pub fn paused(c: &DSSMRCluster) -> DSSMRClusterStatus {
     use ConditionType::*;
     let why = "spec.paused is true";
+    let ready = c
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|o| o.type_ == Ready.as_str()))
+        .cloned();
+    let mut wanted = vec![
+        Condition::new(Progressing, false, Reason::Paused, why),
+        Condition::new(Degraded, false, Reason::Paused, why),
+    ];
+    if ready.is_none() {
+        let message = "spec.paused is true: nothing is deployed until it is resumed";
+        wanted.insert(0, Condition::new(Ready, false, Reason::Paused, message));
+    }
+    let mut conditions = condition::to_k8s(c, wanted);
+    if let Some(ready) = ready {
+        conditions.insert(0, ready);
+    }
     DSSMRClusterStatus {
         observed_generation: c.metadata.generation,
-        conditions: condition::to_k8s(
-            c,
-            [
-                Condition::new(
-                    Ready,
-                    false,
-                    Reason::Paused,
-                    "spec.paused is true: no changes are made",
-                ),
-                Condition::new(Progressing, false, Reason::Paused, why),
-                Condition::new(Degraded, false, Reason::Paused, why),
-            ],
-        ),
+        conditions,
         ..c.status.clone().unwrap_or_default()
     }
 }
@@ -144,9 +152,10 @@ pub async fn rates(ctx: &Context, v: &ValidatedCluster, applied: &Applied) -> Op
     Some(rates)
 }
 
-/// The status of `c` after this reconcile.
+/// The status of `c` (validated as `v`) after this reconcile.
 pub fn status(
     c: &DSSMRCluster,
+    v: &ValidatedCluster,
     plan: &ScalePlan,
     rollout: &Rollout,
     oracle: &OracleContact,
@@ -197,6 +206,9 @@ pub fn status(
         groups,
         throughput: rates.map(|r| round2(r.0)),
         move_rate: rates.map(|r| round2(r.1)),
+        partitions: Some(plan.partitions.len() as u32),
+        selector: Some(crate::build::partition_selector(v)),
+        image: Some(v.image.clone()),
     }
 }
 
@@ -348,6 +360,54 @@ mod tests {
         assert_eq!(
             down.message,
             "admin API: Status: refused; drain p3: DrainPartition: no answer within 3s"
+        );
+    }
+
+    #[test]
+    fn pausing_leaves_ready_as_it_was() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition as K8s, Time};
+        let mut c = (*crate::fixtures::cluster("{partitions: 2, paused: true}")).clone();
+        // Never deployed: not ready, because paused.
+        let fresh = paused(&c);
+        let ready = |s: &DSSMRClusterStatus| {
+            s.conditions
+                .iter()
+                .find(|k| k.type_ == "Ready")
+                .cloned()
+                .expect("a Ready condition")
+        };
+        assert_eq!(
+            (ready(&fresh).status.as_str(), ready(&fresh).reason.as_str()),
+            ("False", "Paused")
+        );
+        // Ready before the pause: still ready, with the same reason, message and time.
+        let since = Time("2026-01-01T00:00:00Z".parse().unwrap());
+        let was = K8s {
+            type_: "Ready".into(),
+            status: "True".into(),
+            reason: "AllReplicasReady".into(),
+            message: "3/3 groups ready".into(),
+            last_transition_time: since,
+            observed_generation: Some(1),
+        };
+        c.status = Some(DSSMRClusterStatus {
+            conditions: vec![was.clone()],
+            ..Default::default()
+        });
+        let status = paused(&c);
+        assert_eq!(ready(&status), was);
+        let kinds: Vec<(&str, &str)> = status
+            .conditions
+            .iter()
+            .map(|k| (k.type_.as_str(), k.reason.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("Ready", "AllReplicasReady"),
+                ("Progressing", "Paused"),
+                ("Degraded", "Paused")
+            ]
         );
     }
 
