@@ -399,7 +399,10 @@ fn histories_stay_correct_under_a_seeded_nemesis_of_kills_stops_cuts_and_pauses(
         "{replay}: no post check ran:\n{ch_out}"
     );
 
-    // Moves and fallbacks happened under the nemesis.
+    // Moves happened in both loads, and S-SMR fallbacks in at least one: a kv load whose 8
+    // keys settle in one partition may make none (seed 16 once made 0 in CI), while Chirper's
+    // posts keep revealing followers elsewhere.
+    let mut fallbacks = 0;
     for (name, file) in [("kv", "kv.json"), ("Chirper", "chirper.json")] {
         let r = record(fabric.as_ref(), file)?;
         eprintln!(
@@ -413,14 +416,12 @@ fn histories_stay_correct_under_a_seeded_nemesis_of_kills_stops_cuts_and_pauses(
             r["fallbacks"]
         );
         let moves = r["moves_per_s"].as_f64().unwrap_or(0.0);
-        let fallbacks = r["fallbacks"].as_u64().unwrap_or(0);
         let commands = r["commands"].as_u64().unwrap_or(0);
         anyhow::ensure!(commands > 0, "{replay}: {name}: no command measured: {r}");
-        anyhow::ensure!(
-            moves > 0.0 && fallbacks > 0,
-            "{replay}: {name}: no moves or no fallbacks: {r}"
-        );
+        anyhow::ensure!(moves > 0.0, "{replay}: {name}: no moves: {r}");
+        fallbacks += r["fallbacks"].as_u64().unwrap_or(0);
     }
+    anyhow::ensure!(fallbacks > 0, "{replay}: no S-SMR fallback in either load");
 
     // The histories.
     let events = read_jsonl(fabric.work().join("kv.jsonl"))?;
